@@ -1,0 +1,584 @@
+//! The embedded log: the three topics of `topics/` with N partitions each, plus each
+//! partition's input position and owner epoch, in one [`redb`] database file in the data
+//! directory.
+//!
+//! redb gives ACID transactions with copy-on-write B-trees and checksummed commits, so a
+//! partition's state records, dead letters and new input position land in one atomic commit:
+//! after a crash at any moment either all of a batch is there or none of it is. One process
+//! owns a data directory at a time (redb locks the file), which is what fences a second
+//! `ordo run` in embedded mode.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{NewRecord, Record, Signal};
+use crate::changelog::{Epoch, EpochMarker};
+use crate::partitioner::{Partition, PartitionCount, Partitioner};
+use crate::topics::Role;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "ordo.redb";
+
+/// Bumped when the layout of the tables changes.
+const FORMAT: &str = "1";
+
+/// A record as stored: key, value, timestamp, headers (JSON array of pairs, empty when none).
+type Stored<'a> = (&'a [u8], &'a [u8], i64, &'a [u8]);
+type TopicTable = TableDefinition<'static, (u32, u64), Stored<'static>>;
+
+const EVENTS: TopicTable = TableDefinition::new("reservation-events");
+const STATE: TopicTable = TableDefinition::new("reservation-state");
+const DEAD_LETTERS: TopicTable = TableDefinition::new("reservation-events.dlq");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// partition → next input offset to process.
+const POSITIONS: TableDefinition<u32, u64> = TableDefinition::new("positions");
+/// partition → epoch of the latest owner.
+const EPOCHS: TableDefinition<u32, u64> = TableDefinition::new("epochs");
+
+fn table(role: Role) -> TopicTable {
+    match role {
+        Role::Events => EVENTS,
+        Role::State => STATE,
+        Role::DeadLetters => DEAD_LETTERS,
+    }
+}
+
+/// What went wrong in the embedded log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("data dir {path} does not exist; run `ordo produce` or `ordo run` to create it, or pass --data-dir")]
+    NotFound { path: PathBuf },
+    #[error(
+        "data dir {path} is in use by another ordo process; stop it first (or send events to its HTTP gateway)"
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "data dir {path} holds {stored} partitions but {requested} were requested; \
+         run `ordo repartition --to-partitions {requested} --apply` to move it, or pass --partitions {stored}"
+    )]
+    PartitionMismatch {
+        path: PathBuf,
+        stored: u32,
+        requested: u32,
+    },
+    #[error(
+        "data dir {path} was written with partitioner {stored} but {requested} was requested; \
+         pass --partitioner {stored}, or repartition into a new data dir"
+    )]
+    PartitionerMismatch {
+        path: PathBuf,
+        stored: Partitioner,
+        requested: Partitioner,
+    },
+    #[error("data dir {path} is not an ordo data dir of format {FORMAT}: {detail}")]
+    Foreign { path: PathBuf, detail: String },
+    #[error("cannot create data dir {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("embedded log: {op}: {source}")]
+    Store {
+        op: &'static str,
+        source: Box<redb::Error>,
+    },
+}
+
+impl LogError {
+    /// Whether the error is the user's configuration (exit status 2) rather than a failure.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Self::NotFound { .. }
+                | Self::PartitionMismatch { .. }
+                | Self::PartitionerMismatch { .. }
+                | Self::Foreign { .. }
+        )
+    }
+}
+
+fn store<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> LogError {
+    move |e| LogError::Store {
+        op,
+        source: Box::new(e.into()),
+    }
+}
+
+/// How to open a data directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// The N the caller expects; `None` adopts the stored one (or 1 for a new directory).
+    pub partitions: Option<PartitionCount>,
+    /// The partitioner the caller expects; `None` adopts the stored one.
+    pub partitioner: Option<Partitioner>,
+    /// Create the directory when it does not exist.
+    pub create: bool,
+    /// redb page cache in bytes.
+    pub cache_bytes: Option<usize>,
+}
+
+/// A batch of effects of one partition, committed atomically.
+#[derive(Debug, Default)]
+pub struct Commit {
+    /// Changelog records: key, value.
+    pub state: Vec<(Vec<u8>, Vec<u8>)>,
+    pub dead_letters: Vec<NewRecord>,
+    /// The next input offset to process once this commit is durable.
+    pub next_offset: u64,
+}
+
+/// The embedded log of one data directory.
+pub struct EmbeddedLog {
+    db: Database,
+    path: PathBuf,
+    partitions: PartitionCount,
+    partitioner: Partitioner,
+    appended: Arc<Signal>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("path", &self.path)
+            .field("partitions", &self.partitions)
+            .field("partitioner", &self.partitioner)
+            .finish()
+    }
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the data directory `dir`, checking N and the partitioner.
+    pub fn open(dir: &Path, opts: OpenOptions) -> Result<Self, LogError> {
+        let file = dir.join(DB_FILE);
+        if !file.exists() {
+            if !opts.create {
+                return Err(LogError::NotFound {
+                    path: dir.to_path_buf(),
+                });
+            }
+            std::fs::create_dir_all(dir).map_err(|source| LogError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes.unwrap_or(64 << 20))
+            .create(&file)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => LogError::InUse {
+                    path: dir.to_path_buf(),
+                },
+                other => store("open")(other),
+            })?;
+        let txn = db.begin_write().map_err(store("begin write"))?;
+        let (partitions, partitioner) = {
+            let mut meta = txn.open_table(META).map_err(store("open meta"))?;
+            let format = meta.get("format").map_err(store("read meta"))?.map(|v| v.value().to_owned());
+            let (partitions, partitioner) = match format.as_deref() {
+                None => {
+                    let n = opts.partitions.unwrap_or(PartitionCount::new(1).expect("1 > 0"));
+                    let p = opts.partitioner.unwrap_or_default();
+                    meta.insert("format", FORMAT).map_err(store("write meta"))?;
+                    meta.insert("partitions", n.to_string().as_str()).map_err(store("write meta"))?;
+                    meta.insert("partitioner", p.name()).map_err(store("write meta"))?;
+                    (n, p)
+                }
+                Some(FORMAT) => {
+                    let foreign = |detail: &str| LogError::Foreign {
+                        path: dir.to_path_buf(),
+                        detail: detail.to_owned(),
+                    };
+                    let n = meta
+                        .get("partitions")
+                        .map_err(store("read meta"))?
+                        .and_then(|v| v.value().parse().ok())
+                        .and_then(PartitionCount::new)
+                        .ok_or_else(|| foreign("no partition count"))?;
+                    let p: Partitioner = meta
+                        .get("partitioner")
+                        .map_err(store("read meta"))?
+                        .and_then(|v| v.value().parse().ok())
+                        .ok_or_else(|| foreign("no partitioner"))?;
+                    (n, p)
+                }
+                Some(other) => {
+                    return Err(LogError::Foreign {
+                        path: dir.to_path_buf(),
+                        detail: format!("format {other}"),
+                    });
+                }
+            };
+            if let Some(requested) = opts.partitions
+                && requested != partitions
+            {
+                return Err(LogError::PartitionMismatch {
+                    path: dir.to_path_buf(),
+                    stored: partitions.get(),
+                    requested: requested.get(),
+                });
+            }
+            if let Some(requested) = opts.partitioner
+                && requested != partitioner
+            {
+                return Err(LogError::PartitionerMismatch {
+                    path: dir.to_path_buf(),
+                    stored: partitioner,
+                    requested,
+                });
+            }
+            (partitions, partitioner)
+        };
+        for role in Role::ALL {
+            txn.open_table(table(role)).map_err(store("create topic"))?;
+        }
+        txn.open_table(POSITIONS).map_err(store("create positions"))?;
+        txn.open_table(EPOCHS).map_err(store("create epochs"))?;
+        txn.commit().map_err(store("commit"))?;
+        Ok(Self {
+            db,
+            path: dir.to_path_buf(),
+            partitions,
+            partitioner,
+            appended: Arc::new(Signal::default()),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// N, as stored in the data directory.
+    pub fn partitions(&self) -> PartitionCount {
+        self.partitions
+    }
+
+    /// The partitioner the data directory was written with.
+    pub fn partitioner(&self) -> Partitioner {
+        self.partitioner
+    }
+
+    /// Notified after every append.
+    pub fn appended(&self) -> &Arc<Signal> {
+        &self.appended
+    }
+
+    /// Appends records in one durable transaction; returns their offsets in order.
+    pub fn append(
+        &self,
+        role: Role,
+        records: &[(Partition, NewRecord)],
+    ) -> Result<Vec<u64>, LogError> {
+        // Write transactions are durable (fsync) on commit by default.
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let mut offsets = Vec::with_capacity(records.len());
+        {
+            let mut t = txn.open_table(table(role)).map_err(store("open topic"))?;
+            let mut next: Vec<Option<u64>> = vec![None; self.partitions.get() as usize];
+            for (p, r) in records {
+                let slot = &mut next[p.0 as usize];
+                let offset = match *slot {
+                    Some(o) => o,
+                    None => end_of(&t, p.0)?,
+                };
+                *slot = Some(offset + 1);
+                let headers = encode_headers(&r.headers);
+                t.insert((p.0, offset), (&r.key[..], &r.value[..], r.timestamp, &headers[..]))
+                    .map_err(store("append"))?;
+                offsets.push(offset);
+            }
+        }
+        txn.commit().map_err(store("commit append"))?;
+        self.appended.notify();
+        Ok(offsets)
+    }
+
+    /// Up to `max` records of `partition` from offset `from` on.
+    pub fn read(
+        &self,
+        role: Role,
+        partition: Partition,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::with_capacity(max.min(4096));
+        self.scan(role, partition, from, |r| {
+            out.push(r);
+            Ok(out.len() < max)
+        })?;
+        Ok(out)
+    }
+
+    /// Calls `f` on each record of `partition` from `from` on, until it returns `false`.
+    pub fn scan(
+        &self,
+        role: Role,
+        partition: Partition,
+        from: u64,
+        mut f: impl FnMut(Record) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        let range = t
+            .range((partition.0, from)..=(partition.0, u64::MAX))
+            .map_err(store("read"))?;
+        for item in range {
+            let (k, v) = item.map_err(store("read"))?;
+            let (_, offset) = k.value();
+            let (key, value, timestamp, headers) = v.value();
+            let record = Record {
+                partition,
+                offset,
+                timestamp,
+                key: key.to_vec(),
+                value: value.to_vec(),
+                headers: decode_headers(headers),
+            };
+            if !f(record)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The offset the next record of `partition` will get.
+    pub fn end_offset(&self, role: Role, partition: Partition) -> Result<u64, LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        end_of(&t, partition.0)
+    }
+
+    /// The offset of the first record of `partition` still held.
+    pub fn start_offset(&self, role: Role, partition: Partition) -> Result<u64, LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        let mut r = t
+            .range((partition.0, 0)..=(partition.0, u64::MAX))
+            .map_err(store("read"))?;
+        match r.next() {
+            Some(item) => Ok(item.map_err(store("read"))?.0.value().1),
+            None => end_of(&t, partition.0),
+        }
+    }
+
+    /// The next input offset `partition` will process.
+    pub fn position(&self, partition: Partition) -> Result<u64, LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+        Ok(t.get(partition.0)
+            .map_err(store("read position"))?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Takes ownership of `partition`: a new epoch above every earlier one, recorded with a
+    /// marker in the changelog before any state record of the new owner.
+    pub fn begin_epoch(
+        &self,
+        partition: Partition,
+        owner: &str,
+        at_least: Epoch,
+    ) -> Result<EpochMarker, LogError> {
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let marker = {
+            let mut epochs = txn.open_table(EPOCHS).map_err(store("open epochs"))?;
+            let last = epochs
+                .get(partition.0)
+                .map_err(store("read epoch"))?
+                .map_or(0, |v| v.value());
+            let epoch = Epoch(last.max(at_least.0) + 1);
+            epochs.insert(partition.0, epoch.0).map_err(store("write epoch"))?;
+            let positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+            let resume_offset = positions
+                .get(partition.0)
+                .map_err(store("read position"))?
+                .map_or(0, |v| v.value());
+            let marker = EpochMarker {
+                epoch,
+                partition: partition.0,
+                resume_offset,
+                owner: owner.to_owned(),
+            };
+            let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
+            let offset = end_of(&state, partition.0)?;
+            state
+                .insert(
+                    (partition.0, offset),
+                    (marker.key().as_bytes(), &marker.to_json()[..], super::now_millis(), &[][..]),
+                )
+                .map_err(store("write marker"))?;
+            marker
+        };
+        txn.commit().map_err(store("commit epoch"))?;
+        Ok(marker)
+    }
+
+    /// Commits one batch of a partition's effects atomically: changelog records, dead letters
+    /// and the new input position.
+    pub fn commit(&self, partition: Partition, commit: &Commit) -> Result<(), LogError> {
+        let now = super::now_millis();
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        {
+            let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
+            let mut offset = end_of(&state, partition.0)?;
+            for (key, value) in &commit.state {
+                state
+                    .insert((partition.0, offset), (&key[..], &value[..], now, &[][..]))
+                    .map_err(store("write state"))?;
+                offset += 1;
+            }
+        }
+        if !commit.dead_letters.is_empty() {
+            let mut dlq = txn.open_table(DEAD_LETTERS).map_err(store("open dead letters"))?;
+            let mut offset = end_of(&dlq, partition.0)?;
+            for r in &commit.dead_letters {
+                let headers = encode_headers(&r.headers);
+                dlq.insert(
+                    (partition.0, offset),
+                    (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
+                )
+                .map_err(store("write dead letter"))?;
+                offset += 1;
+            }
+        }
+        {
+            let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+            positions
+                .insert(partition.0, commit.next_offset)
+                .map_err(store("write position"))?;
+        }
+        txn.commit().map_err(store("commit batch"))?;
+        Ok(())
+    }
+}
+
+fn end_of<T: ReadableTable<(u32, u64), Stored<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
+    let mut r = t.range((p, 0)..=(p, u64::MAX)).map_err(store("read"))?;
+    match r.next_back() {
+        Some(item) => Ok(item.map_err(store("read"))?.0.value().1 + 1),
+        None => Ok(0),
+    }
+}
+
+fn encode_headers(headers: &[(String, String)]) -> Vec<u8> {
+    if headers.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(headers).expect("headers always serialise")
+    }
+}
+
+fn decode_headers(bytes: &[u8]) -> Vec<(String, String)> {
+    if bytes.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, value: &str) -> NewRecord {
+        NewRecord {
+            key: key.into(),
+            value: value.into(),
+            timestamp: 7,
+            headers: vec![("h".into(), "v".into())],
+        }
+    }
+
+    fn opts(n: u32) -> OpenOptions {
+        OpenOptions {
+            partitions: PartitionCount::new(n),
+            create: true,
+            ..OpenOptions::default()
+        }
+    }
+
+    #[test]
+    fn append_read_and_offsets_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), opts(2)).unwrap();
+        let offsets = log
+            .append(
+                Role::Events,
+                &[
+                    (Partition(0), rec("a", "1")),
+                    (Partition(1), rec("b", "2")),
+                    (Partition(0), rec("c", "3")),
+                ],
+            )
+            .unwrap();
+        assert_eq!(offsets, vec![0, 0, 1]);
+        let offsets = log.append(Role::Events, &[(Partition(0), rec("d", "4"))]).unwrap();
+        assert_eq!(offsets, vec![2]);
+        let read = log.read(Role::Events, Partition(0), 1, 10).unwrap();
+        assert_eq!(
+            read.iter().map(|r| (r.offset, r.key.clone())).collect::<Vec<_>>(),
+            vec![(1, b"c".to_vec()), (2, b"d".to_vec())]
+        );
+        assert_eq!(read[0].headers, vec![("h".to_owned(), "v".to_owned())]);
+        assert_eq!(log.end_offset(Role::Events, Partition(0)).unwrap(), 3);
+        assert_eq!(log.end_offset(Role::Events, Partition(1)).unwrap(), 1);
+        assert_eq!(log.end_offset(Role::State, Partition(1)).unwrap(), 0);
+    }
+
+    #[test]
+    fn reopening_checks_n_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open(dir.path(), opts(4)).unwrap();
+            log.append(Role::Events, &[(Partition(3), rec("a", "1"))]).unwrap();
+        }
+        let err = EmbeddedLog::open(dir.path(), opts(6)).unwrap_err();
+        assert!(matches!(err, LogError::PartitionMismatch { stored: 4, requested: 6, .. }));
+        assert!(err.to_string().contains("ordo repartition"), "{err}");
+        assert!(err.is_usage());
+        let log = EmbeddedLog::open(dir.path(), OpenOptions::default()).unwrap();
+        assert_eq!(log.partitions().get(), 4);
+        assert_eq!(log.end_offset(Role::Events, Partition(3)).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_holds_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedLog::open(dir.path(), opts(1)).unwrap();
+        let err = EmbeddedLog::open(dir.path(), opts(1)).unwrap_err();
+        assert!(matches!(err, LogError::InUse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn missing_dir_is_not_created_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = EmbeddedLog::open(&dir.path().join("nope"), OpenOptions::default()).unwrap_err();
+        assert!(matches!(err, LogError::NotFound { .. }));
+    }
+
+    #[test]
+    fn epochs_grow_and_commit_moves_position_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), opts(1)).unwrap();
+        let m1 = log.begin_epoch(Partition(0), "a", Epoch(0)).unwrap();
+        let m2 = log.begin_epoch(Partition(0), "b", Epoch(0)).unwrap();
+        assert!(m2.epoch > m1.epoch);
+        let m3 = log.begin_epoch(Partition(0), "c", Epoch(10)).unwrap();
+        assert_eq!(m3.epoch, Epoch(11));
+        log.commit(
+            Partition(0),
+            &Commit {
+                state: vec![(b"k".to_vec(), b"{}".to_vec())],
+                dead_letters: vec![rec("x", "bad")],
+                next_offset: 5,
+            },
+        )
+        .unwrap();
+        assert_eq!(log.position(Partition(0)).unwrap(), 5);
+        assert_eq!(log.end_offset(Role::State, Partition(0)).unwrap(), 4);
+        assert_eq!(log.end_offset(Role::DeadLetters, Partition(0)).unwrap(), 1);
+        let m4 = log.begin_epoch(Partition(0), "d", Epoch(0)).unwrap();
+        assert_eq!(m4.resume_offset, 5);
+    }
+}

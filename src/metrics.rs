@@ -1,0 +1,123 @@
+//! Prometheus metrics (SPEC §8): one [`Metrics`] registered on a registry that is passed in,
+//! label values from closed sets only (no per-key labels).
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric ordo exports.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `ordo_events_total{partition,type,outcome}`.
+    pub events: IntCounterVec,
+    /// `ordo_rejections_total{reason}`.
+    pub rejections: IntCounterVec,
+    /// `ordo_transitions_total{from,to}`.
+    pub transitions: IntCounterVec,
+    /// `ordo_dead_letters_total{reason}`.
+    pub dead_letters: IntCounterVec,
+    /// `ordo_event_processing_seconds`.
+    pub processing: Histogram,
+    /// `ordo_commit_seconds`: one durable batch commit.
+    pub commit: Histogram,
+    /// `ordo_partition_lag_records{partition}`.
+    pub lag: IntGaugeVec,
+    /// `ordo_state_entries{partition}`.
+    pub state_entries: IntGaugeVec,
+    /// `ordo_restore_seconds{partition}`.
+    pub restore: HistogramVec,
+    /// `ordo_partitions_owned`.
+    pub partitions_owned: IntGauge,
+    /// `ordo_fenced_records_total`: changelog records of a former owner ignored on restore.
+    pub fenced: IntCounter,
+    /// `ordo_epoch{partition}`: the epoch this process holds.
+    pub epoch: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them on `registry`.
+    pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
+        let m = Metrics {
+            events: IntCounterVec::new(
+                Opts::new("ordo_events_total", "Events processed, by partition, type and outcome"),
+                &["partition", "type", "outcome"],
+            )?,
+            rejections: IntCounterVec::new(
+                Opts::new("ordo_rejections_total", "Events rejected by the state machine, by reason"),
+                &["reason"],
+            )?,
+            transitions: IntCounterVec::new(
+                Opts::new("ordo_transitions_total", "State transitions applied"),
+                &["from", "to"],
+            )?,
+            dead_letters: IntCounterVec::new(
+                Opts::new("ordo_dead_letters_total", "Records written to the dead-letter log, by reason"),
+                &["reason"],
+            )?,
+            processing: Histogram::with_opts(
+                HistogramOpts::new(
+                    "ordo_event_processing_seconds",
+                    "Time to decode, route and apply one event",
+                )
+                .buckets(vec![1e-7, 5e-7, 1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 1e-3, 1e-2]),
+            )?,
+            commit: Histogram::with_opts(
+                HistogramOpts::new("ordo_commit_seconds", "Time to make one batch durable")
+                    .buckets(prometheus::exponential_buckets(1e-4, 2.0, 16)?),
+            )?,
+            lag: IntGaugeVec::new(
+                Opts::new("ordo_partition_lag_records", "Input records not yet processed"),
+                &["partition"],
+            )?,
+            state_entries: IntGaugeVec::new(
+                Opts::new("ordo_state_entries", "Reservations held in state"),
+                &["partition"],
+            )?,
+            restore: HistogramVec::new(
+                HistogramOpts::new("ordo_restore_seconds", "Time to restore a partition's state")
+                    .buckets(prometheus::exponential_buckets(1e-3, 4.0, 10)?),
+                &["partition"],
+            )?,
+            partitions_owned: IntGauge::new("ordo_partitions_owned", "Partitions owned by this process")?,
+            fenced: IntCounter::new(
+                "ordo_fenced_records_total",
+                "Changelog records of a fenced former owner, ignored",
+            )?,
+            epoch: IntGaugeVec::new(
+                Opts::new("ordo_epoch", "Owner epoch held for each partition"),
+                &["partition"],
+            )?,
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.events.clone()))?;
+        r.register(Box::new(m.rejections.clone()))?;
+        r.register(Box::new(m.transitions.clone()))?;
+        r.register(Box::new(m.dead_letters.clone()))?;
+        r.register(Box::new(m.processing.clone()))?;
+        r.register(Box::new(m.commit.clone()))?;
+        r.register(Box::new(m.lag.clone()))?;
+        r.register(Box::new(m.state_entries.clone()))?;
+        r.register(Box::new(m.restore.clone()))?;
+        r.register(Box::new(m.partitions_owned.clone()))?;
+        r.register(Box::new(m.fenced.clone()))?;
+        r.register(Box::new(m.epoch.clone()))?;
+        Ok(m)
+    }
+
+    /// A fresh set of metrics on its own registry.
+    pub fn fresh() -> Self {
+        Self::new(Registry::new()).expect("metric names are unique")
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into memory cannot fail");
+        String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+}
