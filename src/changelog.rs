@@ -90,7 +90,9 @@ impl StateRecord {
 
     /// The record as JSON.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::to_vec(self).expect("a state record always serialises")
+        let mut buf = Vec::with_capacity(320);
+        serde_json::to_writer(&mut buf, self).expect("a state record always serialises");
+        buf
     }
 }
 

@@ -1,2 +1,589 @@
-//! todo
-pub fn main() -> i32 { 0 }
+//! The command line (SPEC §5): clap definitions and the commands behind them. Every flag also
+//! reads an `ORDO_*` environment variable. Exit status: 0 success, 2 bad usage or
+//! configuration, 1 runtime failure; errors are one line on stderr.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::log::embedded::{EmbeddedLog, LogError, OpenOptions};
+use crate::log::headers;
+use crate::metrics::Metrics;
+use crate::partitioner::{PartitionCount, Partitioner};
+use crate::processor::{self, DEFAULT_DATA_DIR, RunOptions};
+use crate::produce::{self, Validation};
+use crate::reference::Model;
+use crate::topics::{self, Role};
+use crate::worker::DEFAULT_BATCH_SIZE;
+
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// ordo: keyed, partitioned processing of reservation workflows, one thread per partition.
+#[derive(Debug, Parser)]
+#[command(name = "ordo", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `ordo=debug` [default: info for
+    /// `run`, warn otherwise].
+    #[arg(long, global = true, env = "ORDO_LOG")]
+    pub log: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a workload, process it on a fresh embedded log, and check the result.
+    Demo(DemoArgs),
+    /// Run the processor: one thread per partition, plus the HTTP endpoint.
+    Run(RunArgs),
+    /// Append events from an NDJSON file or a generator.
+    Produce(ProduceArgs),
+    /// Print the current state of every reservation, from the changelog.
+    State(StateArgs),
+    /// Print the partition of a key.
+    Partition(PartitionArgs),
+    /// Print N, topic settings and Helm values for a deployment.
+    Plan(PlanArgs),
+}
+
+/// Where the embedded log lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Data directory of the embedded log.
+    #[arg(long, env = "ORDO_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// N and the partitioner.
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Partition threads per server; N = containers × servers.
+    #[arg(long, env = "ORDO_CONTAINERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: Option<u32>,
+    /// Servers (processes); N = containers × servers.
+    #[arg(long, env = "ORDO_SERVERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: Option<u32>,
+    /// N directly; must equal containers × servers when those are given too.
+    #[arg(long, env = "ORDO_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub partitions: Option<u32>,
+    /// How keys map to partitions [default: abs-hash-mod-n, or the data dir's].
+    #[arg(long, env = "ORDO_PARTITIONER", value_enum)]
+    pub partitioner: Option<Partitioner>,
+}
+
+impl TopologyArgs {
+    fn count(&self) -> Result<Option<PartitionCount>, Failure> {
+        PartitionCount::from_flags(self.containers, self.servers, self.partitions)
+            .map_err(|e| Failure::usage(e.to_string()))
+    }
+
+    fn open_options(&self, create: bool) -> Result<OpenOptions, Failure> {
+        Ok(OpenOptions {
+            partitions: self.count()?,
+            partitioner: self.partitioner,
+            create,
+            cache_bytes: None,
+        })
+    }
+}
+
+/// `ordo run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// HTTP listen address (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "ORDO_HTTP", default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// Serve no HTTP.
+    #[arg(long, env = "ORDO_NO_HTTP")]
+    pub no_http: bool,
+    /// Exit once every partition has caught up with its input.
+    #[arg(long, env = "ORDO_UNTIL_IDLE")]
+    pub until_idle: bool,
+    /// Input records per batch (one durable commit per batch).
+    #[arg(long, env = "ORDO_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub batch_size: usize,
+}
+
+/// `ordo produce`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["file", "generate"]))]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// NDJSON file of events, one per line (`-` for stdin).
+    #[arg(long, env = "ORDO_FILE")]
+    pub file: Option<PathBuf>,
+    /// Generate this many realistic events instead.
+    #[arg(long, env = "ORDO_GENERATE")]
+    pub generate: Option<usize>,
+    /// Seed of the generator.
+    #[arg(long, env = "ORDO_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Append the valid lines and report the invalid ones instead of failing.
+    #[arg(long, env = "ORDO_SKIP_INVALID", conflicts_with = "raw")]
+    pub skip_invalid: bool,
+    /// Append lines unvalidated (bad records then reach the dead-letter log).
+    #[arg(long, env = "ORDO_RAW")]
+    pub raw: bool,
+}
+
+/// Output formats of `ordo state`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    /// One JSON object per line.
+    #[default]
+    Ndjson,
+}
+
+/// `ordo state`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Output format.
+    #[arg(long, env = "ORDO_FORMAT", value_enum, default_value_t = Format::Ndjson)]
+    pub format: Format,
+}
+
+/// `ordo partition`.
+#[derive(Debug, Args)]
+pub struct PartitionArgs {
+    /// The reservation number.
+    pub key: String,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+/// `ordo plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Partition threads per server.
+    #[arg(long, env = "ORDO_CONTAINERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: u32,
+    /// Servers (pods).
+    #[arg(long, env = "ORDO_SERVERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: u32,
+    /// How keys map to partitions.
+    #[arg(long, env = "ORDO_PARTITIONER", value_enum, default_value_t = Partitioner::AbsHashModN)]
+    pub partitioner: Partitioner,
+}
+
+/// `ordo demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Events to generate.
+    #[arg(long, env = "ORDO_EVENTS", default_value_t = 200_000)]
+    pub events: usize,
+    /// Seed of the generator.
+    #[arg(long, env = "ORDO_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Partition threads per server.
+    #[arg(long, env = "ORDO_CONTAINERS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: u32,
+    /// Servers; one process plays them all in the demo.
+    #[arg(long, env = "ORDO_SERVERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: u32,
+    /// Keep the data dir here instead of a temporary one.
+    #[arg(long, env = "ORDO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A failed command: its message and whether it was bad usage (exit 2) or a failure (exit 1).
+#[derive(Debug)]
+pub struct Failure {
+    pub usage: bool,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            usage: true,
+            message: message.into(),
+        }
+    }
+
+    fn runtime(message: impl Into<String>) -> Self {
+        Failure {
+            usage: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<LogError> for Failure {
+    fn from(e: LogError) -> Self {
+        Failure {
+            usage: e.is_usage(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<produce::ProduceError> for Failure {
+    fn from(e: produce::ProduceError) -> Self {
+        Failure {
+            usage: e.is_usage(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<processor::RunError> for Failure {
+    fn from(e: processor::RunError) -> Self {
+        Failure {
+            usage: e.is_usage(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::runtime(format!("cannot write output: {e}"))
+    }
+}
+
+/// Parses the command line, runs the command, and returns the exit status.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let default = match cli.command {
+        Command::Run(_) => "info",
+        _ => "warn",
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ordo: error: invalid --log filter: {e}; use e.g. `info` or `ordo=debug`");
+            return 2;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match execute(cli.command) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("ordo: error: {}", f.message);
+            if f.usage { 2 } else { 1 }
+        }
+    }
+}
+
+/// Runs one command.
+pub fn execute(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Demo(a) => demo(a),
+        Command::Run(a) => run(a),
+        Command::Produce(a) => produce_cmd(a),
+        Command::State(a) => state(a),
+        Command::Partition(a) => partition(a),
+        Command::Plan(a) => plan(a),
+    }
+}
+
+fn run(a: RunArgs) -> Result<(), Failure> {
+    let log = Arc::new(EmbeddedLog::open(&a.store.data_dir, a.topology.open_options(true)?)?);
+    let summary = processor::run(
+        log,
+        RunOptions {
+            http: (!a.no_http).then_some(a.http),
+            until_idle: a.until_idle,
+            batch_size: a.batch_size,
+        },
+        Arc::new(Metrics::fresh()),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    eprintln!(
+        "ordo: processed {} records ({} transitions) in {:.2}s; restored {} reservations",
+        summary.processed,
+        summary.applied,
+        summary.elapsed.as_secs_f64(),
+        summary.restored
+    );
+    Ok(())
+}
+
+fn produce_cmd(a: ProduceArgs) -> Result<(), Failure> {
+    let validation = match (a.raw, a.skip_invalid) {
+        (true, _) => Validation::Raw,
+        (false, true) => Validation::SkipInvalid,
+        (false, false) => Validation::Strict,
+    };
+    let open = a.topology.open_options(true)?;
+    // Validate the whole file before touching the data dir: a bad file writes nothing.
+    let report = match (&a.file, a.generate) {
+        (Some(path), _) => {
+            let n = open.partitions.or_else(|| stored_partitions(&a.store.data_dir));
+            let log_n = n.unwrap_or(PartitionCount::new(1).expect("1 > 0"));
+            let partitioner = open
+                .partitioner
+                .or_else(|| stored_partitioner(&a.store.data_dir))
+                .unwrap_or_default();
+            let (records, skipped) = produce::read_file(path, validation, log_n, partitioner)?;
+            let log = EmbeddedLog::open(
+                &a.store.data_dir,
+                OpenOptions {
+                    partitions: Some(log_n),
+                    partitioner: Some(partitioner),
+                    ..open
+                },
+            )?;
+            let appended = produce::append(&log, &records)?;
+            produce::Report { appended, skipped }
+        }
+        (None, Some(count)) => {
+            let log = EmbeddedLog::open(&a.store.data_dir, open)?;
+            produce::produce_generated(&log, count, a.seed)?
+        }
+        (None, None) => unreachable!("clap requires --file or --generate"),
+    };
+    for s in &report.skipped {
+        eprintln!("ordo: skipped line {}: {}", s.line, s.error);
+    }
+    eprintln!(
+        "ordo: appended {} events to {}{}",
+        report.appended,
+        a.store.data_dir.display(),
+        if report.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped {} invalid lines", report.skipped.len())
+        }
+    );
+    Ok(())
+}
+
+/// N of an existing data dir, read without holding it open.
+fn stored_partitions(dir: &std::path::Path) -> Option<PartitionCount> {
+    EmbeddedLog::open(dir, OpenOptions::default()).ok().map(|l| l.partitions())
+}
+
+fn stored_partitioner(dir: &std::path::Path) -> Option<Partitioner> {
+    EmbeddedLog::open(dir, OpenOptions::default()).ok().map(|l| l.partitioner())
+}
+
+fn state(a: StateArgs) -> Result<(), Failure> {
+    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?;
+    let snapshot = processor::snapshot(&log)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match a.format {
+        Format::Ndjson => {
+            for record in snapshot.values() {
+                serde_json::to_writer(&mut out, record).map_err(|e| Failure::runtime(e.to_string()))?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn partition(a: PartitionArgs) -> Result<(), Failure> {
+    let n = a.topology.count()?.ok_or_else(|| {
+        Failure::usage("no partition count; pass --partitions N or --containers C --servers S")
+    })?;
+    let p = a.topology.partitioner.unwrap_or_default().partition(&a.key, n);
+    println!("{p}");
+    Ok(())
+}
+
+fn plan(a: PlanArgs) -> Result<(), Failure> {
+    let n = PartitionCount::from_flags(Some(a.containers), Some(a.servers), None)
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .expect("both flags given");
+    println!("# N = containers × servers = {} × {} = {n}", a.containers, a.servers);
+    println!("partitions: {n}");
+    println!("partitioner: {}", a.partitioner);
+    println!("topics:");
+    for (name, parts, config) in topics::describe(n) {
+        println!("  - name: {name}");
+        println!("    partitions: {parts}");
+        println!("    config:");
+        for (k, v) in config {
+            println!("      {k}: \"{v}\"");
+        }
+    }
+    println!("# helm install ordo ./helm/ordo -f values-plan.yaml, with:");
+    println!("helm:");
+    println!("  servers: {}", a.servers);
+    println!("  containers: {}", a.containers);
+    println!("  partitioner: {}", a.partitioner);
+    Ok(())
+}
+
+/// Malformed lines mixed into the demo workload, one per this many events.
+const DEMO_MALFORMED_EVERY: usize = 1000;
+
+fn demo_malformed(i: usize) -> String {
+    match i % 4 {
+        0 => "{\"type\":\"reservation\",\"event_id\":".to_owned(),
+        1 => format!("{{\"type\":\"refund\",\"event_id\":\"bad-{i}\",\"reservation_no\":\"R-x\",\"user_id\":\"u\"}}"),
+        2 => format!("{{\"type\":\"association\",\"event_id\":\"bad-{i}\",\"reservation_no\":\"\",\"user_id\":\"u\"}}"),
+        _ => "not json at all".to_owned(),
+    }
+}
+
+fn demo(a: DemoArgs) -> Result<(), Failure> {
+    let n = PartitionCount::from_flags(Some(a.containers), Some(a.servers), None)
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .expect("both flags given");
+    let temp;
+    let dir = match &a.data_dir {
+        Some(d) => d.clone(),
+        None => {
+            temp = tempfile::tempdir().map_err(|e| Failure::runtime(format!("cannot create a temp dir: {e}")))?;
+            temp.path().to_path_buf()
+        }
+    };
+    let partitioner = Partitioner::AbsHashModN;
+    println!(
+        "ordo demo: {} events, N = {} containers × {} servers = {n} partitions, data dir {}",
+        a.events,
+        a.containers,
+        a.servers,
+        dir.display()
+    );
+    let events = crate::generate::generate(a.events, a.seed);
+    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events.len() + events.len() / DEMO_MALFORMED_EVERY);
+    let mut malformed = 0u64;
+    for (i, e) in events.iter().enumerate() {
+        if i % DEMO_MALFORMED_EVERY == DEMO_MALFORMED_EVERY - 1 {
+            lines.push(demo_malformed(i).into_bytes());
+            malformed += 1;
+        }
+        lines.push(e.to_json().into_bytes());
+    }
+    let records: Vec<_> = lines.iter().map(|l| produce::route_raw(l, n, partitioner)).collect();
+
+    let log = Arc::new(EmbeddedLog::open(
+        &dir,
+        OpenOptions {
+            partitions: Some(n),
+            partitioner: Some(partitioner),
+            create: true,
+            cache_bytes: None,
+        },
+    )?);
+    let t0 = Instant::now();
+    produce::append(&log, &records)?;
+    let produce_secs = t0.elapsed().as_secs_f64();
+    let metrics = Arc::new(Metrics::fresh());
+    let summary = processor::run(
+        log.clone(),
+        RunOptions {
+            http: None,
+            until_idle: true,
+            batch_size: DEFAULT_BATCH_SIZE,
+        },
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    let process_secs = summary.elapsed.as_secs_f64();
+
+    // The independent check: a plain model over the same events in log order.
+    let model = Model::run(&events);
+    let snapshot = processor::snapshot(&log)?;
+    let mut dead_letters: BTreeMap<String, u64> = BTreeMap::new();
+    for p in n.iter() {
+        log.scan(Role::DeadLetters, p, 0, |r| {
+            let reason = r
+                .headers
+                .iter()
+                .find(|(k, _)| k == headers::REASON)
+                .map_or("?", |(_, v)| v.as_str());
+            *dead_letters.entry(reason.to_owned()).or_default() += 1;
+            Ok(true)
+        })?;
+    }
+    let mut problems = Vec::new();
+    if snapshot.len() != model.states.len() {
+        problems.push(format!(
+            "{} reservations in state, {} in the reference",
+            snapshot.len(),
+            model.states.len()
+        ));
+    }
+    for (no, want) in &model.states {
+        match snapshot.get(no.as_str()) {
+            None => problems.push(format!("{no}: missing")),
+            Some(got) => {
+                let same = got.state.as_str() == want.state
+                    && got.user_id == want.user.as_str()
+                    && got.target.as_deref() == want.target.as_deref()
+                    && got.version as usize == want.applied.len()
+                    && got.applied_event_ids.iter().map(|s| s.as_str()).eq(want.applied.iter().map(String::as_str));
+                if !same {
+                    problems.push(format!("{no}: got {} v{}, want {} v{}", got.state, got.version, want.state, want.applied.len()));
+                }
+            }
+        }
+    }
+    let mut want_dead: BTreeMap<String, u64> = model.rejects.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+    if malformed > 0 {
+        want_dead.insert("malformed".to_owned(), malformed);
+    }
+    if dead_letters != want_dead {
+        problems.push(format!("dead letters {dead_letters:?}, reference {want_dead:?}"));
+    }
+
+    let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in snapshot.values() {
+        *by_state.entry(r.state.as_str()).or_default() += 1;
+    }
+    let total = records.len() as f64;
+    println!("  produce   {produce_secs:>7.2} s  {:>9.0} events/s", total / produce_secs);
+    println!(
+        "  process   {process_secs:>7.2} s  {:>9.0} events/s  (restore, {n} partition threads, durable commits)",
+        total / process_secs
+    );
+    println!(
+        "  state     {} reservations: {}",
+        snapshot.len(),
+        by_state.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "  outcomes  {} transitions, {} duplicates, {} malformed",
+        model.applied, model.duplicates, malformed
+    );
+    println!(
+        "  rejects   {}",
+        model.rejects.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+    );
+    if problems.is_empty() {
+        println!(
+            "  check     OK: every reservation (state, user, target, version, applied ids) and every dead letter equals the reference model"
+        );
+        Ok(())
+    } else {
+        for p in problems.iter().take(10) {
+            println!("  mismatch  {p}");
+        }
+        Err(Failure::runtime(format!(
+            "demo check failed: {} mismatches against the reference model",
+            problems.len()
+        )))
+    }
+}

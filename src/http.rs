@@ -1,1 +1,119 @@
-//! todo
+//! The HTTP endpoint (SPEC §7): `/metrics`, `/healthz`, `/readyz` and `GET /reservations/{no}`.
+//! Errors are JSON: `{"error": "<code>", "message": "<text>"}`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::changelog::StateRecord;
+use crate::processor::Shared;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+impl AppState {
+    /// State over the process's partitions.
+    pub fn new(shared: Shared) -> Self {
+        AppState {
+            shared: Arc::new(shared),
+        }
+    }
+}
+
+/// A JSON error response.
+pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/reservations/{no}", get(reservation))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(state)
+}
+
+/// Serves until `stop` is set.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState, stop: Arc<AtomicBool>) {
+    let shutdown = async move {
+        while !stop.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "http server failed");
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.shared.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    axum::Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let restoring: Vec<usize> = s
+        .shared
+        .statuses
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| !st.ready.load(Ordering::Acquire))
+        .map(|(p, _)| p)
+        .collect();
+    if restoring.is_empty() {
+        axum::Json(json!({"status": "ready", "partitions": s.shared.statuses.len()})).into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("partitions {restoring:?} are not restored yet"),
+        )
+    }
+}
+
+/// The state record of `no`, from its partition's view.
+pub fn lookup(shared: &Shared, no: &str) -> Option<StateRecord> {
+    let p = shared
+        .log
+        .partitioner()
+        .partition(no, shared.log.partitions());
+    let view = &shared.views[p.0 as usize];
+    view.get(no).map(|r| StateRecord::new(r.key().clone(), p, r.value()))
+}
+
+async fn reservation(State(s): State<AppState>, Path(no): Path<String>) -> Response {
+    match lookup(&s.shared, &no) {
+        Some(record) => axum::Json(record).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no reservation {no}"),
+        ),
+    }
+}

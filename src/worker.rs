@@ -367,15 +367,22 @@ impl Worker {
             epoch: marker.epoch,
             ..WorkerReport::default()
         };
+        // Buffers live across batches: large allocations freed every batch would go back to the
+        // OS and be faulted in (and zeroed) again.
+        let mut records = Vec::with_capacity(self.batch_size);
+        let mut changes = HashMap::with_capacity(self.batch_size);
+        let mut commit = Commit::default();
         let result = loop {
             if self.shutdown.load(Ordering::Acquire) {
                 break Ok(());
             }
             let seen = self.log.appended().generation();
-            let records = match self.log.read(Role::Events, p, position, self.batch_size) {
-                Ok(r) => r,
-                Err(e) => break Err(e),
-            };
+            if let Err(e) = self
+                .log
+                .read_into(Role::Events, p, position, self.batch_size, &mut records)
+            {
+                break Err(e);
+            }
             if records.is_empty() {
                 lag.set(0);
                 if self.until_idle {
@@ -386,10 +393,11 @@ impl Worker {
                 continue;
             }
             let mut overlay = Overlay {
-                changes: HashMap::with_capacity(records.len()),
+                changes,
                 view: &self.view,
             };
-            let mut commit = Commit::default();
+            commit.state.clear();
+            commit.dead_letters.clear();
             let mut tally = Tally::default();
             let timer = self.metrics.processing.local();
             for r in &records {
@@ -453,7 +461,8 @@ impl Worker {
             self.metrics.commit.observe(t0.elapsed().as_secs_f64());
             // Durable: now the batch may be seen.
             report.applied += commit.state.len() as u64;
-            for (key, stored) in overlay.changes {
+            changes = overlay.changes;
+            for (key, stored) in changes.drain() {
                 self.view.insert(key, stored);
             }
             position = commit.next_offset;

@@ -303,12 +303,25 @@ impl EmbeddedLog {
         from: u64,
         max: usize,
     ) -> Result<Vec<Record>, LogError> {
-        let mut out = Vec::with_capacity(max.min(4096));
+        let mut out = Vec::new();
+        self.read_into(role, partition, from, max, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`EmbeddedLog::read`], into a buffer the caller reuses (cleared first).
+    pub fn read_into(
+        &self,
+        role: Role,
+        partition: Partition,
+        from: u64,
+        max: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), LogError> {
+        out.clear();
         self.scan(role, partition, from, |r| {
             out.push(r);
             Ok(out.len() < max)
-        })?;
-        Ok(out)
+        })
     }
 
     /// Calls `f` on each record of `partition` from `from` on, until it returns `false`.
