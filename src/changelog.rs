@@ -16,7 +16,9 @@ use crate::partitioner::Partition;
 use crate::state_machine::{Entity, Status};
 
 /// Ownership generation of a partition; every new owner takes a greater one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Epoch(pub u64);
 
@@ -259,11 +261,20 @@ mod tests {
     fn records_of_a_zombie_after_a_newer_marker_are_ignored() {
         let mut reader = Reader::default();
         assert_eq!(reader.next(Entry::Marker(marker(1, 0))), Verdict::Marker);
-        assert!(matches!(reader.next(Entry::State(record("A", 1, 0, 1))), Verdict::Accept(_)));
+        assert!(matches!(
+            reader.next(Entry::State(record("A", 1, 0, 1))),
+            Verdict::Accept(_)
+        ));
         assert_eq!(reader.next(Entry::Marker(marker(2, 1))), Verdict::Marker);
         // The old owner wakes up and writes on.
-        assert_eq!(reader.next(Entry::State(record("A", 2, 5, 1))), Verdict::Fenced);
-        assert!(matches!(reader.next(Entry::State(record("B", 1, 1, 2))), Verdict::Accept(_)));
+        assert_eq!(
+            reader.next(Entry::State(record("A", 2, 5, 1))),
+            Verdict::Fenced
+        );
+        assert!(matches!(
+            reader.next(Entry::State(record("B", 1, 1, 2))),
+            Verdict::Accept(_)
+        ));
         assert_eq!(reader.fenced, 1);
         assert_eq!(reader.highest_epoch(), Epoch(2));
         assert_eq!(reader.resume_offset(), 2);

@@ -52,6 +52,41 @@ pub enum Command {
     Partition(PartitionArgs),
     /// Print N, topic settings and Helm values for a deployment.
     Plan(PlanArgs),
+    /// Measure end-to-end throughput, or restore time and memory.
+    Bench(BenchArgs),
+}
+
+/// `ordo bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// The benchmarks of `ordo bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Generate a file, `produce` it, then `run --until-idle` (fresh temp data dir).
+    E2e {
+        /// Events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// N.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+        /// Input records per batch.
+        #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+        batch_size: usize,
+    },
+    /// Restore N state entries from the changelog; report time and resident memory.
+    Restore {
+        /// State entries (reservations).
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// N.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
 }
 
 /// Where the embedded log lives.
@@ -272,7 +307,8 @@ pub fn main() -> i32 {
         Command::Run(_) => "info",
         _ => "warn",
     };
-    let filter = match tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default)) {
+    let filter = match tracing_subscriber::EnvFilter::try_new(cli.log.as_deref().unwrap_or(default))
+    {
         Ok(f) => f,
         Err(e) => {
             eprintln!("ordo: error: invalid --log filter: {e}; use e.g. `info` or `ordo=debug`");
@@ -301,11 +337,15 @@ pub fn execute(command: Command) -> Result<(), Failure> {
         Command::State(a) => state(a),
         Command::Partition(a) => partition(a),
         Command::Plan(a) => plan(a),
+        Command::Bench(a) => bench(a),
     }
 }
 
 fn run(a: RunArgs) -> Result<(), Failure> {
-    let log = Arc::new(EmbeddedLog::open(&a.store.data_dir, a.topology.open_options(true)?)?);
+    let log = Arc::new(EmbeddedLog::open(
+        &a.store.data_dir,
+        a.topology.open_options(true)?,
+    )?);
     let summary = processor::run(
         log,
         RunOptions {
@@ -336,7 +376,9 @@ fn produce_cmd(a: ProduceArgs) -> Result<(), Failure> {
     // Validate the whole file before touching the data dir: a bad file writes nothing.
     let report = match (&a.file, a.generate) {
         (Some(path), _) => {
-            let n = open.partitions.or_else(|| stored_partitions(&a.store.data_dir));
+            let n = open
+                .partitions
+                .or_else(|| stored_partitions(&a.store.data_dir));
             let log_n = n.unwrap_or(PartitionCount::new(1).expect("1 > 0"));
             let partitioner = open
                 .partitioner
@@ -378,11 +420,15 @@ fn produce_cmd(a: ProduceArgs) -> Result<(), Failure> {
 
 /// N of an existing data dir, read without holding it open.
 fn stored_partitions(dir: &std::path::Path) -> Option<PartitionCount> {
-    EmbeddedLog::open(dir, OpenOptions::default()).ok().map(|l| l.partitions())
+    EmbeddedLog::open(dir, OpenOptions::default())
+        .ok()
+        .map(|l| l.partitions())
 }
 
 fn stored_partitioner(dir: &std::path::Path) -> Option<Partitioner> {
-    EmbeddedLog::open(dir, OpenOptions::default()).ok().map(|l| l.partitioner())
+    EmbeddedLog::open(dir, OpenOptions::default())
+        .ok()
+        .map(|l| l.partitioner())
 }
 
 fn state(a: StateArgs) -> Result<(), Failure> {
@@ -392,7 +438,8 @@ fn state(a: StateArgs) -> Result<(), Failure> {
     match a.format {
         Format::Ndjson => {
             for record in snapshot.values() {
-                serde_json::to_writer(&mut out, record).map_err(|e| Failure::runtime(e.to_string()))?;
+                serde_json::to_writer(&mut out, record)
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
                 out.write_all(b"\n")?;
             }
         }
@@ -405,7 +452,11 @@ fn partition(a: PartitionArgs) -> Result<(), Failure> {
     let n = a.topology.count()?.ok_or_else(|| {
         Failure::usage("no partition count; pass --partitions N or --containers C --servers S")
     })?;
-    let p = a.topology.partitioner.unwrap_or_default().partition(&a.key, n);
+    let p = a
+        .topology
+        .partitioner
+        .unwrap_or_default()
+        .partition(&a.key, n);
     println!("{p}");
     Ok(())
 }
@@ -414,7 +465,10 @@ fn plan(a: PlanArgs) -> Result<(), Failure> {
     let n = PartitionCount::from_flags(Some(a.containers), Some(a.servers), None)
         .map_err(|e| Failure::usage(e.to_string()))?
         .expect("both flags given");
-    println!("# N = containers × servers = {} × {} = {n}", a.containers, a.servers);
+    println!(
+        "# N = containers × servers = {} × {} = {n}",
+        a.containers, a.servers
+    );
     println!("partitions: {n}");
     println!("partitioner: {}", a.partitioner);
     println!("topics:");
@@ -440,8 +494,12 @@ const DEMO_MALFORMED_EVERY: usize = 1000;
 fn demo_malformed(i: usize) -> String {
     match i % 4 {
         0 => "{\"type\":\"reservation\",\"event_id\":".to_owned(),
-        1 => format!("{{\"type\":\"refund\",\"event_id\":\"bad-{i}\",\"reservation_no\":\"R-x\",\"user_id\":\"u\"}}"),
-        2 => format!("{{\"type\":\"association\",\"event_id\":\"bad-{i}\",\"reservation_no\":\"\",\"user_id\":\"u\"}}"),
+        1 => format!(
+            "{{\"type\":\"refund\",\"event_id\":\"bad-{i}\",\"reservation_no\":\"R-x\",\"user_id\":\"u\"}}"
+        ),
+        2 => format!(
+            "{{\"type\":\"association\",\"event_id\":\"bad-{i}\",\"reservation_no\":\"\",\"user_id\":\"u\"}}"
+        ),
         _ => "not json at all".to_owned(),
     }
 }
@@ -454,7 +512,8 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
     let dir = match &a.data_dir {
         Some(d) => d.clone(),
         None => {
-            temp = tempfile::tempdir().map_err(|e| Failure::runtime(format!("cannot create a temp dir: {e}")))?;
+            temp = tempfile::tempdir()
+                .map_err(|e| Failure::runtime(format!("cannot create a temp dir: {e}")))?;
             temp.path().to_path_buf()
         }
     };
@@ -467,7 +526,8 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
         dir.display()
     );
     let events = crate::generate::generate(a.events, a.seed);
-    let mut lines: Vec<Vec<u8>> = Vec::with_capacity(events.len() + events.len() / DEMO_MALFORMED_EVERY);
+    let mut lines: Vec<Vec<u8>> =
+        Vec::with_capacity(events.len() + events.len() / DEMO_MALFORMED_EVERY);
     let mut malformed = 0u64;
     for (i, e) in events.iter().enumerate() {
         if i % DEMO_MALFORMED_EVERY == DEMO_MALFORMED_EVERY - 1 {
@@ -476,7 +536,10 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
         }
         lines.push(e.to_json().into_bytes());
     }
-    let records: Vec<_> = lines.iter().map(|l| produce::route_raw(l, n, partitioner)).collect();
+    let records: Vec<_> = lines
+        .iter()
+        .map(|l| produce::route_raw(l, n, partitioner))
+        .collect();
 
     let log = Arc::new(EmbeddedLog::open(
         &dir,
@@ -534,19 +597,35 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
                     && got.user_id == want.user.as_str()
                     && got.target.as_deref() == want.target.as_deref()
                     && got.version as usize == want.applied.len()
-                    && got.applied_event_ids.iter().map(|s| s.as_str()).eq(want.applied.iter().map(String::as_str));
+                    && got
+                        .applied_event_ids
+                        .iter()
+                        .map(|s| s.as_str())
+                        .eq(want.applied.iter().map(String::as_str));
                 if !same {
-                    problems.push(format!("{no}: got {} v{}, want {} v{}", got.state, got.version, want.state, want.applied.len()));
+                    problems.push(format!(
+                        "{no}: got {} v{}, want {} v{}",
+                        got.state,
+                        got.version,
+                        want.state,
+                        want.applied.len()
+                    ));
                 }
             }
         }
     }
-    let mut want_dead: BTreeMap<String, u64> = model.rejects.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
+    let mut want_dead: BTreeMap<String, u64> = model
+        .rejects
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v))
+        .collect();
     if malformed > 0 {
         want_dead.insert("malformed".to_owned(), malformed);
     }
     if dead_letters != want_dead {
-        problems.push(format!("dead letters {dead_letters:?}, reference {want_dead:?}"));
+        problems.push(format!(
+            "dead letters {dead_letters:?}, reference {want_dead:?}"
+        ));
     }
 
     let mut by_state: BTreeMap<&str, u64> = BTreeMap::new();
@@ -554,7 +633,10 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
         *by_state.entry(r.state.as_str()).or_default() += 1;
     }
     let total = records.len() as f64;
-    println!("  produce   {produce_secs:>7.2} s  {:>9.0} events/s", total / produce_secs);
+    println!(
+        "  produce   {produce_secs:>7.2} s  {:>9.0} events/s",
+        total / produce_secs
+    );
     println!(
         "  process   {process_secs:>7.2} s  {:>9.0} events/s  (restore, {n} partition threads, durable commits)",
         total / process_secs
@@ -562,7 +644,11 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
     println!(
         "  state     {} reservations: {}",
         snapshot.len(),
-        by_state.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        by_state
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
         "  outcomes  {} transitions, {} duplicates, {} malformed",
@@ -570,7 +656,12 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
     );
     println!(
         "  rejects   {}",
-        model.rejects.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        model
+            .rejects
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     if problems.is_empty() {
         println!(
@@ -586,4 +677,37 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
             problems.len()
         )))
     }
+}
+
+fn bench(a: BenchArgs) -> Result<(), Failure> {
+    let fail = |e: crate::bench::BenchError| Failure::runtime(e.to_string());
+    let count = |n| PartitionCount::new(n).ok_or_else(|| Failure::usage("--partitions must be at least 1"));
+    match a.what {
+        BenchWhat::E2e { events, partitions, batch_size } => {
+            let r = crate::bench::e2e(events, count(partitions)?, batch_size.max(1)).map_err(fail)?;
+            println!(
+                "e2e: {} events, N = {}: produce {:.2} s ({:.0} events/s), run --until-idle {:.2} s ({:.0} events/s), together {:.0} events/s",
+                r.events,
+                r.partitions,
+                r.produce_secs,
+                r.events as f64 / r.produce_secs,
+                r.run_secs,
+                r.events as f64 / r.run_secs,
+                r.events as f64 / (r.produce_secs + r.run_secs)
+            );
+        }
+        BenchWhat::Restore { entries, partitions } => {
+            let r = crate::bench::restore(entries, count(partitions)?).map_err(fail)?;
+            println!(
+                "restore: {} entries over {} partitions in {:.2} s ({:.0} entries/s); RSS {} MiB before, {} MiB with the state in memory",
+                r.entries,
+                r.partitions,
+                r.secs,
+                r.entries as f64 / r.secs,
+                r.rss_before >> 20,
+                r.rss_after >> 20
+            );
+        }
+    }
+    Ok(())
 }

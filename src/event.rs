@@ -102,10 +102,7 @@ pub enum Malformed {
     #[error("unknown event type `{0}`; use reservation, association or cancellation")]
     UnknownType(String),
     #[error("record key `{key}` differs from reservation_no `{reservation_no}`")]
-    KeyMismatch {
-        key: String,
-        reservation_no: String,
-    },
+    KeyMismatch { key: String, reservation_no: String },
 }
 
 /// Any JSON value, kept only as far as validation needs: strings and integers by value,
@@ -409,7 +406,8 @@ mod tests {
     #[test]
     fn classifies_every_malformed_case() {
         use Malformed::*;
-        let cases: &[(&str, fn(&Malformed) -> bool)] = &[
+        type Check = fn(&Malformed) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("not json", |m| matches!(m, NotJson(_))),
             (r#"{"type":"reservation""#, |m| matches!(m, NotJson(_))),
             ("[1,2]", |m| matches!(m, NotObject(_))),
@@ -418,22 +416,26 @@ mod tests {
                 r#"{"type":"reservation","type":"reservation","event_id":"e","reservation_no":"R","user_id":"u"}"#,
                 |m| matches!(m, NotObject(_)),
             ),
-            (r#"{"event_id":"e","reservation_no":"R","user_id":"u"}"#, |m| {
-                *m == Missing("type")
-            }),
-            (r#"{"type":"reservation","reservation_no":"R","user_id":"u"}"#, |m| {
-                *m == Missing("event_id")
-            }),
-            (r#"{"type":"reservation","event_id":"e","user_id":"u"}"#, |m| {
-                *m == Missing("reservation_no")
-            }),
+            (
+                r#"{"event_id":"e","reservation_no":"R","user_id":"u"}"#,
+                |m| *m == Missing("type"),
+            ),
+            (
+                r#"{"type":"reservation","reservation_no":"R","user_id":"u"}"#,
+                |m| *m == Missing("event_id"),
+            ),
+            (
+                r#"{"type":"reservation","event_id":"e","user_id":"u"}"#,
+                |m| *m == Missing("reservation_no"),
+            ),
             (
                 r#"{"type":"reservation","event_id":"e","reservation_no":null,"user_id":"u"}"#,
                 |m| *m == Missing("reservation_no"),
             ),
-            (r#"{"type":"reservation","event_id":"e","reservation_no":"R"}"#, |m| {
-                *m == Missing("user_id")
-            }),
+            (
+                r#"{"type":"reservation","event_id":"e","reservation_no":"R"}"#,
+                |m| *m == Missing("user_id"),
+            ),
             (
                 r#"{"type":"reservation","event_id":"","reservation_no":"R","user_id":"u"}"#,
                 |m| *m == Empty("event_id"),
@@ -448,27 +450,81 @@ mod tests {
             ),
             (
                 r#"{"type":"reservation","event_id":7,"reservation_no":"R","user_id":"u"}"#,
-                |m| matches!(m, WrongType { field: "event_id", found: "a number", .. }),
+                |m| {
+                    matches!(
+                        m,
+                        WrongType {
+                            field: "event_id",
+                            found: "a number",
+                            ..
+                        }
+                    )
+                },
             ),
             (
                 r#"{"type":["x"],"event_id":"e","reservation_no":"R","user_id":"u"}"#,
-                |m| matches!(m, WrongType { field: "type", found: "an array", .. }),
+                |m| {
+                    matches!(
+                        m,
+                        WrongType {
+                            field: "type",
+                            found: "an array",
+                            ..
+                        }
+                    )
+                },
             ),
             (
                 r#"{"type":"reservation","event_id":"e","reservation_no":{"a":1},"user_id":"u"}"#,
-                |m| matches!(m, WrongType { field: "reservation_no", found: "an object", .. }),
+                |m| {
+                    matches!(
+                        m,
+                        WrongType {
+                            field: "reservation_no",
+                            found: "an object",
+                            ..
+                        }
+                    )
+                },
             ),
             (
                 r#"{"type":"association","event_id":"e","reservation_no":"R","user_id":"u","target":true}"#,
-                |m| matches!(m, WrongType { field: "target", found: "a boolean", .. }),
+                |m| {
+                    matches!(
+                        m,
+                        WrongType {
+                            field: "target",
+                            found: "a boolean",
+                            ..
+                        }
+                    )
+                },
             ),
             (
                 r#"{"type":"reservation","event_id":"e","reservation_no":"R","user_id":"u","ts":"now"}"#,
-                |m| matches!(m, WrongType { field: "ts", found: "a string", .. }),
+                |m| {
+                    matches!(
+                        m,
+                        WrongType {
+                            field: "ts",
+                            found: "a string",
+                            ..
+                        }
+                    )
+                },
             ),
             (
                 r#"{"type":"reservation","event_id":"e","reservation_no":"R","user_id":"u","ts":1.5}"#,
-                |m| matches!(m, WrongType { field: "ts", found: "a fractional number", .. }),
+                |m| {
+                    matches!(
+                        m,
+                        WrongType {
+                            field: "ts",
+                            found: "a fractional number",
+                            ..
+                        }
+                    )
+                },
             ),
         ];
         for (input, check) in cases {

@@ -91,7 +91,11 @@ impl Generator {
     /// A new reservation and the story of its follow-ups.
     fn start(&mut self) -> Event {
         self.next_reservation += 1;
-        let no = ReservationNo(format_compact!("R-{:x}-{:07}", self.seed & 0xffff, self.next_reservation));
+        let no = ReservationNo(format_compact!(
+            "R-{:x}-{:07}",
+            self.seed & 0xffff,
+            self.next_reservation
+        ));
         let user = self.user();
         let first = self.event(EventKind::Reservation, &no, &user);
         let mut story = VecDeque::new();
@@ -180,8 +184,17 @@ mod tests {
         assert_eq!(a, generate(20_000, 7));
         assert_ne!(a, generate(20_000, 8));
         let m = Model::run(&a);
-        for reason in ["not_reserved", "already_reserved", "user_mismatch", "already_associated", "cancelled"] {
-            assert!(m.rejects.get(reason).copied().unwrap_or(0) > 0, "no {reason} in workload");
+        for reason in [
+            "not_reserved",
+            "already_reserved",
+            "user_mismatch",
+            "already_associated",
+            "cancelled",
+        ] {
+            assert!(
+                m.rejects.get(reason).copied().unwrap_or(0) > 0,
+                "no {reason} in workload"
+            );
         }
         assert!(m.duplicates > 0);
         for state in ["reserved", "associated", "cancelled"] {

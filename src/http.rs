@@ -87,7 +87,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .map(|(p, _)| p)
         .collect();
     if restoring.is_empty() {
-        axum::Json(json!({"status": "ready", "partitions": s.shared.statuses.len()})).into_response()
+        axum::Json(json!({"status": "ready", "partitions": s.shared.statuses.len()}))
+            .into_response()
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -104,7 +105,8 @@ pub fn lookup(shared: &Shared, no: &str) -> Option<StateRecord> {
         .partitioner()
         .partition(no, shared.log.partitions());
     let view = &shared.views[p.0 as usize];
-    view.get(no).map(|r| StateRecord::new(r.key().clone(), p, r.value()))
+    view.get(no)
+        .map(|r| StateRecord::new(r.key().clone(), p, r.value()))
 }
 
 async fn reservation(State(s): State<AppState>, Path(no): Path<String>) -> Response {

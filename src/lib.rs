@@ -17,8 +17,10 @@
 //! * [`metrics`]: Prometheus metrics.
 //! * [`generate`]: realistic workloads for `ordo produce --generate` and `ordo demo`.
 //! * [`produce`]: validating and appending input files.
+//! * [`bench`]: `ordo bench`, end-to-end and restore measurements.
 //! * [`cli`]: the command line.
 
+pub mod bench;
 pub mod changelog;
 pub mod cli;
 pub mod event;

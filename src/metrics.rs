@@ -41,11 +41,17 @@ impl Metrics {
     pub fn new(registry: Registry) -> Result<Self, prometheus::Error> {
         let m = Metrics {
             events: IntCounterVec::new(
-                Opts::new("ordo_events_total", "Events processed, by partition, type and outcome"),
+                Opts::new(
+                    "ordo_events_total",
+                    "Events processed, by partition, type and outcome",
+                ),
                 &["partition", "type", "outcome"],
             )?,
             rejections: IntCounterVec::new(
-                Opts::new("ordo_rejections_total", "Events rejected by the state machine, by reason"),
+                Opts::new(
+                    "ordo_rejections_total",
+                    "Events rejected by the state machine, by reason",
+                ),
                 &["reason"],
             )?,
             transitions: IntCounterVec::new(
@@ -53,7 +59,10 @@ impl Metrics {
                 &["from", "to"],
             )?,
             dead_letters: IntCounterVec::new(
-                Opts::new("ordo_dead_letters_total", "Records written to the dead-letter log, by reason"),
+                Opts::new(
+                    "ordo_dead_letters_total",
+                    "Records written to the dead-letter log, by reason",
+                ),
                 &["reason"],
             )?,
             processing: Histogram::with_opts(
@@ -68,7 +77,10 @@ impl Metrics {
                     .buckets(prometheus::exponential_buckets(1e-4, 2.0, 16)?),
             )?,
             lag: IntGaugeVec::new(
-                Opts::new("ordo_partition_lag_records", "Input records not yet processed"),
+                Opts::new(
+                    "ordo_partition_lag_records",
+                    "Input records not yet processed",
+                ),
                 &["partition"],
             )?,
             state_entries: IntGaugeVec::new(
@@ -76,11 +88,17 @@ impl Metrics {
                 &["partition"],
             )?,
             restore: HistogramVec::new(
-                HistogramOpts::new("ordo_restore_seconds", "Time to restore a partition's state")
-                    .buckets(prometheus::exponential_buckets(1e-3, 4.0, 10)?),
+                HistogramOpts::new(
+                    "ordo_restore_seconds",
+                    "Time to restore a partition's state",
+                )
+                .buckets(prometheus::exponential_buckets(1e-3, 4.0, 10)?),
                 &["partition"],
             )?,
-            partitions_owned: IntGauge::new("ordo_partitions_owned", "Partitions owned by this process")?,
+            partitions_owned: IntGauge::new(
+                "ordo_partitions_owned",
+                "Partitions owned by this process",
+            )?,
             fenced: IntCounter::new(
                 "ordo_fenced_records_total",
                 "Changelog records of a fenced former owner, ignored",

@@ -159,8 +159,9 @@ impl FromStr for Partitioner {
 
 /// Java's `String.hashCode()`: `h = 31*h + unit` over UTF-16 code units, wrapping at 32 bits.
 pub fn java_hash_code(key: &str) -> i32 {
-    key.encode_utf16()
-        .fold(0i32, |h, unit| h.wrapping_mul(31).wrapping_add(i32::from(unit)))
+    key.encode_utf16().fold(0i32, |h, unit| {
+        h.wrapping_mul(31).wrapping_add(i32::from(unit))
+    })
 }
 
 /// Kafka's `Utils.murmur2` (seed `0x9747b28c`), as the Java client computes it.
@@ -236,7 +237,10 @@ mod tests {
         assert_eq!(murmur2(b"") as u32, 0x106e_08d9);
         assert_eq!(murmur2(b"21") as u32, -973_932_308i32 as u32);
         assert_eq!(murmur2(b"foobar") as u32, -790_332_482i32 as u32);
-        assert_eq!(murmur2(b"a-little-bit-long-string") as u32, -985_981_536i32 as u32);
+        assert_eq!(
+            murmur2(b"a-little-bit-long-string") as u32,
+            -985_981_536i32 as u32
+        );
         assert_eq!(
             murmur2(b"a-little-bit-longer-string") as u32,
             -1_486_304_829i32 as u32

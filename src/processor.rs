@@ -90,7 +90,10 @@ pub fn run(
     let n = log.partitions();
     let shared = Shared {
         views: n.iter().map(|_| Arc::new(View::new())).collect(),
-        statuses: n.iter().map(|_| Arc::new(PartitionStatus::default())).collect(),
+        statuses: n
+            .iter()
+            .map(|_| Arc::new(PartitionStatus::default()))
+            .collect(),
         metrics: metrics.clone(),
         log: log.clone(),
     };
@@ -105,7 +108,9 @@ pub fn run(
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind(addr))
                 .map_err(|source| RunError::Listen { addr, source })?;
-            let local = listener.local_addr().map_err(|source| RunError::Listen { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| RunError::Listen { addr, source })?;
             // Tests and operators parse this line to find a port picked with `:0`.
             eprintln!("ordo: http listening on {local}");
             info!(addr = %local, "http listening");
@@ -227,7 +232,9 @@ pub fn snapshot(log: &EmbeddedLog) -> Result<BTreeMap<ReservationNo, StateRecord
 pub fn backlog(log: &EmbeddedLog) -> Result<u64, LogError> {
     let mut total = 0;
     for p in log.partitions().iter() {
-        total += log.end_offset(Role::Events, p)?.saturating_sub(log.position(p)?);
+        total += log
+            .end_offset(Role::Events, p)?
+            .saturating_sub(log.position(p)?);
     }
     Ok(total)
 }

@@ -178,7 +178,11 @@ pub fn produce_file(
 }
 
 /// Generates and appends `count` events.
-pub fn produce_generated(log: &EmbeddedLog, count: usize, seed: u64) -> Result<Report, ProduceError> {
+pub fn produce_generated(
+    log: &EmbeddedLog,
+    count: usize,
+    seed: u64,
+) -> Result<Report, ProduceError> {
     let (n, partitioner) = (log.partitions(), log.partitioner());
     let mut appended = 0;
     let mut generator = crate::generate::Generator::new(seed);

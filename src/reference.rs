@@ -38,7 +38,8 @@ impl Model {
     pub fn push(&mut self, e: &Event) {
         let key = e.reservation_no.as_str();
         let user = e.user_id.as_str();
-        let reject = |m: &mut Model, reason: &'static str| *m.rejects.entry(reason).or_default() += 1;
+        let reject =
+            |m: &mut Model, reason: &'static str| *m.rejects.entry(reason).or_default() += 1;
         let Some(s) = self.states.get_mut(key) else {
             if e.kind == EventKind::Reservation {
                 self.states.insert(

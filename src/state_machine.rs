@@ -199,22 +199,83 @@ mod tests {
         use EventKind::*;
         use RejectReason as R;
         // (state, event kind, same user?, expected next state or reject)
-        let table: &[(Option<Status>, EventKind, bool, Result<Status, R>)] = &[
+        type Row = (Option<Status>, EventKind, bool, Result<Status, R>);
+        let table: &[Row] = &[
             (None, Reservation, true, Ok(Status::Reserved)),
             (None, Association, true, Err(R::NotReserved)),
             (None, Cancellation, true, Err(R::NotReserved)),
-            (Some(Status::Reserved), Reservation, true, Err(R::AlreadyReserved)),
-            (Some(Status::Reserved), Reservation, false, Err(R::AlreadyReserved)),
-            (Some(Status::Reserved), Association, true, Ok(Status::Associated)),
-            (Some(Status::Reserved), Association, false, Err(R::UserMismatch)),
-            (Some(Status::Reserved), Cancellation, true, Ok(Status::Cancelled)),
-            (Some(Status::Reserved), Cancellation, false, Err(R::UserMismatch)),
-            (Some(Status::Associated), Reservation, true, Err(R::AlreadyAssociated)),
-            (Some(Status::Associated), Association, true, Err(R::AlreadyAssociated)),
-            (Some(Status::Associated), Cancellation, false, Err(R::AlreadyAssociated)),
-            (Some(Status::Cancelled), Reservation, true, Err(R::Cancelled)),
-            (Some(Status::Cancelled), Association, true, Err(R::Cancelled)),
-            (Some(Status::Cancelled), Cancellation, false, Err(R::Cancelled)),
+            (
+                Some(Status::Reserved),
+                Reservation,
+                true,
+                Err(R::AlreadyReserved),
+            ),
+            (
+                Some(Status::Reserved),
+                Reservation,
+                false,
+                Err(R::AlreadyReserved),
+            ),
+            (
+                Some(Status::Reserved),
+                Association,
+                true,
+                Ok(Status::Associated),
+            ),
+            (
+                Some(Status::Reserved),
+                Association,
+                false,
+                Err(R::UserMismatch),
+            ),
+            (
+                Some(Status::Reserved),
+                Cancellation,
+                true,
+                Ok(Status::Cancelled),
+            ),
+            (
+                Some(Status::Reserved),
+                Cancellation,
+                false,
+                Err(R::UserMismatch),
+            ),
+            (
+                Some(Status::Associated),
+                Reservation,
+                true,
+                Err(R::AlreadyAssociated),
+            ),
+            (
+                Some(Status::Associated),
+                Association,
+                true,
+                Err(R::AlreadyAssociated),
+            ),
+            (
+                Some(Status::Associated),
+                Cancellation,
+                false,
+                Err(R::AlreadyAssociated),
+            ),
+            (
+                Some(Status::Cancelled),
+                Reservation,
+                true,
+                Err(R::Cancelled),
+            ),
+            (
+                Some(Status::Cancelled),
+                Association,
+                true,
+                Err(R::Cancelled),
+            ),
+            (
+                Some(Status::Cancelled),
+                Cancellation,
+                false,
+                Err(R::Cancelled),
+            ),
         ];
         for &(state, kind, same_user, want) in table {
             let current = state.map(entity);
@@ -227,7 +288,10 @@ mod tests {
                     };
                     assert_eq!(t.from, state);
                     assert_eq!(t.entity.status, to);
-                    assert_eq!(t.entity.version, current.as_ref().map_or(1, |e| e.version + 1));
+                    assert_eq!(
+                        t.entity.version,
+                        current.as_ref().map_or(1, |e| e.version + 1)
+                    );
                     assert_eq!(t.entity.applied_event_ids.last().unwrap(), "e1");
                 }
                 Err(reason) => assert_eq!(got, Outcome::Rejected(reason), "{state:?} + {kind:?}"),

@@ -82,7 +82,13 @@ pub struct Processor {
 
 impl Processor {
     /// What the record at `offset` does, given the current state.
-    pub fn step(&self, key: Option<&[u8]>, value: &[u8], offset: u64, state: &impl StateView) -> Step {
+    pub fn step(
+        &self,
+        key: Option<&[u8]>,
+        value: &[u8],
+        offset: u64,
+        state: &impl StateView,
+    ) -> Step {
         let event = match Event::decode_record(key, value) {
             Ok(e) => e,
             Err(m) => return Step::Malformed(m),
@@ -180,7 +186,12 @@ impl Counters {
         Counters {
             events: types
                 .iter()
-                .map(|t| OUTCOMES.iter().map(|o| m.events.with_label_values(&[p.as_str(), t, o])).collect())
+                .map(|t| {
+                    OUTCOMES
+                        .iter()
+                        .map(|o| m.events.with_label_values(&[p.as_str(), t, o]))
+                        .collect()
+                })
                 .collect(),
             rejections: RejectReason::ALL
                 .iter()
@@ -316,7 +327,10 @@ fn dead_letter(r: &Record, reason: &str, error: String) -> NewRecord {
         timestamp: r.timestamp,
         headers: vec![
             (headers::REASON.to_owned(), reason.to_owned()),
-            (headers::SOURCE_PARTITION.to_owned(), r.partition.to_string()),
+            (
+                headers::SOURCE_PARTITION.to_owned(),
+                r.partition.to_string(),
+            ),
             (headers::SOURCE_OFFSET.to_owned(), r.offset.to_string()),
             (headers::ERROR.to_owned(), error),
         ],
@@ -335,7 +349,9 @@ impl Worker {
             .with_label_values(&[&plabel])
             .observe(started.elapsed().as_secs_f64());
         self.metrics.fenced.inc_by(reader.fenced);
-        let marker = self.log.begin_epoch(p, &self.owner, reader.highest_epoch())?;
+        let marker = self
+            .log
+            .begin_epoch(p, &self.owner, reader.highest_epoch())?;
         let processor = Processor {
             partition: p,
             partitions: self.log.partitions(),
@@ -345,7 +361,10 @@ impl Worker {
         let mut position = marker.resume_offset;
         self.status.position.store(position, Ordering::Release);
         self.status.epoch.store(marker.epoch.0, Ordering::Release);
-        self.metrics.epoch.with_label_values(&[&plabel]).set(marker.epoch.0 as i64);
+        self.metrics
+            .epoch
+            .with_label_values(&[&plabel])
+            .set(marker.epoch.0 as i64);
         let entries = self.metrics.state_entries.with_label_values(&[&plabel]);
         entries.set(self.view.len() as i64);
         let lag = self.metrics.lag.with_label_values(&[&plabel]);
@@ -377,9 +396,9 @@ impl Worker {
                 break Ok(());
             }
             let seen = self.log.appended().generation();
-            if let Err(e) = self
-                .log
-                .read_into(Role::Events, p, position, self.batch_size, &mut records)
+            if let Err(e) =
+                self.log
+                    .read_into(Role::Events, p, position, self.batch_size, &mut records)
             {
                 break Err(e);
             }
@@ -414,7 +433,9 @@ impl Worker {
                         let to = status_index(stored.entity.status);
                         tally.transitions[usize::from(from.is_some())][to] += 1;
                         let record = StateRecord::new(key.clone(), p, &stored);
-                        commit.state.push((key.as_str().as_bytes().to_vec(), record.to_json()));
+                        commit
+                            .state
+                            .push((key.as_str().as_bytes().to_vec(), record.to_json()));
                         overlay.changes.insert(key, stored);
                     }
                     Step::Duplicate { kind } => tally.events[kind_index(kind)][1] += 1,
@@ -431,7 +452,9 @@ impl Worker {
                     Step::Malformed(m) => {
                         tally.events[3][3] += 1;
                         tally.dead_letters[5] += 1;
-                        commit.dead_letters.push(dead_letter(r, MALFORMED, m.to_string()));
+                        commit
+                            .dead_letters
+                            .push(dead_letter(r, MALFORMED, m.to_string()));
                     }
                     Step::Misrouted {
                         kind,
@@ -474,7 +497,12 @@ impl Worker {
             if let Ok(end) = self.log.end_offset(Role::Events, p) {
                 lag.set(end.saturating_sub(position) as i64);
             }
-            debug!(partition = p.0, records = records.len(), position, "batch committed");
+            debug!(
+                partition = p.0,
+                records = records.len(),
+                position,
+                "batch committed"
+            );
         };
         self.metrics.partitions_owned.dec();
         self.status.ready.store(false, Ordering::Release);
@@ -499,8 +527,14 @@ mod tests {
     fn steps_apply_reject_duplicate_malformed_misrouted() {
         let p = processor(1);
         let mut state: HashMap<ReservationNo, Stored> = HashMap::new();
-        let reserve = br#"{"type":"reservation","event_id":"e1","reservation_no":"R","user_id":"u"}"#;
-        let Step::Applied { key, stored, from: None, .. } = p.step(Some(b"R"), reserve, 0, &state)
+        let reserve =
+            br#"{"type":"reservation","event_id":"e1","reservation_no":"R","user_id":"u"}"#;
+        let Step::Applied {
+            key,
+            stored,
+            from: None,
+            ..
+        } = p.step(Some(b"R"), reserve, 0, &state)
         else {
             panic!()
         };
@@ -509,21 +543,33 @@ mod tests {
         state.insert(key, stored);
         assert_eq!(
             p.step(Some(b"R"), reserve, 1, &state),
-            Step::Duplicate { kind: EventKind::Reservation }
+            Step::Duplicate {
+                kind: EventKind::Reservation
+            }
         );
         let again = br#"{"type":"reservation","event_id":"e2","reservation_no":"R","user_id":"u"}"#;
         assert_eq!(
             p.step(Some(b"R"), again, 2, &state),
-            Step::Rejected { kind: EventKind::Reservation, reason: RejectReason::AlreadyReserved }
+            Step::Rejected {
+                kind: EventKind::Reservation,
+                reason: RejectReason::AlreadyReserved
+            }
         );
-        assert!(matches!(p.step(None, b"{oops", 3, &state), Step::Malformed(Malformed::NotJson(_))));
+        assert!(matches!(
+            p.step(None, b"{oops", 3, &state),
+            Step::Malformed(Malformed::NotJson(_))
+        ));
 
         // With N = 10, "R-0001" belongs to partition 6, so partition 0 must refuse it.
         let p10 = processor(10);
-        let other = br#"{"type":"reservation","event_id":"e1","reservation_no":"R-0001","user_id":"u"}"#;
+        let other =
+            br#"{"type":"reservation","event_id":"e1","reservation_no":"R-0001","user_id":"u"}"#;
         assert!(matches!(
             p10.step(Some(b"R-0001"), other, 0, &state),
-            Step::Misrouted { belongs_to: Partition(6), .. }
+            Step::Misrouted {
+                belongs_to: Partition(6),
+                ..
+            }
         ));
     }
 }

@@ -14,7 +14,10 @@ use ordo::partitioner::{Partition, PartitionCount, Partitioner};
 use ordo::topics::Role;
 
 fn fixture(case: &str, file: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(case).join(file)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(case)
+        .join(file)
 }
 
 fn s(p: &Path) -> &str {
@@ -34,8 +37,28 @@ fn spec_fixture_through_produce_run_state_with_n_6() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
     let input = fixture("spec", "input.ndjson");
-    ok(&["produce", "--data-dir", s(&d), "--containers", "3", "--servers", "2", "--file", s(&input)]);
-    ok(&["run", "--data-dir", s(&d), "--containers", "3", "--servers", "2", "--until-idle", "--no-http"]);
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--containers",
+        "3",
+        "--servers",
+        "2",
+        "--file",
+        s(&input),
+    ]);
+    ok(&[
+        "run",
+        "--data-dir",
+        s(&d),
+        "--containers",
+        "3",
+        "--servers",
+        "2",
+        "--until-idle",
+        "--no-http",
+    ]);
     let got = state(&d);
     let want: Vec<serde_json::Value> = std::fs::read_to_string(fixture("spec", "expected.ndjson"))
         .unwrap()
@@ -46,14 +69,22 @@ fn spec_fixture_through_produce_run_state_with_n_6() {
     let n = PartitionCount::new(6).unwrap();
     for (no, v) in &got {
         let p = Partitioner::AbsHashModN.partition(no, n);
-        assert_eq!(v["source_partition"], p.0, "{no} is in the changelog of its own partition");
+        assert_eq!(
+            v["source_partition"], p.0,
+            "{no} is in the changelog of its own partition"
+        );
         assert_eq!(v["epoch"], 1);
     }
-    let want_dead: BTreeMap<String, u64> =
-        serde_json::from_str(&std::fs::read_to_string(fixture("spec", "dead_letters.json")).unwrap()).unwrap();
+    let want_dead: BTreeMap<String, u64> = serde_json::from_str(
+        &std::fs::read_to_string(fixture("spec", "dead_letters.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(dead_letter_reasons(&d), want_dead);
     for r in dead_letters(&d) {
-        assert_eq!(header(&r, headers::SOURCE_PARTITION), r.partition.to_string());
+        assert_eq!(
+            header(&r, headers::SOURCE_PARTITION),
+            r.partition.to_string()
+        );
         assert!(header(&r, headers::SOURCE_OFFSET).parse::<u64>().is_ok());
         assert!(!header(&r, headers::ERROR).is_empty());
     }
@@ -73,26 +104,45 @@ fn a_bad_line_fails_the_file_with_its_number_and_writes_nothing() {
     std::fs::write(
         &file,
         concat!(
-            r#"{"type":"reservation","event_id":"a","reservation_no":"R1","user_id":"u"}"#, "\n",
+            r#"{"type":"reservation","event_id":"a","reservation_no":"R1","user_id":"u"}"#,
             "\n",
-            r#"{"type":"reservation","event_id":"b","reservation_no":"R2"}"#, "\n",
-            r#"{"type":"reservation","event_id":"c","reservation_no":"R3","user_id":"u"}"#, "\n",
+            "\n",
+            r#"{"type":"reservation","event_id":"b","reservation_no":"R2"}"#,
+            "\n",
+            r#"{"type":"reservation","event_id":"c","reservation_no":"R3","user_id":"u"}"#,
+            "\n",
         ),
     )
     .unwrap();
-    let out = ordo().args(["produce", "--data-dir", s(&d), "--file", s(&file)]).output().unwrap();
+    let out = ordo()
+        .args(["produce", "--data-dir", s(&d), "--file", s(&file)])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":3: missing required field `user_id`"), "{err}");
+    assert!(
+        err.contains(":3: missing required field `user_id`"),
+        "{err}"
+    );
     assert!(err.contains("--skip-invalid"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(!d.exists(), "nothing written");
 
-    let out = ok(&["produce", "--data-dir", s(&d), "--file", s(&file), "--skip-invalid"]);
+    let out = ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--file",
+        s(&file),
+        "--skip-invalid",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("skipped line 3"), "{err}");
     ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
-    assert_eq!(state(&d).keys().cloned().collect::<Vec<_>>(), vec!["R1", "R3"]);
+    assert_eq!(
+        state(&d).keys().cloned().collect::<Vec<_>>(),
+        vec!["R1", "R3"]
+    );
 }
 
 #[test]
@@ -103,25 +153,49 @@ fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
     std::fs::write(
         &file,
         concat!(
-            r#"{"type":"reservation","event_id":"a","reservation_no":"R1","user_id":"u"}"#, "\n",
+            r#"{"type":"reservation","event_id":"a","reservation_no":"R1","user_id":"u"}"#,
+            "\n",
             "this is not json\n",
-            r#"{"type":"reservation","event_id":"b","reservation_no":"R1","user_id":"u""#, "\n",
-            r#"{"type":"teleport","event_id":"c","reservation_no":"R1","user_id":"u"}"#, "\n",
-            r#"{"type":"association","event_id":"d","reservation_no":"R1","user_id":7}"#, "\n",
-            r#"[1,2,3]"#, "\n",
-            r#"{"type":"association","event_id":"e","reservation_no":"R1","user_id":"u"}"#, "\n",
+            r#"{"type":"reservation","event_id":"b","reservation_no":"R1","user_id":"u""#,
+            "\n",
+            r#"{"type":"teleport","event_id":"c","reservation_no":"R1","user_id":"u"}"#,
+            "\n",
+            r#"{"type":"association","event_id":"d","reservation_no":"R1","user_id":7}"#,
+            "\n",
+            r#"[1,2,3]"#,
+            "\n",
+            r#"{"type":"association","event_id":"e","reservation_no":"R1","user_id":"u"}"#,
+            "\n",
         ),
     )
     .unwrap();
-    ok(&["produce", "--data-dir", s(&d), "--partitions", "1", "--file", s(&file), "--raw"]);
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "1",
+        "--file",
+        s(&file),
+        "--raw",
+    ]);
     ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
     let st = state(&d);
-    assert_eq!(st["R1"]["state"], "associated", "processing went on past the poison");
+    assert_eq!(
+        st["R1"]["state"], "associated",
+        "processing went on past the poison"
+    );
     let dead = dead_letters(&d);
     assert_eq!(dead.len(), 5);
-    assert!(dead.iter().all(|r| header(r, headers::REASON) == "malformed"));
+    assert!(
+        dead.iter()
+            .all(|r| header(r, headers::REASON) == "malformed")
+    );
     assert_eq!(dead[0].value, b"this is not json");
-    let offsets: Vec<&str> = dead.iter().map(|r| header(r, headers::SOURCE_OFFSET)).collect();
+    let offsets: Vec<&str> = dead
+        .iter()
+        .map(|r| header(r, headers::SOURCE_OFFSET))
+        .collect();
     assert_eq!(offsets, ["1", "2", "3", "4", "5"]);
     assert!(header(&dead[2], headers::ERROR).contains("unknown event type `teleport`"));
     assert!(header(&dead[3], headers::ERROR).contains("`user_id` must be a string"));
@@ -134,19 +208,31 @@ fn misrouted_records_are_counted_and_dead_lettered() {
     {
         let log = EmbeddedLog::open(
             &d,
-            OpenOptions { partitions: PartitionCount::new(4), create: true, ..OpenOptions::default() },
+            OpenOptions {
+                partitions: PartitionCount::new(4),
+                create: true,
+                ..OpenOptions::default()
+            },
         )
         .unwrap();
         // "reservation-42" belongs to partition 3 of 4: write it to 1, as a foreign producer might.
         let value = br#"{"type":"reservation","event_id":"x","reservation_no":"reservation-42","user_id":"u"}"#;
-        let rec = NewRecord { key: b"reservation-42".to_vec(), value: value.to_vec(), timestamp: 0, headers: vec![] };
+        let rec = NewRecord {
+            key: b"reservation-42".to_vec(),
+            value: value.to_vec(),
+            timestamp: 0,
+            headers: vec![],
+        };
         log.append(Role::Events, &[(Partition(1), rec)]).unwrap();
     }
     let run = Running::start(&["--data-dir", s(&d)]);
     wait_for("the misrouted record", Duration::from_secs(30), || {
         (run.metric_sum("ordo_events_total", "outcome=\"misrouted\"") == 1.0).then_some(())
     });
-    assert_eq!(run.metric_sum("ordo_dead_letters_total", "reason=\"misrouted\""), 1.0);
+    assert_eq!(
+        run.metric_sum("ordo_dead_letters_total", "reason=\"misrouted\""),
+        1.0
+    );
     drop(run);
     let dead = dead_letters(&d);
     assert_eq!(dead.len(), 1);
@@ -163,17 +249,34 @@ fn kill_9_at_a_random_moment_loses_nothing_and_applies_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for d in [&a, &b] {
-        ok(&["produce", "--data-dir", s(d), "--containers", "3", "--servers", "2", "--generate", EVENTS, "--seed", "9"]);
+        ok(&[
+            "produce",
+            "--data-dir",
+            s(d),
+            "--containers",
+            "3",
+            "--servers",
+            "2",
+            "--generate",
+            EVENTS,
+            "--seed",
+            "9",
+        ]);
     }
     ok(&["run", "--data-dir", s(&a), "--until-idle", "--no-http"]);
 
     // A random point in the run, from the clock: different on every test run.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let threshold = 5_000.0 + f64::from(nanos % 180_000);
     let run = Running::start(&["--data-dir", s(&b), "--batch-size", "512"]);
-    wait_for("progress past the kill point", Duration::from_secs(120), || {
-        (run.metric_sum("ordo_events_total", "") >= threshold).then_some(())
-    });
+    wait_for(
+        "progress past the kill point",
+        Duration::from_secs(120),
+        || (run.metric_sum("ordo_events_total", "") >= threshold).then_some(()),
+    );
     drop(run); // SIGKILL
     ok(&["run", "--data-dir", s(&b), "--until-idle", "--no-http"]);
 
@@ -181,17 +284,33 @@ fn kill_9_at_a_random_moment_loses_nothing_and_applies_nothing_twice() {
     assert_eq!(sa.len(), sb.len());
     for (no, va) in &sa {
         let vb = &sb[no];
-        assert_eq!(project(va), project(vb), "{no} after kill at ≈{threshold} events");
+        assert_eq!(
+            project(va),
+            project(vb),
+            "{no} after kill at ≈{threshold} events"
+        );
         assert_eq!(va["source_offset"], vb["source_offset"], "{no}");
     }
-    assert_eq!(dead_letter_reasons(&a), dead_letter_reasons(&b), "no dead letter lost or written twice");
+    assert_eq!(
+        dead_letter_reasons(&a),
+        dead_letter_reasons(&b),
+        "no dead letter lost or written twice"
+    );
 }
 
 #[test]
 fn http_endpoints_and_sigterm_exit() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
-    ok(&["produce", "--data-dir", s(&d), "--partitions", "4", "--file", s(&fixture("spec", "input.ndjson"))]);
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--file",
+        s(&fixture("spec", "input.ndjson")),
+    ]);
     let mut run = Running::start(&["--data-dir", s(&d)]);
     run.wait_ready();
     wait_for("the input to be processed", Duration::from_secs(30), || {
@@ -204,25 +323,54 @@ fn http_endpoints_and_sigterm_exit() {
     assert_eq!(v["version"], 2);
     let (code, body) = run.get("/reservations/nope");
     assert_eq!(code, 404);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"], "not_found");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"],
+        "not_found"
+    );
     let (code, body) = run.get("/no/such/route");
-    assert_eq!((code, serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].clone()), (404, "not_found".into()));
+    assert_eq!(
+        (
+            code,
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"].clone()
+        ),
+        (404, "not_found".into())
+    );
     assert_eq!(run.get("/healthz").0, 200);
     let (_, metrics) = run.get("/metrics");
     for name in [
-        "ordo_events_total", "ordo_rejections_total", "ordo_transitions_total",
-        "ordo_event_processing_seconds_bucket", "ordo_partition_lag_records", "ordo_state_entries",
-        "ordo_restore_seconds_bucket", "ordo_partitions_owned",
+        "ordo_events_total",
+        "ordo_rejections_total",
+        "ordo_transitions_total",
+        "ordo_event_processing_seconds_bucket",
+        "ordo_partition_lag_records",
+        "ordo_state_entries",
+        "ordo_restore_seconds_bucket",
+        "ordo_partitions_owned",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
     assert_eq!(metric_sum(&metrics, "ordo_partitions_owned", ""), 4.0);
-    assert_eq!(metric_sum(&metrics, "ordo_rejections_total", "reason=\"user_mismatch\""), 2.0);
-    assert_eq!(metric_sum(&metrics, "ordo_transitions_total", "to=\"cancelled\""), 2.0);
-    assert_eq!(metric_sum(&metrics, "ordo_events_total", "outcome=\"duplicate\""), 3.0);
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "ordo_rejections_total",
+            "reason=\"user_mismatch\""
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "ordo_transitions_total", "to=\"cancelled\""),
+        2.0
+    );
+    assert_eq!(
+        metric_sum(&metrics, "ordo_events_total", "outcome=\"duplicate\""),
+        3.0
+    );
 
     run.terminate();
-    let status = wait_for("exit after SIGTERM", Duration::from_secs(30), || run.child.try_wait().unwrap());
+    let status = wait_for("exit after SIGTERM", Duration::from_secs(30), || {
+        run.child.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(0));
 }
 
@@ -230,16 +378,44 @@ fn http_endpoints_and_sigterm_exit() {
 fn a_data_dir_refuses_another_n_and_names_repartition() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("data");
-    ok(&["produce", "--data-dir", s(&d), "--partitions", "4", "--generate", "10"]);
-    let out = ordo().args(["run", "--data-dir", s(&d), "--containers", "3", "--servers", "2", "--until-idle", "--no-http"]).output().unwrap();
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--generate",
+        "10",
+    ]);
+    let out = ordo()
+        .args([
+            "run",
+            "--data-dir",
+            s(&d),
+            "--containers",
+            "3",
+            "--servers",
+            "2",
+            "--until-idle",
+            "--no-http",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("holds 4 partitions but 6") && err.contains("ordo repartition"), "{err}");
+    assert!(
+        err.contains("holds 4 partitions but 6") && err.contains("ordo repartition"),
+        "{err}"
+    );
 }
 
 #[test]
 fn flags_read_ordo_env_vars_and_bad_flags_exit_2() {
-    let out = ordo().env("ORDO_PARTITIONS", "10").args(["partition", "polygenelubricants"]).output().unwrap();
+    let out = ordo()
+        .env("ORDO_PARTITIONS", "10")
+        .args(["partition", "polygenelubricants"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
     let out = ordo()
         .env("ORDO_CONTAINERS", "2")
@@ -249,10 +425,16 @@ fn flags_read_ordo_env_vars_and_bad_flags_exit_2() {
         .output()
         .unwrap();
     let want = Partitioner::Murmur2.partition("kafka", PartitionCount::new(4).unwrap());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), want.to_string());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        want.to_string()
+    );
     let out = ordo().args(["run", "--no-such-flag"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = ordo().args(["partition", "k", "--containers", "0"]).output().unwrap();
+    let out = ordo()
+        .args(["partition", "k", "--containers", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 

@@ -48,7 +48,9 @@ fn table(role: Role) -> TopicTable {
 /// What went wrong in the embedded log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("data dir {path} does not exist; run `ordo produce` or `ordo run` to create it, or pass --data-dir")]
+    #[error(
+        "data dir {path} does not exist; run `ordo produce` or `ordo run` to create it, or pass --data-dir"
+    )]
     NotFound { path: PathBuf },
     #[error(
         "data dir {path} is in use by another ordo process; stop it first (or send events to its HTTP gateway)"
@@ -175,14 +177,21 @@ impl EmbeddedLog {
         let txn = db.begin_write().map_err(store("begin write"))?;
         let (partitions, partitioner) = {
             let mut meta = txn.open_table(META).map_err(store("open meta"))?;
-            let format = meta.get("format").map_err(store("read meta"))?.map(|v| v.value().to_owned());
+            let format = meta
+                .get("format")
+                .map_err(store("read meta"))?
+                .map(|v| v.value().to_owned());
             let (partitions, partitioner) = match format.as_deref() {
                 None => {
-                    let n = opts.partitions.unwrap_or(PartitionCount::new(1).expect("1 > 0"));
+                    let n = opts
+                        .partitions
+                        .unwrap_or(PartitionCount::new(1).expect("1 > 0"));
                     let p = opts.partitioner.unwrap_or_default();
                     meta.insert("format", FORMAT).map_err(store("write meta"))?;
-                    meta.insert("partitions", n.to_string().as_str()).map_err(store("write meta"))?;
-                    meta.insert("partitioner", p.name()).map_err(store("write meta"))?;
+                    meta.insert("partitions", n.to_string().as_str())
+                        .map_err(store("write meta"))?;
+                    meta.insert("partitioner", p.name())
+                        .map_err(store("write meta"))?;
                     (n, p)
                 }
                 Some(FORMAT) => {
@@ -233,7 +242,8 @@ impl EmbeddedLog {
         for role in Role::ALL {
             txn.open_table(table(role)).map_err(store("create topic"))?;
         }
-        txn.open_table(POSITIONS).map_err(store("create positions"))?;
+        txn.open_table(POSITIONS)
+            .map_err(store("create positions"))?;
         txn.open_table(EPOCHS).map_err(store("create epochs"))?;
         txn.commit().map_err(store("commit"))?;
         Ok(Self {
@@ -285,8 +295,11 @@ impl EmbeddedLog {
                 };
                 *slot = Some(offset + 1);
                 let headers = encode_headers(&r.headers);
-                t.insert((p.0, offset), (&r.key[..], &r.value[..], r.timestamp, &headers[..]))
-                    .map_err(store("append"))?;
+                t.insert(
+                    (p.0, offset),
+                    (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
+                )
+                .map_err(store("append"))?;
                 offsets.push(offset);
             }
         }
@@ -401,7 +414,9 @@ impl EmbeddedLog {
                 .map_err(store("read epoch"))?
                 .map_or(0, |v| v.value());
             let epoch = Epoch(last.max(at_least.0) + 1);
-            epochs.insert(partition.0, epoch.0).map_err(store("write epoch"))?;
+            epochs
+                .insert(partition.0, epoch.0)
+                .map_err(store("write epoch"))?;
             let positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
             let resume_offset = positions
                 .get(partition.0)
@@ -418,7 +433,12 @@ impl EmbeddedLog {
             state
                 .insert(
                     (partition.0, offset),
-                    (marker.key().as_bytes(), &marker.to_json()[..], super::now_millis(), &[][..]),
+                    (
+                        marker.key().as_bytes(),
+                        &marker.to_json()[..],
+                        super::now_millis(),
+                        &[][..],
+                    ),
                 )
                 .map_err(store("write marker"))?;
             marker
@@ -434,25 +454,25 @@ impl EmbeddedLog {
         let txn = self.db.begin_write().map_err(store("begin write"))?;
         {
             let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
-            let mut offset = end_of(&state, partition.0)?;
-            for (key, value) in &commit.state {
+            let start = end_of(&state, partition.0)?;
+            for (offset, (key, value)) in (start..).zip(&commit.state) {
                 state
                     .insert((partition.0, offset), (&key[..], &value[..], now, &[][..]))
                     .map_err(store("write state"))?;
-                offset += 1;
             }
         }
         if !commit.dead_letters.is_empty() {
-            let mut dlq = txn.open_table(DEAD_LETTERS).map_err(store("open dead letters"))?;
-            let mut offset = end_of(&dlq, partition.0)?;
-            for r in &commit.dead_letters {
+            let mut dlq = txn
+                .open_table(DEAD_LETTERS)
+                .map_err(store("open dead letters"))?;
+            let start = end_of(&dlq, partition.0)?;
+            for (offset, r) in (start..).zip(&commit.dead_letters) {
                 let headers = encode_headers(&r.headers);
                 dlq.insert(
                     (partition.0, offset),
                     (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
                 )
                 .map_err(store("write dead letter"))?;
-                offset += 1;
             }
         }
         {
@@ -526,11 +546,15 @@ mod tests {
             )
             .unwrap();
         assert_eq!(offsets, vec![0, 0, 1]);
-        let offsets = log.append(Role::Events, &[(Partition(0), rec("d", "4"))]).unwrap();
+        let offsets = log
+            .append(Role::Events, &[(Partition(0), rec("d", "4"))])
+            .unwrap();
         assert_eq!(offsets, vec![2]);
         let read = log.read(Role::Events, Partition(0), 1, 10).unwrap();
         assert_eq!(
-            read.iter().map(|r| (r.offset, r.key.clone())).collect::<Vec<_>>(),
+            read.iter()
+                .map(|r| (r.offset, r.key.clone()))
+                .collect::<Vec<_>>(),
             vec![(1, b"c".to_vec()), (2, b"d".to_vec())]
         );
         assert_eq!(read[0].headers, vec![("h".to_owned(), "v".to_owned())]);
@@ -544,10 +568,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = EmbeddedLog::open(dir.path(), opts(4)).unwrap();
-            log.append(Role::Events, &[(Partition(3), rec("a", "1"))]).unwrap();
+            log.append(Role::Events, &[(Partition(3), rec("a", "1"))])
+                .unwrap();
         }
         let err = EmbeddedLog::open(dir.path(), opts(6)).unwrap_err();
-        assert!(matches!(err, LogError::PartitionMismatch { stored: 4, requested: 6, .. }));
+        assert!(matches!(
+            err,
+            LogError::PartitionMismatch {
+                stored: 4,
+                requested: 6,
+                ..
+            }
+        ));
         assert!(err.to_string().contains("ordo repartition"), "{err}");
         assert!(err.is_usage());
         let log = EmbeddedLog::open(dir.path(), OpenOptions::default()).unwrap();

@@ -44,7 +44,10 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -80,7 +83,9 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(30);
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx.recv_timeout(left).expect("ordo run prints its http address");
+            let line = rx
+                .recv_timeout(left)
+                .expect("ordo run prints its http address");
             if let Some(a) = line.strip_prefix("ordo: http listening on ") {
                 break a.parse().expect("an address");
             }
@@ -170,7 +175,10 @@ pub fn http(
         .expect("status line");
     let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     // Small responses only: undo chunked encoding if present.
-    let body = if resp.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if resp
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -193,7 +201,13 @@ fn dechunk(mut s: &str) -> String {
 
 /// `ordo state` output as parsed JSON objects keyed by reservation number.
 pub fn state(dir: &Path) -> BTreeMap<String, serde_json::Value> {
-    let out = ok(&["state", "--data-dir", dir.to_str().unwrap(), "--format", "ndjson"]);
+    let out = ok(&[
+        "state",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--format",
+        "ndjson",
+    ]);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
