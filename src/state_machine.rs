@@ -86,7 +86,8 @@ pub struct Entity {
     pub target: Option<CompactString>,
     /// Number of applied transitions.
     pub version: u32,
-    pub applied_event_ids: Vec<CompactString>,
+    /// Exactly sized: an entity holds at most three, and a million of them are in memory.
+    pub applied_event_ids: Box<[CompactString]>,
 }
 
 /// A state change made by one event.
@@ -139,12 +140,15 @@ pub fn apply(state: Option<&Entity>, event: &Event) -> Outcome {
                     status,
                     target: None,
                     version: 1,
-                    applied_event_ids: vec![event.event_id.clone()],
+                    applied_event_ids: Box::new([event.event_id.clone()]),
                 },
                 Some(e) => {
-                    let mut applied_event_ids = Vec::with_capacity(e.applied_event_ids.len() + 1);
-                    applied_event_ids.extend(e.applied_event_ids.iter().cloned());
-                    applied_event_ids.push(event.event_id.clone());
+                    let applied_event_ids = e
+                        .applied_event_ids
+                        .iter()
+                        .chain([&event.event_id])
+                        .cloned()
+                        .collect();
                     Entity {
                         user_id: e.user_id.clone(),
                         status,
@@ -190,7 +194,7 @@ mod tests {
             status,
             target: None,
             version: 1,
-            applied_event_ids: vec!["e0".into()],
+            applied_event_ids: Box::new(["e0".into()]),
         }
     }
 

@@ -478,7 +478,9 @@ impl Worker {
             let last = records.last().expect("non-empty batch").offset;
             commit.next_offset = last + 1;
             let t0 = Instant::now();
-            if let Err(e) = self.log.commit(p, &commit) {
+            let (returned, result) = self.log.commit(p, commit);
+            commit = returned;
+            if let Err(e) = result {
                 break Err(e);
             }
             self.metrics.commit.observe(t0.elapsed().as_secs_f64());

@@ -81,6 +81,8 @@ pub enum LogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("embedded log: group commit failed: {message}")]
+    GroupCommit { message: String },
     #[error("embedded log: {op}: {source}")]
     Store {
         op: &'static str,
@@ -138,6 +140,7 @@ pub struct EmbeddedLog {
     partitions: PartitionCount,
     partitioner: Partitioner,
     appended: Arc<Signal>,
+    group: Group,
 }
 
 impl std::fmt::Debug for EmbeddedLog {
@@ -252,6 +255,7 @@ impl EmbeddedLog {
             partitions,
             partitioner,
             appended: Arc::new(Signal::default()),
+            group: Group::default(),
         })
     }
 
@@ -448,42 +452,89 @@ impl EmbeddedLog {
     }
 
     /// Commits one batch of a partition's effects atomically: changelog records, dead letters
-    /// and the new input position.
-    pub fn commit(&self, partition: Partition, commit: &Commit) -> Result<(), LogError> {
+    /// and the new input position. Returns the batch (emptied of nothing) for buffer reuse.
+    ///
+    /// Group commit: the first caller to find no commit in flight becomes the leader and writes
+    /// every batch queued by then in one transaction, so partitions share fsyncs instead of
+    /// queueing for the single writer one by one. Each batch stays all-or-nothing.
+    pub fn commit(&self, partition: Partition, commit: Commit) -> (Commit, Result<(), LogError>) {
+        let mut q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        q.pending.push((ticket, partition, commit));
+        loop {
+            if let Some(done) = q.done.remove(&ticket) {
+                return done;
+            }
+            if q.leader_active {
+                q = self.group.finished.wait(q).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            q.leader_active = true;
+            let batch = std::mem::take(&mut q.pending);
+            drop(q);
+            let result = self.write_batches(&batch).map_err(|e| e.to_string());
+            q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
+            for (t, _, c) in batch {
+                let r = result.clone().map_err(|message| LogError::GroupCommit { message });
+                q.done.insert(t, (c, r));
+            }
+            q.leader_active = false;
+            self.group.finished.notify_all();
+        }
+    }
+
+    fn write_batches(&self, batches: &[(u64, Partition, Commit)]) -> Result<(), LogError> {
         let now = super::now_millis();
         let txn = self.db.begin_write().map_err(store("begin write"))?;
         {
             let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
-            let start = end_of(&state, partition.0)?;
-            for (offset, (key, value)) in (start..).zip(&commit.state) {
-                state
-                    .insert((partition.0, offset), (&key[..], &value[..], now, &[][..]))
-                    .map_err(store("write state"))?;
-            }
-        }
-        if !commit.dead_letters.is_empty() {
             let mut dlq = txn
                 .open_table(DEAD_LETTERS)
                 .map_err(store("open dead letters"))?;
-            let start = end_of(&dlq, partition.0)?;
-            for (offset, r) in (start..).zip(&commit.dead_letters) {
-                let headers = encode_headers(&r.headers);
-                dlq.insert(
-                    (partition.0, offset),
-                    (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
-                )
-                .map_err(store("write dead letter"))?;
-            }
-        }
-        {
             let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
-            positions
-                .insert(partition.0, commit.next_offset)
-                .map_err(store("write position"))?;
+            for (_, partition, commit) in batches {
+                let p = partition.0;
+                let start = end_of(&state, p)?;
+                for (offset, (key, value)) in (start..).zip(&commit.state) {
+                    state
+                        .insert((p, offset), (&key[..], &value[..], now, &[][..]))
+                        .map_err(store("write state"))?;
+                }
+                if !commit.dead_letters.is_empty() {
+                    let start = end_of(&dlq, p)?;
+                    for (offset, r) in (start..).zip(&commit.dead_letters) {
+                        let headers = encode_headers(&r.headers);
+                        dlq.insert(
+                            (p, offset),
+                            (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
+                        )
+                        .map_err(store("write dead letter"))?;
+                    }
+                }
+                positions
+                    .insert(p, commit.next_offset)
+                    .map_err(store("write position"))?;
+            }
         }
         txn.commit().map_err(store("commit batch"))?;
         Ok(())
     }
+}
+
+/// The queue of batches waiting for a group commit.
+#[derive(Default)]
+struct GroupQueue {
+    next_ticket: u64,
+    leader_active: bool,
+    pending: Vec<(u64, Partition, Commit)>,
+    done: std::collections::HashMap<u64, (Commit, Result<(), LogError>)>,
+}
+
+#[derive(Default)]
+struct Group {
+    queue: std::sync::Mutex<GroupQueue>,
+    finished: std::sync::Condvar,
 }
 
 fn end_of<T: ReadableTable<(u32, u64), Stored<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
@@ -611,15 +662,15 @@ mod tests {
         assert!(m2.epoch > m1.epoch);
         let m3 = log.begin_epoch(Partition(0), "c", Epoch(10)).unwrap();
         assert_eq!(m3.epoch, Epoch(11));
-        log.commit(
+        let (_, r) = log.commit(
             Partition(0),
-            &Commit {
+            Commit {
                 state: vec![(b"k".to_vec(), b"{}".to_vec())],
                 dead_letters: vec![rec("x", "bad")],
                 next_offset: 5,
             },
-        )
-        .unwrap();
+        );
+        r.unwrap();
         assert_eq!(log.position(Partition(0)).unwrap(), 5);
         assert_eq!(log.end_offset(Role::State, Partition(0)).unwrap(), 4);
         assert_eq!(log.end_offset(Role::DeadLetters, Partition(0)).unwrap(), 1);
