@@ -17,7 +17,12 @@ fn core(c: &mut Criterion) {
     const EVENTS: usize = 100_000;
     let lines: Vec<(Vec<u8>, Vec<u8>)> = ordo::generate::generate(EVENTS, 3)
         .into_iter()
-        .map(|e| (e.reservation_no.as_str().as_bytes().to_vec(), e.to_json().into_bytes()))
+        .map(|e| {
+            (
+                e.reservation_no.as_str().as_bytes().to_vec(),
+                e.to_json().into_bytes(),
+            )
+        })
         .collect();
     // One partition owns every key, so the whole workload runs through one thread's loop.
     let processor = Processor {

@@ -135,25 +135,24 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
                 headers: Vec::new(),
             },
         ));
-        if batch.len() == batch.capacity() {
-            log.append(Role::State, &batch)?;
-            batch.clear();
+        if batch.len() == 50_000 {
+            log.append(Role::State, std::mem::take(&mut batch))?;
         }
     }
-    log.append(Role::State, &batch)?;
-    drop(batch);
+    log.append(Role::State, batch)?;
     // Reopen, as a restarting `ordo run` would: the writer's cache is not part of the figure.
     drop(log);
     let log = EmbeddedLog::open(dir.path(), OpenOptions::default())?;
     let rss_before = rss_bytes();
     let t0 = Instant::now();
     let views: Vec<Arc<View>> = n.iter().map(|_| Arc::new(View::new())).collect();
+    let users = worker::UserIndex::new();
     std::thread::scope(|s| -> Result<(), LogError> {
         let handles: Vec<_> = n
             .iter()
             .map(|p: Partition| {
-                let (log, view) = (&log, views[p.0 as usize].clone());
-                s.spawn(move || worker::restore(log, p, &view).map(|_| ()))
+                let (log, view, users) = (&log, views[p.0 as usize].clone(), &users);
+                s.spawn(move || worker::restore(log, p, &view, users).map(|_| ()))
             })
             .collect();
         for h in handles {

@@ -393,7 +393,7 @@ fn produce_cmd(a: ProduceArgs) -> Result<(), Failure> {
                     ..open
                 },
             )?;
-            let appended = produce::append(&log, &records)?;
+            let appended = produce::append(&log, records)?;
             produce::Report { appended, skipped }
         }
         (None, Some(count)) => {
@@ -550,8 +550,9 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
             cache_bytes: None,
         },
     )?);
+    let total = records.len() as f64;
     let t0 = Instant::now();
-    produce::append(&log, &records)?;
+    produce::append(&log, records)?;
     let produce_secs = t0.elapsed().as_secs_f64();
     let metrics = Arc::new(Metrics::fresh());
     let summary = processor::run(
@@ -632,7 +633,6 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
     for r in snapshot.values() {
         *by_state.entry(r.state.as_str()).or_default() += 1;
     }
-    let total = records.len() as f64;
     println!(
         "  produce   {produce_secs:>7.2} s  {:>9.0} events/s",
         total / produce_secs
@@ -681,10 +681,16 @@ fn demo(a: DemoArgs) -> Result<(), Failure> {
 
 fn bench(a: BenchArgs) -> Result<(), Failure> {
     let fail = |e: crate::bench::BenchError| Failure::runtime(e.to_string());
-    let count = |n| PartitionCount::new(n).ok_or_else(|| Failure::usage("--partitions must be at least 1"));
+    let count =
+        |n| PartitionCount::new(n).ok_or_else(|| Failure::usage("--partitions must be at least 1"));
     match a.what {
-        BenchWhat::E2e { events, partitions, batch_size } => {
-            let r = crate::bench::e2e(events, count(partitions)?, batch_size.max(1)).map_err(fail)?;
+        BenchWhat::E2e {
+            events,
+            partitions,
+            batch_size,
+        } => {
+            let r =
+                crate::bench::e2e(events, count(partitions)?, batch_size.max(1)).map_err(fail)?;
             println!(
                 "e2e: {} events, N = {}: produce {:.2} s ({:.0} events/s), run --until-idle {:.2} s ({:.0} events/s), together {:.0} events/s",
                 r.events,
@@ -696,7 +702,10 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
                 r.events as f64 / (r.produce_secs + r.run_secs)
             );
         }
-        BenchWhat::Restore { entries, partitions } => {
+        BenchWhat::Restore {
+            entries,
+            partitions,
+        } => {
             let r = crate::bench::restore(entries, count(partitions)?).map_err(fail)?;
             println!(
                 "restore: {} entries over {} partitions in {:.2} s ({:.0} entries/s); RSS {} MiB before, {} MiB with the state in memory",

@@ -1,4 +1,5 @@
-//! The HTTP endpoint (SPEC §7): `/metrics`, `/healthz`, `/readyz` and `GET /reservations/{no}`.
+//! The HTTP endpoint (SPEC §7): `/metrics`, `/healthz`, `/readyz`, `GET /reservations/{no}`, and
+//! the gateway and query API of [`crate::gateway`].
 //! Errors are JSON: `{"error": "<code>", "message": "<text>"}`.
 
 use std::sync::Arc;
@@ -6,13 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::json;
 
 use crate::changelog::StateRecord;
+use crate::gateway;
 use crate::processor::Shared;
 
 /// Shared by every handler.
@@ -27,6 +30,11 @@ impl AppState {
         AppState {
             shared: Arc::new(shared),
         }
+    }
+
+    /// The process's partitions.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 }
 
@@ -46,7 +54,20 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/reservations/{no}", get(reservation))
+        .route("/v1/reservations", post(gateway::reservations))
+        .route("/v1/associations", post(gateway::associations))
+        .route("/v1/cancellations", post(gateway::cancellations))
+        .route("/v1/reservations/{no}", get(gateway::reservation))
+        .route("/v1/users/{id}", get(gateway::user))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(gateway::MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -14,6 +14,7 @@
 //! * [`worker`]: the per-partition thread: restore, take an epoch, process, commit.
 //! * [`processor`]: runs one worker per partition plus the HTTP endpoint (`ordo run`).
 //! * [`http`]: metrics, health, readiness and state queries.
+//! * [`gateway`]: ingest over HTTP, associations routed by user, read-your-writes queries.
 //! * [`metrics`]: Prometheus metrics.
 //! * [`generate`]: realistic workloads for `ordo produce --generate` and `ordo demo`.
 //! * [`produce`]: validating and appending input files.
@@ -24,6 +25,7 @@ pub mod bench;
 pub mod changelog;
 pub mod cli;
 pub mod event;
+pub mod gateway;
 pub mod generate;
 pub mod http;
 pub mod log;

@@ -16,7 +16,7 @@ use crate::log::embedded::{EmbeddedLog, LogError};
 use crate::metrics::Metrics;
 use crate::partitioner::Partition;
 use crate::topics::Role;
-use crate::worker::{PartitionStatus, View, Worker, WorkerReport};
+use crate::worker::{PartitionStatus, UserIndex, View, Worker, WorkerReport};
 
 /// What `ordo run` needs.
 #[derive(Debug, Clone)]
@@ -69,6 +69,7 @@ pub struct RunSummary {
 pub struct Shared {
     pub log: Arc<EmbeddedLog>,
     pub views: Vec<Arc<View>>,
+    pub users: Arc<UserIndex>,
     pub statuses: Vec<Arc<PartitionStatus>>,
     pub metrics: Arc<Metrics>,
 }
@@ -90,6 +91,7 @@ pub fn run(
     let n = log.partitions();
     let shared = Shared {
         views: n.iter().map(|_| Arc::new(View::new())).collect(),
+        users: Arc::new(UserIndex::new()),
         statuses: n
             .iter()
             .map(|_| Arc::new(PartitionStatus::default()))
@@ -140,6 +142,7 @@ pub fn run(
             partition: p,
             log: log.clone(),
             view: shared.views[p.0 as usize].clone(),
+            users: shared.users.clone(),
             status: shared.statuses[p.0 as usize].clone(),
             metrics: metrics.clone(),
             batch_size: opts.batch_size,

@@ -159,11 +159,13 @@ pub fn read_file(
 }
 
 /// Appends routed records to the input topic, in chunks.
-pub fn append(log: &EmbeddedLog, records: &[Routed]) -> Result<u64, ProduceError> {
-    for chunk in records.chunks(CHUNK) {
-        log.append(Role::Events, chunk)?;
+pub fn append(log: &EmbeddedLog, records: Vec<Routed>) -> Result<u64, ProduceError> {
+    let total = records.len() as u64;
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        log.append(Role::Events, records.by_ref().take(CHUNK).collect())?;
     }
-    Ok(records.len() as u64)
+    Ok(total)
 }
 
 /// Validates and appends a file.
@@ -173,7 +175,7 @@ pub fn produce_file(
     validation: Validation,
 ) -> Result<Report, ProduceError> {
     let (records, skipped) = read_file(path, validation, log.partitions(), log.partitioner())?;
-    let appended = append(log, &records)?;
+    let appended = append(log, records)?;
     Ok(Report { appended, skipped })
 }
 
@@ -196,7 +198,7 @@ pub fn produce_generated(
                 route(&e, value, n, partitioner)
             })
             .collect();
-        appended += append(log, &records)?;
+        appended += append(log, records)?;
         remaining -= take;
     }
     Ok(Report {

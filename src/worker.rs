@@ -9,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use compact_str::CompactString;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -126,15 +128,53 @@ impl Processor {
     }
 }
 
+/// Reservations by user, derived from the changelog: kept by the partition owners, read by
+/// the gateway to route an association that names only its user.
+pub type UserIndex = DashMap<CompactString, Vec<ReservationNo>>;
+
+fn index_user(users: &UserIndex, user: &CompactString, no: &ReservationNo) {
+    let mut list = users.entry(user.clone()).or_default();
+    if !list.contains(no) {
+        list.push(no.clone());
+    }
+}
+
 /// What a partition thread shares with the rest of the process.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PartitionStatus {
     /// Set once the state is restored and the epoch taken.
     pub ready: AtomicBool,
-    /// The next input offset to process: every offset below it is applied and durable.
-    pub position: AtomicU64,
     /// The epoch this owner holds.
     pub epoch: AtomicU64,
+    /// The next input offset to process: every offset below it is applied and durable.
+    position: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for PartitionStatus {
+    fn default() -> Self {
+        PartitionStatus {
+            ready: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+            position: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl PartitionStatus {
+    /// The next input offset to process.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Publishes a new position to waiting readers.
+    pub fn set_position(&self, position: u64) {
+        self.position.send_replace(position);
+    }
+
+    /// Follows the position, for readers waiting to read their own writes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.position.subscribe()
+    }
 }
 
 /// Everything a partition worker needs.
@@ -142,6 +182,7 @@ pub struct Worker {
     pub partition: Partition,
     pub log: Arc<EmbeddedLog>,
     pub view: Arc<View>,
+    pub users: Arc<UserIndex>,
     pub status: Arc<PartitionStatus>,
     pub metrics: Arc<Metrics>,
     pub batch_size: usize,
@@ -299,6 +340,7 @@ pub fn restore(
     log: &EmbeddedLog,
     partition: Partition,
     view: &View,
+    users: &UserIndex,
 ) -> Result<(changelog::Reader, u64), LogError> {
     let mut reader = changelog::Reader::default();
     let mut accepted = 0u64;
@@ -307,6 +349,7 @@ pub fn restore(
             Ok(entry) => {
                 if let Verdict::Accept(record) = reader.next(entry) {
                     let (key, stored) = record.into_stored();
+                    index_user(users, &stored.entity.user_id, &key);
                     view.insert(key, stored);
                     accepted += 1;
                 }
@@ -342,7 +385,7 @@ impl Worker {
     pub fn run(self) -> Result<WorkerReport, LogError> {
         let p = self.partition;
         let started = Instant::now();
-        let (reader, restored) = restore(&self.log, p, &self.view)?;
+        let (reader, restored) = restore(&self.log, p, &self.view, &self.users)?;
         let plabel = p.to_string();
         self.metrics
             .restore
@@ -359,7 +402,7 @@ impl Worker {
             epoch: marker.epoch,
         };
         let mut position = marker.resume_offset;
-        self.status.position.store(position, Ordering::Release);
+        self.status.set_position(position);
         self.status.epoch.store(marker.epoch.0, Ordering::Release);
         self.metrics
             .epoch
@@ -488,10 +531,13 @@ impl Worker {
             report.applied += commit.state.len() as u64;
             changes = overlay.changes;
             for (key, stored) in changes.drain() {
+                if !self.view.contains_key(&key) {
+                    index_user(&self.users, &stored.entity.user_id, &key);
+                }
                 self.view.insert(key, stored);
             }
             position = commit.next_offset;
-            self.status.position.store(position, Ordering::Release);
+            self.status.set_position(position);
             report.processed += records.len() as u64;
             timer.flush();
             tally.flush(&counters);

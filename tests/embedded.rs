@@ -223,7 +223,7 @@ fn misrouted_records_are_counted_and_dead_lettered() {
             timestamp: 0,
             headers: vec![],
         };
-        log.append(Role::Events, &[(Partition(1), rec)]).unwrap();
+        log.append(Role::Events, vec![(Partition(1), rec)]).unwrap();
     }
     let run = Running::start(&["--data-dir", s(&d)]);
     wait_for("the misrouted record", Duration::from_secs(30), || {

@@ -279,35 +279,15 @@ impl EmbeddedLog {
         &self.appended
     }
 
-    /// Appends records in one durable transaction; returns their offsets in order.
+    /// Appends records durably, all or none; returns their offsets in order. Concurrent
+    /// appends (and partition commits) share one transaction: see [`EmbeddedLog::commit`].
     pub fn append(
         &self,
         role: Role,
-        records: &[(Partition, NewRecord)],
+        records: Vec<(Partition, NewRecord)>,
     ) -> Result<Vec<u64>, LogError> {
-        // Write transactions are durable (fsync) on commit by default.
-        let txn = self.db.begin_write().map_err(store("begin write"))?;
-        let mut offsets = Vec::with_capacity(records.len());
-        {
-            let mut t = txn.open_table(table(role)).map_err(store("open topic"))?;
-            let mut next: Vec<Option<u64>> = vec![None; self.partitions.get() as usize];
-            for (p, r) in records {
-                let slot = &mut next[p.0 as usize];
-                let offset = match *slot {
-                    Some(o) => o,
-                    None => end_of(&t, p.0)?,
-                };
-                *slot = Some(offset + 1);
-                let headers = encode_headers(&r.headers);
-                t.insert(
-                    (p.0, offset),
-                    (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
-                )
-                .map_err(store("append"))?;
-                offsets.push(offset);
-            }
-        }
-        txn.commit().map_err(store("commit append"))?;
+        let (_, result) = self.submit(Work::Append(role, records));
+        let offsets = result?;
         self.appended.notify();
         Ok(offsets)
     }
@@ -452,74 +432,150 @@ impl EmbeddedLog {
     }
 
     /// Commits one batch of a partition's effects atomically: changelog records, dead letters
-    /// and the new input position. Returns the batch (emptied of nothing) for buffer reuse.
-    ///
-    /// Group commit: the first caller to find no commit in flight becomes the leader and writes
-    /// every batch queued by then in one transaction, so partitions share fsyncs instead of
-    /// queueing for the single writer one by one. Each batch stays all-or-nothing.
+    /// and the new input position. Returns the batch for buffer reuse.
     pub fn commit(&self, partition: Partition, commit: Commit) -> (Commit, Result<(), LogError>) {
+        match self.submit(Work::Commit(partition, commit)) {
+            (Work::Commit(_, c), r) => (c, r.map(|_| ())),
+            (Work::Append(..), _) => unreachable!("a commit comes back as a commit"),
+        }
+    }
+
+    /// Group commit: the first caller to find no transaction in flight becomes the leader and
+    /// writes every piece of work queued by then in one transaction, so partitions and
+    /// concurrent appenders share one fsync instead of queueing for the single writer one by
+    /// one. Each piece stays all-or-nothing: a transaction commits whole or not at all.
+    fn submit(&self, work: Work) -> (Work, Result<Vec<u64>, LogError>) {
         let mut q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = q.next_ticket;
         q.next_ticket += 1;
-        q.pending.push((ticket, partition, commit));
+        q.pending.push((ticket, work));
         loop {
             if let Some(done) = q.done.remove(&ticket) {
                 return done;
             }
             if q.leader_active {
-                q = self.group.finished.wait(q).unwrap_or_else(|e| e.into_inner());
+                q = self
+                    .group
+                    .finished
+                    .wait(q)
+                    .unwrap_or_else(|e| e.into_inner());
                 continue;
             }
             q.leader_active = true;
             let batch = std::mem::take(&mut q.pending);
             drop(q);
-            let result = self.write_batches(&batch).map_err(|e| e.to_string());
+            let results = self.write_batches(&batch);
             q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
-            for (t, _, c) in batch {
-                let r = result.clone().map_err(|message| LogError::GroupCommit { message });
-                q.done.insert(t, (c, r));
+            match results {
+                Ok(offsets) => {
+                    for ((t, w), o) in batch.into_iter().zip(offsets) {
+                        q.done.insert(t, (w, Ok(o)));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (t, w) in batch {
+                        let err = LogError::GroupCommit {
+                            message: message.clone(),
+                        };
+                        q.done.insert(t, (w, Err(err)));
+                    }
+                }
             }
             q.leader_active = false;
             self.group.finished.notify_all();
         }
     }
 
-    fn write_batches(&self, batches: &[(u64, Partition, Commit)]) -> Result<(), LogError> {
+    fn write_batches(&self, batches: &[(u64, Work)]) -> Result<Vec<Vec<u64>>, LogError> {
         let now = super::now_millis();
         let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let mut offsets = Vec::with_capacity(batches.len());
         {
+            let mut events = txn.open_table(EVENTS).map_err(store("open input"))?;
             let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
             let mut dlq = txn
                 .open_table(DEAD_LETTERS)
                 .map_err(store("open dead letters"))?;
             let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
-            for (_, partition, commit) in batches {
-                let p = partition.0;
-                let start = end_of(&state, p)?;
-                for (offset, (key, value)) in (start..).zip(&commit.state) {
-                    state
-                        .insert((p, offset), (&key[..], &value[..], now, &[][..]))
-                        .map_err(store("write state"))?;
-                }
-                if !commit.dead_letters.is_empty() {
-                    let start = end_of(&dlq, p)?;
-                    for (offset, r) in (start..).zip(&commit.dead_letters) {
-                        let headers = encode_headers(&r.headers);
-                        dlq.insert(
-                            (p, offset),
-                            (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
-                        )
-                        .map_err(store("write dead letter"))?;
+            for (_, work) in batches {
+                match work {
+                    Work::Append(role, records) => {
+                        let t = match role {
+                            Role::Events => &mut events,
+                            Role::State => &mut state,
+                            Role::DeadLetters => &mut dlq,
+                        };
+                        offsets.push(append_to(t, records, self.partitions)?);
+                    }
+                    Work::Commit(partition, commit) => {
+                        let p = partition.0;
+                        let start = end_of(&state, p)?;
+                        for (offset, (key, value)) in (start..).zip(&commit.state) {
+                            state
+                                .insert((p, offset), (&key[..], &value[..], now, &[][..]))
+                                .map_err(store("write state"))?;
+                        }
+                        if !commit.dead_letters.is_empty() {
+                            let dead: Vec<(Partition, &NewRecord)> = commit
+                                .dead_letters
+                                .iter()
+                                .map(|r| (*partition, r))
+                                .collect();
+                            append_refs(&mut dlq, &dead, self.partitions)?;
+                        }
+                        positions
+                            .insert(p, commit.next_offset)
+                            .map_err(store("write position"))?;
+                        offsets.push(Vec::new());
                     }
                 }
-                positions
-                    .insert(p, commit.next_offset)
-                    .map_err(store("write position"))?;
             }
         }
         txn.commit().map_err(store("commit batch"))?;
-        Ok(())
+        Ok(offsets)
     }
+}
+
+/// Work for the group committer.
+#[derive(Debug)]
+enum Work {
+    Append(Role, Vec<(Partition, NewRecord)>),
+    Commit(Partition, Commit),
+}
+
+fn append_to(
+    t: &mut redb::Table<'_, (u32, u64), Stored<'static>>,
+    records: &[(Partition, NewRecord)],
+    n: PartitionCount,
+) -> Result<Vec<u64>, LogError> {
+    let refs: Vec<(Partition, &NewRecord)> = records.iter().map(|(p, r)| (*p, r)).collect();
+    append_refs(t, &refs, n)
+}
+
+fn append_refs(
+    t: &mut redb::Table<'_, (u32, u64), Stored<'static>>,
+    records: &[(Partition, &NewRecord)],
+    n: PartitionCount,
+) -> Result<Vec<u64>, LogError> {
+    let mut next: Vec<Option<u64>> = vec![None; n.get() as usize];
+    let mut offsets = Vec::with_capacity(records.len());
+    for (p, r) in records {
+        let slot = &mut next[p.0 as usize];
+        let offset = match *slot {
+            Some(o) => o,
+            None => end_of(&*t, p.0)?,
+        };
+        *slot = Some(offset + 1);
+        let headers = encode_headers(&r.headers);
+        t.insert(
+            (p.0, offset),
+            (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
+        )
+        .map_err(store("append"))?;
+        offsets.push(offset);
+    }
+    Ok(offsets)
 }
 
 /// The queue of batches waiting for a group commit.
@@ -527,8 +583,8 @@ impl EmbeddedLog {
 struct GroupQueue {
     next_ticket: u64,
     leader_active: bool,
-    pending: Vec<(u64, Partition, Commit)>,
-    done: std::collections::HashMap<u64, (Commit, Result<(), LogError>)>,
+    pending: Vec<(u64, Work)>,
+    done: std::collections::HashMap<u64, (Work, Result<Vec<u64>, LogError>)>,
 }
 
 #[derive(Default)]
@@ -589,7 +645,7 @@ mod tests {
         let offsets = log
             .append(
                 Role::Events,
-                &[
+                vec![
                     (Partition(0), rec("a", "1")),
                     (Partition(1), rec("b", "2")),
                     (Partition(0), rec("c", "3")),
@@ -598,7 +654,7 @@ mod tests {
             .unwrap();
         assert_eq!(offsets, vec![0, 0, 1]);
         let offsets = log
-            .append(Role::Events, &[(Partition(0), rec("d", "4"))])
+            .append(Role::Events, vec![(Partition(0), rec("d", "4"))])
             .unwrap();
         assert_eq!(offsets, vec![2]);
         let read = log.read(Role::Events, Partition(0), 1, 10).unwrap();
@@ -619,7 +675,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = EmbeddedLog::open(dir.path(), opts(4)).unwrap();
-            log.append(Role::Events, &[(Partition(3), rec("a", "1"))])
+            log.append(Role::Events, vec![(Partition(3), rec("a", "1"))])
                 .unwrap();
         }
         let err = EmbeddedLog::open(dir.path(), opts(6)).unwrap_err();
