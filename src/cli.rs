@@ -78,6 +78,18 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
         batch_size: usize,
     },
+    /// Drive the gateway over loopback: ingest, then read-your-writes queries.
+    Gateway {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Reservations to send (and then query).
+        #[arg(long, default_value_t = 40_000)]
+        requests: usize,
+        /// N.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
     /// Restore N state entries from the changelog; report time and resident memory.
     Restore {
         /// State entries (reservations).
@@ -700,6 +712,26 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
                 r.run_secs,
                 r.events as f64 / r.run_secs,
                 r.events as f64 / (r.produce_secs + r.run_secs)
+            );
+        }
+        BenchWhat::Gateway {
+            clients,
+            requests,
+            partitions,
+        } => {
+            let r = crate::bench::gateway(clients.max(1), requests, count(partitions)?)
+                .map_err(fail)?;
+            println!(
+                "gateway: {} clients, {} requests each way, N = {partitions}: ingest {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); \
+                 read-your-writes {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms)",
+                r.clients,
+                r.requests,
+                r.ingest_per_sec,
+                r.ingest_p50_ms,
+                r.ingest_p99_ms,
+                r.read_per_sec,
+                r.read_p50_ms,
+                r.read_p99_ms
             );
         }
         BenchWhat::Restore {

@@ -35,23 +35,48 @@ fn reserve_associate_by_user_and_read_your_writes() {
     );
     assert_eq!(code, 202, "{r}");
     let want = Partitioner::AbsHashModN.partition("R-100", PartitionCount::new(4).unwrap());
-    assert_eq!(r["partition"], want.0, "R-100 is appended at its SPEC partition");
+    assert_eq!(
+        r["partition"], want.0,
+        "R-100 is appended at its SPEC partition"
+    );
     assert!(r["offset"].is_u64() && r["token"].is_string());
 
     // Only the user: routed through the lookup to R-100.
-    let (code, a) = post(&run, "/v1/associations", r#"{"event_id":"req-2","user_id":"alice","target":"tv-1"}"#, &[]);
+    let (code, a) = post(
+        &run,
+        "/v1/associations",
+        r#"{"event_id":"req-2","user_id":"alice","target":"tv-1"}"#,
+        &[],
+    );
     assert_eq!(code, 202, "{a}");
     assert_eq!(a["reservation_no"], "R-100");
     let token = a["token"].as_str().unwrap();
     let (code, body) = run.get(&format!("/v1/reservations/R-100?after={token}&wait=5000"));
     assert_eq!(code, 200);
     let s = json(&body);
-    assert_eq!((s["state"].as_str(), s["target"].as_str(), s["version"].as_u64()), (Some("associated"), Some("tv-1"), Some(2)));
+    assert_eq!(
+        (
+            s["state"].as_str(),
+            s["target"].as_str(),
+            s["version"].as_u64()
+        ),
+        (Some("associated"), Some("tv-1"), Some(2))
+    );
 
     // A retried request is answered as a duplicate and applied once.
-    let (code, d) = post(&run, "/v1/associations", r#"{"event_id":"req-2","user_id":"alice","target":"tv-1"}"#, &[]);
+    let (code, d) = post(
+        &run,
+        "/v1/associations",
+        r#"{"event_id":"req-2","user_id":"alice","target":"tv-1"}"#,
+        &[],
+    );
     assert_eq!((code, d["duplicate"].as_bool()), (200, Some(true)), "{d}");
-    let (code, d) = post(&run, "/v1/reservations", r#"{"reservation_no":"R-100","user_id":"alice"}"#, &[("Idempotency-Key", "req-1")]);
+    let (code, d) = post(
+        &run,
+        "/v1/reservations",
+        r#"{"reservation_no":"R-100","user_id":"alice"}"#,
+        &[("Idempotency-Key", "req-1")],
+    );
     assert_eq!((code, d["duplicate"].as_bool()), (200, Some(true)), "{d}");
     let (_, body) = run.get("/v1/users/alice");
     let u = json(&body);
@@ -64,24 +89,67 @@ fn every_client_error_is_json_with_the_right_status() {
     let dir = tempfile::tempdir().unwrap();
     let run = start(&dir.path().join("d"));
     let long = "x".repeat(129);
-    let huge = format!(r#"{{"reservation_no":"R","user_id":"u","pad":"{}"}}"#, "p".repeat(70_000));
+    let huge = format!(
+        r#"{{"reservation_no":"R","user_id":"u","pad":"{}"}}"#,
+        "p".repeat(70_000)
+    );
     let cases: Vec<(&str, String, u16, &str)> = vec![
         ("/v1/reservations", "{not json".into(), 400, "invalid_json"),
         ("/v1/reservations", "[1]".into(), 400, "invalid_json"),
-        ("/v1/reservations", r#"{"event_id":"e","reservation_no":"R"}"#.into(), 400, "invalid_event"),
-        ("/v1/reservations", r#"{"reservation_no":"R","user_id":"u"}"#.into(), 400, "missing_field"),
-        ("/v1/reservations", format!(r#"{{"event_id":"e","reservation_no":"{long}","user_id":"u"}}"#), 400, "invalid_event"),
-        ("/v1/reservations", r#"{"event_id":"e","reservation_no":"R","user_id":7}"#.into(), 400, "invalid_event"),
-        ("/v1/reservations", r#"{"type":"cancellation","event_id":"e","reservation_no":"R","user_id":"u"}"#.into(), 400, "invalid_field"),
+        (
+            "/v1/reservations",
+            r#"{"event_id":"e","reservation_no":"R"}"#.into(),
+            400,
+            "invalid_event",
+        ),
+        (
+            "/v1/reservations",
+            r#"{"reservation_no":"R","user_id":"u"}"#.into(),
+            400,
+            "missing_field",
+        ),
+        (
+            "/v1/reservations",
+            format!(r#"{{"event_id":"e","reservation_no":"{long}","user_id":"u"}}"#),
+            400,
+            "invalid_event",
+        ),
+        (
+            "/v1/reservations",
+            r#"{"event_id":"e","reservation_no":"R","user_id":7}"#.into(),
+            400,
+            "invalid_event",
+        ),
+        (
+            "/v1/reservations",
+            r#"{"type":"cancellation","event_id":"e","reservation_no":"R","user_id":"u"}"#.into(),
+            400,
+            "invalid_field",
+        ),
         ("/v1/reservations", huge, 413, "too_large"),
-        ("/v1/associations", r#"{"event_id":"e","user_id":"nobody"}"#.into(), 404, "no_reservation"),
-        ("/v1/associations", r#"{"event_id":"e"}"#.into(), 400, "missing_field"),
+        (
+            "/v1/associations",
+            r#"{"event_id":"e","user_id":"nobody"}"#.into(),
+            404,
+            "no_reservation",
+        ),
+        (
+            "/v1/associations",
+            r#"{"event_id":"e"}"#.into(),
+            400,
+            "missing_field",
+        ),
         ("/v1/refunds", r#"{}"#.into(), 404, "not_found"),
     ];
     for (path, body, status, code) in cases {
         let (got, b) = http(run.addr, "POST", path, Some(&body), &[]);
         let v = json(&b);
-        assert_eq!((got, v["error"].as_str()), (status, Some(code)), "{path} {}", &body[..body.len().min(80)]);
+        assert_eq!(
+            (got, v["error"].as_str()),
+            (status, Some(code)),
+            "{path} {}",
+            &body[..body.len().min(80)]
+        );
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
     for (path, status, code) in [
@@ -93,7 +161,11 @@ fn every_client_error_is_json_with_the_right_status() {
         ("/nowhere", 404, "not_found"),
     ] {
         let (got, b) = run.get(path);
-        assert_eq!((got, json(&b)["error"].as_str()), (status, Some(code)), "{path}");
+        assert_eq!(
+            (got, json(&b)["error"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
     }
 }
 
@@ -102,17 +174,37 @@ fn the_user_lookup_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
     let mut run = start(&d);
-    let (code, r) = post(&run, "/v1/reservations", r#"{"event_id":"a","reservation_no":"R-7","user_id":"carol"}"#, &[]);
+    let (code, r) = post(
+        &run,
+        "/v1/reservations",
+        r#"{"event_id":"a","reservation_no":"R-7","user_id":"carol"}"#,
+        &[],
+    );
     assert_eq!(code, 202, "{r}");
     let token = r["token"].as_str().unwrap().to_owned();
-    assert_eq!(run.get(&format!("/v1/reservations/R-7?after={token}&wait=5000")).0, 200);
+    assert_eq!(
+        run.get(&format!("/v1/reservations/R-7?after={token}&wait=5000"))
+            .0,
+        200
+    );
     run.terminate();
-    wait_for("exit", Duration::from_secs(30), || run.child.try_wait().unwrap());
+    wait_for("exit", Duration::from_secs(30), || {
+        run.child.try_wait().unwrap()
+    });
     drop(run);
 
     let run = start(&d);
-    let (code, a) = post(&run, "/v1/associations", r#"{"event_id":"b","user_id":"carol","target":"car-1"}"#, &[]);
-    assert_eq!((code, a["reservation_no"].as_str()), (202, Some("R-7")), "{a}");
+    let (code, a) = post(
+        &run,
+        "/v1/associations",
+        r#"{"event_id":"b","user_id":"carol","target":"car-1"}"#,
+        &[],
+    );
+    assert_eq!(
+        (code, a["reservation_no"].as_str()),
+        (202, Some("R-7")),
+        "{a}"
+    );
 }
 
 /// 8 concurrent clients, 20 000 requests: every accepted reservation and association is in the
@@ -156,7 +248,9 @@ fn load_nothing_accepted_is_lost() {
     });
     run.terminate();
     let mut run = run;
-    wait_for("exit", Duration::from_secs(30), || run.child.try_wait().unwrap());
+    wait_for("exit", Duration::from_secs(30), || {
+        run.child.try_wait().unwrap()
+    });
     drop(run);
     let st = state(&d);
     let accepted: Vec<(String, String)> = accepted.into_iter().flatten().collect();
@@ -164,7 +258,11 @@ fn load_nothing_accepted_is_lost() {
     assert_eq!(st.len(), accepted.len());
     for (no, target) in accepted {
         let s = &st[&no];
-        assert_eq!((s["state"].as_str(), s["target"].as_str()), (Some("associated"), Some(target.as_str())), "{no}");
+        assert_eq!(
+            (s["state"].as_str(), s["target"].as_str()),
+            (Some("associated"), Some(target.as_str())),
+            "{no}"
+        );
     }
     assert!(dead_letters(&d).is_empty());
 }

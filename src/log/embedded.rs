@@ -440,54 +440,64 @@ impl EmbeddedLog {
         }
     }
 
-    /// Group commit: the first caller to find no transaction in flight becomes the leader and
-    /// writes every piece of work queued by then in one transaction, so partitions and
-    /// concurrent appenders share one fsync instead of queueing for the single writer one by
-    /// one. Each piece stays all-or-nothing: a transaction commits whole or not at all.
+    /// Group commit: a caller that finds no transaction in flight becomes the leader and, until
+    /// the queue is empty, writes everything queued by then in one transaction, so partitions
+    /// and concurrent appenders share one fsync instead of queueing for the single writer one
+    /// by one. The others wait on their own channel (no thundering herd). Each piece of work
+    /// stays all-or-nothing: a transaction commits whole or not at all.
     fn submit(&self, work: Work) -> (Work, Result<Vec<u64>, LogError>) {
-        let mut q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let ticket = q.next_ticket;
-        q.next_ticket += 1;
-        q.pending.push((ticket, work));
-        loop {
-            if let Some(done) = q.done.remove(&ticket) {
-                return done;
-            }
-            if q.leader_active {
-                q = self
-                    .group
-                    .finished
-                    .wait(q)
-                    .unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            q.leader_active = true;
-            let batch = std::mem::take(&mut q.pending);
-            drop(q);
-            let results = self.write_batches(&batch);
-            q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
-            match results {
-                Ok(offsets) => {
-                    for ((t, w), o) in batch.into_iter().zip(offsets) {
-                        q.done.insert(t, (w, Ok(o)));
-                    }
-                }
-                Err(e) => {
-                    let message = e.to_string();
-                    for (t, w) in batch {
-                        let err = LogError::GroupCommit {
-                            message: message.clone(),
-                        };
-                        q.done.insert(t, (w, Err(err)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lead = {
+            let mut q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
+            q.pending.push((work, tx));
+            !std::mem::replace(&mut q.leader_active, true)
+        };
+        if lead {
+            // Hands leadership back even if a write panics, so later callers can lead.
+            struct Release<'a>(&'a Group);
+            impl Drop for Release<'_> {
+                fn drop(&mut self) {
+                    if std::thread::panicking() {
+                        let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+                        q.leader_active = false;
                     }
                 }
             }
-            q.leader_active = false;
-            self.group.finished.notify_all();
+            let _release = Release(&self.group);
+            loop {
+                let batch = {
+                    let mut q = self.group.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    if q.pending.is_empty() {
+                        // Cleared under the lock, so a caller queueing now becomes the leader.
+                        q.leader_active = false;
+                        break;
+                    }
+                    std::mem::take(&mut q.pending)
+                };
+                let (works, senders): (Vec<Work>, Vec<_>) = batch.into_iter().unzip();
+                match self.write_batches(&works) {
+                    Ok(offsets) => {
+                        for ((w, tx), o) in works.into_iter().zip(senders).zip(offsets) {
+                            let _ = tx.send((w, Ok(o)));
+                        }
+                    }
+                    Err(e) => {
+                        let message = e.to_string();
+                        for (w, tx) in works.into_iter().zip(senders) {
+                            let err = LogError::GroupCommit {
+                                message: message.clone(),
+                            };
+                            let _ = tx.send((w, Err(err)));
+                        }
+                    }
+                }
+            }
         }
+        rx.recv()
+            .expect("the leader answers every queued piece of work before it returns")
     }
 
-    fn write_batches(&self, batches: &[(u64, Work)]) -> Result<Vec<Vec<u64>>, LogError> {
+    fn write_batches(&self, batches: &[Work]) -> Result<Vec<Vec<u64>>, LogError> {
         let now = super::now_millis();
         let txn = self.db.begin_write().map_err(store("begin write"))?;
         let mut offsets = Vec::with_capacity(batches.len());
@@ -498,7 +508,7 @@ impl EmbeddedLog {
                 .open_table(DEAD_LETTERS)
                 .map_err(store("open dead letters"))?;
             let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
-            for (_, work) in batches {
+            for work in batches {
                 match work {
                     Work::Append(role, records) => {
                         let t = match role {
@@ -578,19 +588,19 @@ fn append_refs(
     Ok(offsets)
 }
 
-/// The queue of batches waiting for a group commit.
+/// Where a piece of work's result goes.
+type Reply = std::sync::mpsc::Sender<(Work, Result<Vec<u64>, LogError>)>;
+
+/// The work waiting for a group commit.
 #[derive(Default)]
 struct GroupQueue {
-    next_ticket: u64,
     leader_active: bool,
-    pending: Vec<(u64, Work)>,
-    done: std::collections::HashMap<u64, (Work, Result<Vec<u64>, LogError>)>,
+    pending: Vec<(Work, Reply)>,
 }
 
 #[derive(Default)]
 struct Group {
     queue: std::sync::Mutex<GroupQueue>,
-    finished: std::sync::Condvar,
 }
 
 fn end_of<T: ReadableTable<(u32, u64), Stored<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
