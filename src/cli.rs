@@ -19,6 +19,7 @@ use crate::partitioner::{PartitionCount, Partitioner};
 use crate::processor::{self, DEFAULT_DATA_DIR, RunOptions};
 use crate::produce::{self, Validation};
 use crate::reference::Model;
+use crate::replay::{OffsetSpec, export, rebuild, repartition};
 use crate::topics::{self, Role};
 use crate::worker::DEFAULT_BATCH_SIZE;
 
@@ -52,8 +53,88 @@ pub enum Command {
     Partition(PartitionArgs),
     /// Print N, topic settings and Helm values for a deployment.
     Plan(PlanArgs),
+    /// Print the records of a topic as NDJSON (kcat-style offsets).
+    Export(ExportArgs),
+    /// Run the core over the input again into a scratch state; `--diff` compares it with the
+    /// live changelog (exit 3 when they differ).
+    Replay(ReplayArgs),
+    /// Move the data dir to another N, keeping per-key order (dry run unless `--apply`).
+    Repartition(RepartitionArgs),
     /// Measure end-to-end throughput, or restore time and memory.
     Bench(BenchArgs),
+}
+
+/// `ordo export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Topic: reservation-events, reservation-state or reservation-events.dlq.
+    #[arg(long, env = "ORDO_TOPIC", default_value = "reservation-events")]
+    pub topic: String,
+    /// Offsets, as kcat: beginning, end, <offset>, -<n> (from the end), s@<epoch-ms>, and
+    /// e@<epoch-ms> to stop; repeat for a start and an end.
+    #[arg(
+        short = 'o',
+        long = "offset",
+        env = "ORDO_OFFSET",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub offsets: Vec<String>,
+    /// Only this partition.
+    #[arg(long, env = "ORDO_PARTITION")]
+    pub partition: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long, env = "ORDO_COUNT")]
+    pub count: Option<u64>,
+}
+
+/// `ordo replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Offsets of the input to replay, as `ordo export -o`.
+    #[arg(
+        short = 'o',
+        long = "offset",
+        env = "ORDO_OFFSET",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        conflicts_with = "file"
+    )]
+    pub offsets: Vec<String>,
+    /// Replay this NDJSON file instead of the data dir's input.
+    #[arg(long, env = "ORDO_FILE")]
+    pub file: Option<PathBuf>,
+    /// Compare with the live changelog: print each reservation that differs, exit 3 if any.
+    #[arg(long, env = "ORDO_DIFF")]
+    pub diff: bool,
+    /// Make the replay the live changelog (full replays of the data dir only).
+    #[arg(long, env = "ORDO_APPLY", conflicts_with_all = ["diff", "file"])]
+    pub apply: bool,
+}
+
+/// `ordo repartition`.
+#[derive(Debug, Args)]
+pub struct RepartitionArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The new N.
+    #[arg(long, env = "ORDO_TO_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub to_partitions: Option<u32>,
+    /// The new containers per server (N = containers × servers).
+    #[arg(long, env = "ORDO_CONTAINERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: Option<u32>,
+    /// The new servers.
+    #[arg(long, env = "ORDO_SERVERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: Option<u32>,
+    /// Do it; without this, only print the plan.
+    #[arg(long, env = "ORDO_APPLY")]
+    pub apply: bool,
 }
 
 /// `ordo bench`.
@@ -250,53 +331,51 @@ pub struct DemoArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// A failed command: its message and whether it was bad usage (exit 2) or a failure (exit 1).
+/// A failed command: its message and exit status (2 bad usage, 1 failure, 3 replay differs).
 #[derive(Debug)]
 pub struct Failure {
-    pub usage: bool,
+    pub code: i32,
     pub message: String,
 }
 
 impl Failure {
     fn usage(message: impl Into<String>) -> Self {
         Failure {
-            usage: true,
+            code: 2,
             message: message.into(),
         }
     }
 
     fn runtime(message: impl Into<String>) -> Self {
         Failure {
-            usage: false,
+            code: 1,
             message: message.into(),
+        }
+    }
+
+    fn of(usage: bool, message: String) -> Self {
+        Failure {
+            code: if usage { 2 } else { 1 },
+            message,
         }
     }
 }
 
 impl From<LogError> for Failure {
     fn from(e: LogError) -> Self {
-        Failure {
-            usage: e.is_usage(),
-            message: e.to_string(),
-        }
+        Failure::of(e.is_usage(), e.to_string())
     }
 }
 
 impl From<produce::ProduceError> for Failure {
     fn from(e: produce::ProduceError) -> Self {
-        Failure {
-            usage: e.is_usage(),
-            message: e.to_string(),
-        }
+        Failure::of(e.is_usage(), e.to_string())
     }
 }
 
 impl From<processor::RunError> for Failure {
     fn from(e: processor::RunError) -> Self {
-        Failure {
-            usage: e.is_usage(),
-            message: e.to_string(),
-        }
+        Failure::of(e.is_usage(), e.to_string())
     }
 }
 
@@ -334,8 +413,10 @@ pub fn main() -> i32 {
     match execute(cli.command) {
         Ok(()) => 0,
         Err(f) => {
-            eprintln!("ordo: error: {}", f.message);
-            if f.usage { 2 } else { 1 }
+            if !f.message.is_empty() {
+                eprintln!("ordo: error: {}", f.message);
+            }
+            f.code
         }
     }
 }
@@ -349,6 +430,9 @@ pub fn execute(command: Command) -> Result<(), Failure> {
         Command::State(a) => state(a),
         Command::Partition(a) => partition(a),
         Command::Plan(a) => plan(a),
+        Command::Export(a) => export(a),
+        Command::Replay(a) => replay(a),
+        Command::Repartition(a) => repartition(a),
         Command::Bench(a) => bench(a),
     }
 }
@@ -747,6 +831,198 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
                 r.entries as f64 / r.secs,
                 r.rss_before >> 20,
                 r.rss_after >> 20
+            );
+        }
+    }
+    Ok(())
+}
+
+fn role_of(topic: &str) -> Result<Role, Failure> {
+    topics::all()
+        .into_iter()
+        .find(|d| d.name == topic)
+        .map(|d| d.role)
+        .ok_or_else(|| {
+            Failure::usage(format!(
+                "unknown topic `{topic}`; use reservation-events, reservation-state or reservation-events.dlq"
+            ))
+        })
+}
+
+fn export(a: ExportArgs) -> Result<(), Failure> {
+    let role = role_of(&a.topic)?;
+    let spec = OffsetSpec::parse(&a.offsets).map_err(Failure::usage)?;
+    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    export::export(&log, role, a.partition, spec, a.count, &mut out).map_err(|e| match e {
+        export::ExportError::NoPartition { .. } => Failure::usage(e.to_string()),
+        export::ExportError::Log(l) => Failure::from(l),
+        export::ExportError::Write(_) => Failure::runtime(e.to_string()),
+    })?;
+    out.flush()?;
+    Ok(())
+}
+
+fn replay(a: ReplayArgs) -> Result<(), Failure> {
+    let spec = OffsetSpec::parse(&a.offsets).map_err(Failure::usage)?;
+    let needs_log = a.diff || a.apply || a.file.is_none();
+    let log = if needs_log {
+        Some(EmbeddedLog::open(
+            &a.store.data_dir,
+            a.topology.open_options(false)?,
+        )?)
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let result = match (&a.file, &log) {
+        (Some(path), _) => {
+            let n = match &log {
+                Some(l) => l.partitions(),
+                None => a
+                    .topology
+                    .count()?
+                    .unwrap_or(PartitionCount::new(1).expect("1 > 0")),
+            };
+            let partitioner = log
+                .as_ref()
+                .map_or(a.topology.partitioner.unwrap_or_default(), |l| {
+                    l.partitioner()
+                });
+            rebuild::replay_file(path, n, partitioner)?
+        }
+        (None, Some(log)) => {
+            if a.apply && !spec.is_everything() {
+                return Err(Failure::usage("--apply needs a full replay; drop -o"));
+            }
+            rebuild::replay_log(log, spec, None)?
+        }
+        (None, None) => unreachable!("a log is opened unless --file is given"),
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    eprintln!(
+        "ordo: replayed {} records in {secs:.2}s ({:.0} records/s): {} transitions, {} duplicates, {} malformed, {} misrouted, rejects {:?}",
+        result.summary.records,
+        result.summary.records as f64 / secs.max(1e-9),
+        result.summary.applied,
+        result.summary.duplicates,
+        result.summary.malformed,
+        result.summary.misrouted,
+        result.summary.rejects
+    );
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if a.apply {
+        let log = log.as_ref().expect("--apply opens the log");
+        rebuild::apply(log, &result, &processor::owner_id())?;
+        eprintln!(
+            "ordo: the replayed state of {} reservations is now the live changelog",
+            result.states.len()
+        );
+        return Ok(());
+    }
+    if a.diff {
+        let log = log.as_ref().expect("--diff opens the log");
+        let live = processor::snapshot(log)?;
+        let differences = rebuild::diff(&result.states, &live);
+        for d in &differences {
+            serde_json::to_writer(&mut out, d).map_err(|e| Failure::runtime(e.to_string()))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        if differences.is_empty() {
+            eprintln!(
+                "ordo: replay equals the live changelog ({} reservations)",
+                live.len()
+            );
+            return Ok(());
+        }
+        return Err(Failure {
+            code: 3,
+            message: format!(
+                "replay differs from the live changelog in {} reservations",
+                differences.len()
+            ),
+        });
+    }
+    for record in result.states.values() {
+        serde_json::to_writer(&mut out, record).map_err(|e| Failure::runtime(e.to_string()))?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn repartition(a: RepartitionArgs) -> Result<(), Failure> {
+    let to = match (a.to_partitions, a.containers, a.servers) {
+        (None, None, None) => {
+            return Err(Failure::usage(
+                "no target; pass --to-partitions M or --containers C --servers S",
+            ));
+        }
+        (p, c, s) => PartitionCount::from_flags(c, s, p)
+            .map_err(|e| Failure::usage(e.to_string()))?
+            .expect("a flag was given"),
+    };
+    let fail = |e: repartition::RepartitionError| match e {
+        repartition::RepartitionError::Log(l) => Failure::from(l),
+        other => Failure::runtime(other.to_string()),
+    };
+    let print = |plan: &repartition::Plan| {
+        println!(
+            "repartition {}: N {} → {} ({})",
+            a.store.data_dir.display(),
+            plan.from,
+            plan.to,
+            plan.partitioner
+        );
+        println!(
+            "  input     {} records ({} MiB), {} not yet processed",
+            plan.records,
+            plan.bytes >> 20,
+            plan.unprocessed
+        );
+        let pct = if plan.keys == 0 {
+            0.0
+        } else {
+            plan.keys_moving as f64 * 100.0 / plan.keys as f64
+        };
+        println!(
+            "  keys      {} keys, {} move to another partition ({pct:.0}%)",
+            plan.keys, plan.keys_moving
+        );
+        println!("  new       records per partition {:?}", plan.per_partition);
+        println!(
+            "  state     {} reservations carried; {} dead letters",
+            plan.state_entries, plan.dead_letters
+        );
+    };
+    if !a.apply {
+        let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?;
+        if log.partitions() == to {
+            println!(
+                "{} already has {to} partitions; nothing to do",
+                a.store.data_dir.display()
+            );
+            return Ok(());
+        }
+        print(&repartition::plan(&log, to).map_err(fail)?);
+        println!("  dry run: pass --apply to do it");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    match repartition::apply(&a.store.data_dir, to, &processor::owner_id()).map_err(fail)? {
+        None => println!(
+            "{} already has {to} partitions; nothing to do",
+            a.store.data_dir.display()
+        ),
+        Some(plan) => {
+            print(&plan);
+            println!(
+                "  done      in {:.2}s; check OK (per-key input order, state and dead letters equal); \
+                 the previous generation is kept as {}.n{}.bak",
+                t0.elapsed().as_secs_f64(),
+                crate::log::embedded::DB_FILE,
+                plan.from
             );
         }
     }

@@ -16,6 +16,7 @@
 //! * [`http`]: metrics, health, readiness and state queries.
 //! * [`gateway`]: ingest over HTTP, associations routed by user, read-your-writes queries.
 //! * [`metrics`]: Prometheus metrics.
+//! * [`replay`]: `ordo export`, `ordo replay` (with `--diff`), `ordo repartition`.
 //! * [`generate`]: realistic workloads for `ordo produce --generate` and `ordo demo`.
 //! * [`produce`]: validating and appending input files.
 //! * [`bench`]: `ordo bench`, end-to-end and restore measurements.
@@ -34,6 +35,7 @@ pub mod partitioner;
 pub mod processor;
 pub mod produce;
 pub mod reference;
+pub mod replay;
 pub mod state_machine;
 pub mod topics;
 pub mod worker;

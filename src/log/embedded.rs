@@ -156,7 +156,12 @@ impl std::fmt::Debug for EmbeddedLog {
 impl EmbeddedLog {
     /// Opens (or creates) the data directory `dir`, checking N and the partitioner.
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<Self, LogError> {
-        let file = dir.join(DB_FILE);
+        Self::open_file(dir, &dir.join(DB_FILE), opts)
+    }
+
+    /// Opens (or creates) the database `file` of data directory `dir`; `ordo repartition`
+    /// builds the next generation of a data dir beside the live one this way.
+    pub fn open_file(dir: &Path, file: &Path, opts: OpenOptions) -> Result<Self, LogError> {
         if !file.exists() {
             if !opts.create {
                 return Err(LogError::NotFound {
@@ -170,7 +175,7 @@ impl EmbeddedLog {
         }
         let db = Database::builder()
             .set_cache_size(opts.cache_bytes.unwrap_or(64 << 20))
-            .create(&file)
+            .create(file)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => LogError::InUse {
                     path: dir.to_path_buf(),
@@ -380,6 +385,62 @@ impl EmbeddedLog {
         Ok(t.get(partition.0)
             .map_err(store("read position"))?
             .map_or(0, |v| v.value()))
+    }
+
+    /// Replaces `partition`'s changelog with a new epoch marker and `records`, and sets its
+    /// input position, in one transaction (`ordo replay --apply`).
+    pub fn replace_changelog(
+        &self,
+        partition: Partition,
+        owner: &str,
+        records: impl FnOnce(Epoch) -> Vec<(Vec<u8>, Vec<u8>)>,
+        position: u64,
+    ) -> Result<Epoch, LogError> {
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let epoch = {
+            let mut epochs = txn.open_table(EPOCHS).map_err(store("open epochs"))?;
+            let epoch = Epoch(
+                epochs
+                    .get(partition.0)
+                    .map_err(store("read epoch"))?
+                    .map_or(0, |v| v.value())
+                    + 1,
+            );
+            epochs
+                .insert(partition.0, epoch.0)
+                .map_err(store("write epoch"))?;
+            let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
+            // Offsets keep growing: the replaced records are gone, never reused.
+            let start = end_of(&state, partition.0)?;
+            state
+                .retain_in((partition.0, 0)..=(partition.0, u64::MAX), |_, _| false)
+                .map_err(store("clear changelog"))?;
+            let marker = EpochMarker {
+                epoch,
+                partition: partition.0,
+                resume_offset: position,
+                owner: owner.to_owned(),
+            };
+            let now = super::now_millis();
+            state
+                .insert(
+                    (partition.0, start),
+                    (marker.key().as_bytes(), &marker.to_json()[..], now, &[][..]),
+                )
+                .map_err(store("write marker"))?;
+            for (offset, (key, value)) in (start + 1..).zip(&records(epoch)) {
+                state
+                    .insert((partition.0, offset), (&key[..], &value[..], now, &[][..]))
+                    .map_err(store("write state"))?;
+            }
+            let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+            positions
+                .insert(partition.0, position)
+                .map_err(store("write position"))?;
+            epoch
+        };
+        txn.commit().map_err(store("commit replace"))?;
+        Ok(epoch)
     }
 
     /// Takes ownership of `partition`: a new epoch above every earlier one, recorded with a

@@ -1,0 +1,362 @@
+//! Replay tooling through the real binary: golden fixtures, export, `replay --diff`, and
+//! repartition (including one killed midway).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use ordo::changelog::{Epoch, StateRecord};
+use ordo::event::ReservationNo;
+use ordo::log::NewRecord;
+use ordo::log::embedded::{EmbeddedLog, OpenOptions};
+use ordo::partitioner::{PartitionCount, Partitioner};
+use ordo::state_machine::{Entity, Status};
+use ordo::topics::Role;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn project(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
+        "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
+    })
+}
+
+fn lines(bytes: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn golden_fixtures_replay_to_their_expected_state_deterministically() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut cases = 0;
+    for case in std::fs::read_dir(&root).unwrap() {
+        let case = case.unwrap().path();
+        let input = case.join("input.ndjson");
+        let args = ["replay", "--file", s(&input), "--partitions", "6"];
+        let first = ok(&args).stdout;
+        assert_eq!(first, ok(&args).stdout, "{case:?}: two replays differ");
+        let got: Vec<_> = lines(&first).iter().map(project).collect();
+        let want = lines(&std::fs::read(case.join("expected.ndjson")).unwrap());
+        assert_eq!(got, want, "{case:?}");
+        cases += 1;
+    }
+    assert!(cases >= 2);
+}
+
+fn write_events(path: &Path, events: &[ordo::event::Event]) {
+    let text: String = events.iter().map(|e| e.to_json() + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn export_lists_every_input_record_with_partition_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let file = dir.path().join("in.ndjson");
+    write_events(&file, &ordo::generate::generate(500, 5));
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--file",
+        s(&file),
+    ]);
+    let all = lines(
+        &ok(&[
+            "export",
+            "--data-dir",
+            s(&d),
+            "--topic",
+            "reservation-events",
+        ])
+        .stdout,
+    );
+    assert_eq!(all.len(), 500);
+    let n = PartitionCount::new(4).unwrap();
+    let mut next = BTreeMap::new();
+    for r in &all {
+        let p = r["partition"].as_u64().unwrap();
+        let key = r["key"].as_str().unwrap();
+        assert_eq!(u64::from(Partitioner::AbsHashModN.partition(key, n).0), p);
+        let want = next.entry(p).or_insert(0u64);
+        assert_eq!(
+            r["offset"].as_u64().unwrap(),
+            *want,
+            "offsets are contiguous per partition"
+        );
+        *want += 1;
+        let v: serde_json::Value = serde_json::from_str(r["value"].as_str().unwrap()).unwrap();
+        assert_eq!(v["reservation_no"], r["key"]);
+    }
+    let tail = lines(
+        &ok(&[
+            "export",
+            "--data-dir",
+            s(&d),
+            "-o",
+            "-3",
+            "--partition",
+            "2",
+        ])
+        .stdout,
+    );
+    assert_eq!(tail.len(), 3);
+    assert_eq!(tail[2]["offset"].as_u64().unwrap() + 1, next[&2]);
+    assert_eq!(
+        lines(&ok(&["export", "--data-dir", s(&d), "-o", "end"]).stdout).len(),
+        0
+    );
+    assert_eq!(
+        lines(&ok(&["export", "--data-dir", s(&d), "--count", "7"]).stdout).len(),
+        7
+    );
+    let out = ordo()
+        .args(["export", "--data-dir", s(&d), "-o", "sideways"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn replay_diff_is_silent_on_an_untouched_log_and_finds_a_planted_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec/input.ndjson");
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--file",
+        s(&fixture),
+    ]);
+    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    let out = ok(&["replay", "--data-dir", s(&d), "--diff"]);
+    assert!(out.stdout.is_empty());
+
+    // Tamper: a state record nobody's input produced, written by the current owner epoch.
+    {
+        let log = EmbeddedLog::open(&d, OpenOptions::default()).unwrap();
+        let no = ReservationNo::from("R-0001");
+        let p = Partitioner::AbsHashModN.partition(no.as_str(), log.partitions());
+        let stored = ordo::changelog::Stored {
+            entity: Entity {
+                user_id: "u1".into(),
+                status: Status::Cancelled,
+                target: None,
+                version: 2,
+                applied_event_ids: Box::new(["e1".into(), "forged".into()]),
+            },
+            source_offset: 0,
+            epoch: Epoch(1),
+        };
+        let value = StateRecord::new(no.clone(), p, &stored).to_json();
+        let rec = NewRecord {
+            key: b"R-0001".to_vec(),
+            value,
+            timestamp: 0,
+            headers: vec![],
+        };
+        log.append(Role::State, vec![(p, rec)]).unwrap();
+    }
+    let out = ordo()
+        .args(["replay", "--data-dir", s(&d), "--diff"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diffs = lines(&out.stdout);
+    assert_eq!(diffs.len(), 1);
+    assert_eq!(diffs[0]["reservation_no"], "R-0001");
+    assert_eq!(diffs[0]["replayed"]["state"], "associated");
+    assert_eq!(diffs[0]["live"]["state"], "cancelled");
+
+    // --apply makes the replay the live state again.
+    ok(&["replay", "--data-dir", s(&d), "--apply"]);
+    assert!(
+        ok(&["replay", "--data-dir", s(&d), "--diff"])
+            .stdout
+            .is_empty()
+    );
+    assert_eq!(state(&d)["R-0001"]["state"], "associated");
+}
+
+fn states(d: &Path) -> Vec<serde_json::Value> {
+    state(d).values().map(project).collect()
+}
+
+#[test]
+fn repartition_4_to_6_then_more_events_equals_a_run_at_6_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = ordo::generate::generate(30_000, 11);
+    let parts: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("part{i}.ndjson")))
+        .collect();
+    write_events(&parts[0], &events[..15_000]);
+    write_events(&parts[1], &events[15_000..22_000]);
+    write_events(&parts[2], &events[22_000..]);
+    let all = dir.path().join("all.ndjson");
+    write_events(&all, &events);
+
+    let (moved, scratch) = (dir.path().join("moved"), dir.path().join("scratch"));
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&moved),
+        "--partitions",
+        "4",
+        "--file",
+        s(&parts[0]),
+    ]);
+    ok(&["run", "--data-dir", s(&moved), "--until-idle", "--no-http"]);
+    // Appended but not processed when the repartition happens.
+    ok(&["produce", "--data-dir", s(&moved), "--file", s(&parts[1])]);
+    let dry = ok(&[
+        "repartition",
+        "--data-dir",
+        s(&moved),
+        "--to-partitions",
+        "6",
+    ]);
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("dry run"));
+    assert_eq!(
+        EmbeddedLog::open(&moved, OpenOptions::default())
+            .unwrap()
+            .partitions()
+            .get(),
+        4
+    );
+    ok(&[
+        "repartition",
+        "--data-dir",
+        s(&moved),
+        "--containers",
+        "3",
+        "--servers",
+        "2",
+        "--apply",
+    ]);
+    ok(&["produce", "--data-dir", s(&moved), "--file", s(&parts[2])]);
+    ok(&[
+        "run",
+        "--data-dir",
+        s(&moved),
+        "--containers",
+        "3",
+        "--servers",
+        "2",
+        "--until-idle",
+        "--no-http",
+    ]);
+
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&scratch),
+        "--partitions",
+        "6",
+        "--file",
+        s(&all),
+    ]);
+    ok(&[
+        "run",
+        "--data-dir",
+        s(&scratch),
+        "--until-idle",
+        "--no-http",
+    ]);
+    assert_eq!(states(&moved), states(&scratch));
+    assert_eq!(dead_letter_reasons(&moved), dead_letter_reasons(&scratch));
+    assert!(
+        ok(&["replay", "--data-dir", s(&moved), "--diff"])
+            .stdout
+            .is_empty()
+    );
+}
+
+#[test]
+fn repartition_killed_midway_can_be_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--generate",
+        "200000",
+        "--seed",
+        "4",
+    ]);
+    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    let before = states(&d);
+
+    let mut child = ordo()
+        .args([
+            "repartition",
+            "--data-dir",
+            s(&d),
+            "--to-partitions",
+            "6",
+            "--apply",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let next = d.join("ordo.redb.next");
+    wait_for(
+        "the next generation to be started",
+        Duration::from_secs(60),
+        || (next.exists() || child.try_wait().unwrap().is_some()).then_some(()),
+    );
+    let _ = child.kill();
+    child.wait().unwrap();
+    // Whatever moment it died at, the data dir is one whole generation: old (4) or new (6).
+    let n = EmbeddedLog::open(&d, OpenOptions::default())
+        .unwrap()
+        .partitions()
+        .get();
+    assert!(n == 4 || n == 6, "{n}");
+    assert_eq!(states(&d), before, "the state is intact after the kill");
+
+    ok(&[
+        "repartition",
+        "--data-dir",
+        s(&d),
+        "--to-partitions",
+        "6",
+        "--apply",
+    ]);
+    assert_eq!(
+        EmbeddedLog::open(&d, OpenOptions::default())
+            .unwrap()
+            .partitions()
+            .get(),
+        6
+    );
+    assert!(!next.exists());
+    assert_eq!(states(&d), before);
+    assert!(
+        ok(&["replay", "--data-dir", s(&d), "--diff"])
+            .stdout
+            .is_empty()
+    );
+}
