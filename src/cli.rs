@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::log::embedded::{EmbeddedLog, LogError, OpenOptions};
 use crate::log::headers;
+use crate::log::kafka::{KafkaLogError, KafkaOptions};
 use crate::metrics::Metrics;
 use crate::partitioner::{PartitionCount, Partitioner};
 use crate::processor::{self, DEFAULT_DATA_DIR, RunOptions};
@@ -53,6 +54,8 @@ pub enum Command {
     Partition(PartitionArgs),
     /// Print N, topic settings and Helm values for a deployment.
     Plan(PlanArgs),
+    /// Create (`apply`) or verify (`check`) the topics of `topics/` on a Kafka cluster.
+    Topics(TopicsArgs),
     /// Print the records of a topic as NDJSON (kcat-style offsets).
     Export(ExportArgs),
     /// Run the core over the input again into a scratch state; `--diff` compares it with the
@@ -62,6 +65,25 @@ pub enum Command {
     Repartition(RepartitionArgs),
     /// Measure end-to-end throughput, or restore time and memory.
     Bench(BenchArgs),
+}
+
+/// `ordo topics`.
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    /// `apply` creates missing topics with N partitions and their configs; `check` verifies.
+    #[arg(value_enum)]
+    pub action: TopicsAction,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+/// What `ordo topics` does.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TopicsAction {
+    Apply,
+    Check,
 }
 
 /// `ordo export`.
@@ -190,6 +212,85 @@ pub struct StoreArgs {
     pub data_dir: PathBuf,
 }
 
+/// The Kafka backend: when `--brokers` is given, the command works on Kafka instead of the
+/// embedded log.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers `host:port,...`; switches from the embedded log to Kafka.
+    #[arg(long, env = "ORDO_BROKERS")]
+    pub brokers: Option<String>,
+    /// Consumer group of `ordo run`.
+    #[arg(long, env = "ORDO_GROUP", default_value = crate::log::kafka::DEFAULT_GROUP)]
+    pub group: String,
+    /// A librdkafka property `key=value`, repeatable (as kcat's -X): security, timeouts, …
+    #[arg(
+        short = 'X',
+        value_name = "KEY=VALUE",
+        env = "ORDO_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    pub properties: Vec<String>,
+}
+
+impl KafkaArgs {
+    fn options(&self, partitioner: Option<Partitioner>) -> Result<Option<KafkaOptions>, Failure> {
+        let Some(brokers) = &self.brokers else {
+            return Ok(None);
+        };
+        let properties = self
+            .properties
+            .iter()
+            .map(|p| {
+                p.split_once('=')
+                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                    .filter(|(k, _)| !k.is_empty())
+                    .ok_or_else(|| {
+                        Failure::usage(format!(
+                            "-X {p}: expected key=value, e.g. -X security.protocol=SSL"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Some(KafkaOptions {
+            brokers: brokers.clone(),
+            group: self.group.clone(),
+            properties,
+            partitioner: partitioner.unwrap_or_default(),
+        }))
+    }
+}
+
+impl From<KafkaLogError> for Failure {
+    fn from(e: KafkaLogError) -> Self {
+        Failure::of(e.is_usage(), e.to_string())
+    }
+}
+
+/// N on Kafka: the flags', which must match the topics, or the input topic's partition count.
+fn kafka_partitions(
+    opts: &KafkaOptions,
+    flags: Option<PartitionCount>,
+) -> Result<PartitionCount, Failure> {
+    let client = opts.metadata_client()?;
+    let topic = topics::get(Role::Events).name;
+    let actual = crate::log::kafka::partition_count(&client, opts, &topic)?
+        .and_then(PartitionCount::new)
+        .ok_or_else(|| {
+            Failure::from(KafkaLogError::MissingTopic {
+                topic: topic.clone(),
+            })
+        })?;
+    match flags {
+        Some(n) if n != actual => Err(KafkaLogError::PartitionMismatch {
+            topic,
+            actual: actual.get(),
+            expected: n.get(),
+        }
+        .into()),
+        _ => Ok(actual),
+    }
+}
+
 /// N and the partitioner.
 #[derive(Debug, Clone, Args)]
 pub struct TopologyArgs {
@@ -229,6 +330,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub topology: TopologyArgs,
     /// HTTP listen address (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "ORDO_HTTP", default_value = DEFAULT_HTTP)]
@@ -251,6 +354,8 @@ pub struct RunArgs {
 pub struct ProduceArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     #[command(flatten)]
     pub topology: TopologyArgs,
     /// NDJSON file of events, one per line (`-` for stdin).
@@ -283,6 +388,8 @@ pub enum Format {
 pub struct StateArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Output format.
     #[arg(long, env = "ORDO_FORMAT", value_enum, default_value_t = Format::Ndjson)]
     pub format: Format,
@@ -430,6 +537,7 @@ pub fn execute(command: Command) -> Result<(), Failure> {
         Command::State(a) => state(a),
         Command::Partition(a) => partition(a),
         Command::Plan(a) => plan(a),
+        Command::Topics(a) => topics_cmd(a),
         Command::Export(a) => export(a),
         Command::Replay(a) => replay(a),
         Command::Repartition(a) => repartition(a),
@@ -438,6 +546,27 @@ pub fn execute(command: Command) -> Result<(), Failure> {
 }
 
 fn run(a: RunArgs) -> Result<(), Failure> {
+    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+        let n = kafka_partitions(&kafka, a.topology.count()?)?;
+        let summary = crate::group::run(
+            kafka,
+            n,
+            RunOptions {
+                http: (!a.no_http).then_some(a.http),
+                until_idle: a.until_idle,
+                batch_size: a.batch_size,
+            },
+            Arc::new(Metrics::fresh()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .map_err(|e| Failure::of(e.is_usage(), e.to_string()))?;
+        eprintln!(
+            "ordo: consumed {} records in {:.2}s",
+            summary.processed,
+            summary.elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
     let log = Arc::new(EmbeddedLog::open(
         &a.store.data_dir,
         a.topology.open_options(true)?,
@@ -468,6 +597,9 @@ fn produce_cmd(a: ProduceArgs) -> Result<(), Failure> {
         (false, true) => Validation::SkipInvalid,
         (false, false) => Validation::Strict,
     };
+    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+        return produce_kafka(&a, &kafka, validation);
+    }
     let open = a.topology.open_options(true)?;
     // Validate the whole file before touching the data dir: a bad file writes nothing.
     let report = match (&a.file, a.generate) {
@@ -528,8 +660,13 @@ fn stored_partitioner(dir: &std::path::Path) -> Option<Partitioner> {
 }
 
 fn state(a: StateArgs) -> Result<(), Failure> {
-    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?;
-    let snapshot = processor::snapshot(&log)?;
+    let snapshot = match a.kafka.options(None)? {
+        Some(kafka) => kafka_snapshot(&kafka)?,
+        None => processor::snapshot(&EmbeddedLog::open(
+            &a.store.data_dir,
+            OpenOptions::default(),
+        )?)?,
+    };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
         Format::Ndjson => {
@@ -1027,4 +1164,92 @@ fn repartition(a: RepartitionArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn topics_cmd(a: TopicsArgs) -> Result<(), Failure> {
+    let kafka = a.kafka.options(a.topology.partitioner)?.ok_or_else(|| {
+        Failure::usage("topics work on Kafka; pass --brokers host:port (or ORDO_BROKERS)")
+    })?;
+    let n = a.topology.count()?.ok_or_else(|| {
+        Failure::usage("no partition count; pass --containers C --servers S or --partitions N")
+    })?;
+    let lines = match a.action {
+        TopicsAction::Apply => crate::log::kafka::apply_topics(&kafka, n)?,
+        TopicsAction::Check => crate::log::kafka::check_topics(&kafka, n)?,
+    };
+    for l in lines {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+fn produce_kafka(
+    a: &ProduceArgs,
+    kafka: &KafkaOptions,
+    validation: Validation,
+) -> Result<(), Failure> {
+    let n = kafka_partitions(kafka, a.topology.count()?)?;
+    let (records, skipped) = match (&a.file, a.generate) {
+        (Some(path), _) => produce::read_file(path, validation, n, kafka.partitioner)?,
+        (None, Some(count)) => (
+            crate::generate::Generator::new(a.seed)
+                .take(count)
+                .map(|e| {
+                    let value = e.to_json().into_bytes();
+                    produce::route(&e, value, n, kafka.partitioner)
+                })
+                .collect(),
+            Vec::new(),
+        ),
+        (None, None) => unreachable!("clap requires --file or --generate"),
+    };
+    let producer = crate::log::kafka::KafkaProducer::new(kafka)?;
+    let topic = topics::get(Role::Events).name;
+    let total = records.len();
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<crate::log::kafka::Outgoing<'_>> = records
+            .by_ref()
+            .take(20_000)
+            .map(|(partition, record)| crate::log::kafka::Outgoing {
+                topic: &topic,
+                partition,
+                record,
+            })
+            .collect();
+        producer.send_all(&chunk)?;
+    }
+    for s in &skipped {
+        eprintln!("ordo: skipped line {}: {}", s.line, s.error);
+    }
+    eprintln!(
+        "ordo: appended {total} events to {topic} on {}",
+        kafka.brokers
+    );
+    Ok(())
+}
+
+/// Current state from the Kafka changelog, with the fencing rule.
+fn kafka_snapshot(
+    kafka: &KafkaOptions,
+) -> Result<BTreeMap<crate::event::ReservationNo, crate::changelog::StateRecord>, Failure> {
+    let client = kafka.metadata_client()?;
+    let topic = topics::get(Role::State).name;
+    let n = crate::log::kafka::partition_count(&client, kafka, &topic)?.ok_or_else(|| {
+        Failure::from(KafkaLogError::MissingTopic {
+            topic: topic.clone(),
+        })
+    })?;
+    let mut all = BTreeMap::new();
+    for p in 0..n {
+        let mut reader = crate::changelog::Reader::default();
+        crate::log::kafka::read_to_end(kafka, &topic, crate::partitioner::Partition(p), |r| {
+            if let Ok(entry) = crate::changelog::Entry::decode(&r.key, &r.value)
+                && let crate::changelog::Verdict::Accept(record) = reader.next(entry)
+            {
+                all.insert(record.reservation_no.clone(), record);
+            }
+        })?;
+    }
+    Ok(all)
 }

@@ -29,7 +29,6 @@ use crate::log::{NewRecord, now_millis};
 use crate::partitioner::Partition;
 use crate::processor::Shared;
 use crate::state_machine::Status;
-use crate::topics::Role;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -192,12 +191,9 @@ async fn ingest(
         headers: Vec::new(),
     };
     let log = shared.log.clone();
-    let appended =
-        tokio::task::spawn_blocking(move || log.append(Role::Events, vec![(partition, record)]))
-            .await;
+    let appended = tokio::task::spawn_blocking(move || log.append_event(partition, record)).await;
     match appended {
-        Ok(Ok(offsets)) => {
-            let offset = offsets[0];
+        Ok(Ok(offset)) => {
             let token = Token { partition, offset };
             (
                 StatusCode::ACCEPTED,
@@ -222,7 +218,7 @@ async fn ingest(
 async fn open_reservation(shared: &Shared, user: &str, event_id: &str) -> Result<String, Response> {
     let mut waits = Vec::new();
     for p in shared.log.partitions().iter() {
-        let end = shared.log.end_offset(Role::Events, p).map_err(|e| {
+        let end = shared.log.input_end(p).map_err(|e| {
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "log_unavailable",

@@ -13,6 +13,8 @@
 //! * [`log`]: records and backends (`log::embedded`: the durable local log).
 //! * [`worker`]: the per-partition thread: restore, take an epoch, process, commit.
 //! * [`processor`]: runs one worker per partition plus the HTTP endpoint (`ordo run`).
+//! * [`group`]: `ordo run --brokers`: a Kafka consumer-group member, one owner thread per
+//!   assigned partition.
 //! * [`http`]: metrics, health, readiness and state queries.
 //! * [`gateway`]: ingest over HTTP, associations routed by user, read-your-writes queries.
 //! * [`metrics`]: Prometheus metrics.
@@ -28,6 +30,7 @@ pub mod cli;
 pub mod event;
 pub mod gateway;
 pub mod generate;
+pub mod group;
 pub mod http;
 pub mod log;
 pub mod metrics;

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub fenced: IntCounter,
     /// `ordo_epoch{partition}`: the epoch this process holds.
     pub epoch: IntGaugeVec,
+    /// `ordo_rebalances_total{kind}`: consumer-group assignments and revocations (Kafka).
+    pub rebalances: IntCounterVec,
 }
 
 impl Metrics {
@@ -107,6 +109,13 @@ impl Metrics {
                 Opts::new("ordo_epoch", "Owner epoch held for each partition"),
                 &["partition"],
             )?,
+            rebalances: IntCounterVec::new(
+                Opts::new(
+                    "ordo_rebalances_total",
+                    "Consumer-group rebalance events, by kind",
+                ),
+                &["kind"],
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -122,6 +131,7 @@ impl Metrics {
         r.register(Box::new(m.partitions_owned.clone()))?;
         r.register(Box::new(m.fenced.clone()))?;
         r.register(Box::new(m.epoch.clone()))?;
+        r.register(Box::new(m.rebalances.clone()))?;
         Ok(m)
     }
 

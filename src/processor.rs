@@ -12,6 +12,7 @@ use tracing::{error, info};
 use crate::changelog::{self, Entry, StateRecord, Verdict};
 use crate::event::ReservationNo;
 use crate::http::{self, AppState};
+use crate::log::Ingest;
 use crate::log::embedded::{EmbeddedLog, LogError};
 use crate::metrics::Metrics;
 use crate::partitioner::Partition;
@@ -67,7 +68,7 @@ pub struct RunSummary {
 /// The process's shared view of every partition, for HTTP.
 #[derive(Clone)]
 pub struct Shared {
-    pub log: Arc<EmbeddedLog>,
+    pub log: Arc<dyn Ingest>,
     pub views: Vec<Arc<View>>,
     pub users: Arc<UserIndex>,
     pub statuses: Vec<Arc<PartitionStatus>>,
@@ -195,7 +196,8 @@ pub fn run(
     }
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGINT or SIGTERM.
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

@@ -132,7 +132,7 @@ impl Processor {
 /// the gateway to route an association that names only its user.
 pub type UserIndex = DashMap<CompactString, Vec<ReservationNo>>;
 
-fn index_user(users: &UserIndex, user: &CompactString, no: &ReservationNo) {
+pub(crate) fn index_user(users: &UserIndex, user: &CompactString, no: &ReservationNo) {
     let mut list = users.entry(user.clone()).or_default();
     if !list.contains(no) {
         list.push(no.clone());
@@ -203,7 +203,7 @@ pub struct WorkerReport {
 }
 
 /// Counters resolved once per worker, so the hot path touches no label maps.
-struct Counters {
+pub(crate) struct Counters {
     /// `[type][outcome]`; type index 3 is `unknown` (malformed).
     events: Vec<Vec<IntCounter>>,
     rejections: Vec<IntCounter>,
@@ -216,7 +216,7 @@ struct Counters {
 const OUTCOMES: [&str; 5] = ["applied", "duplicate", "rejected", "malformed", "misrouted"];
 
 impl Counters {
-    fn new(m: &Metrics, p: Partition) -> Self {
+    pub(crate) fn new(m: &Metrics, p: Partition) -> Self {
         let p = p.to_string();
         let types = ["reservation", "association", "cancellation", "unknown"];
         let dl_reasons: Vec<&str> = RejectReason::ALL
@@ -257,7 +257,7 @@ impl Counters {
 
 /// Per-batch tallies, flushed to the counters after the commit.
 #[derive(Default)]
-struct Tally {
+pub(crate) struct Tally {
     events: [[u64; 5]; 4],
     rejections: [u64; 5],
     transitions: [[u64; 3]; 2],
@@ -265,7 +265,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn flush(&self, c: &Counters) {
+    pub(crate) fn flush(&self, c: &Counters) {
         fn add(counter: &IntCounter, n: u64) {
             if n > 0 {
                 counter.inc_by(n);
@@ -317,9 +317,9 @@ fn status_index(s: Status) -> usize {
 }
 
 /// A batch's changes over the shared view: reads see the batch's own earlier changes first.
-struct Overlay<'a> {
-    changes: HashMap<ReservationNo, Stored>,
-    view: &'a View,
+pub(crate) struct Overlay<'a> {
+    pub(crate) changes: HashMap<ReservationNo, Stored>,
+    pub(crate) view: &'a View,
 }
 
 impl StateView for Overlay<'_> {
@@ -377,6 +377,89 @@ fn dead_letter(r: &Record, reason: &str, error: String) -> NewRecord {
             (headers::SOURCE_OFFSET.to_owned(), r.offset.to_string()),
             (headers::ERROR.to_owned(), error),
         ],
+    }
+}
+
+/// Steps every record of a batch against `overlay`, collecting state records and dead letters
+/// in `commit` and counts in `tally`. Shared by both backends.
+pub(crate) fn apply_batch(
+    processor: &Processor,
+    records: &[Record],
+    overlay: &mut Overlay<'_>,
+    commit: &mut Commit,
+    tally: &mut Tally,
+    timer: &prometheus::local::LocalHistogram,
+) {
+    let p = processor.partition;
+    for r in records {
+        let t0 = Instant::now();
+        let key = (!r.key.is_empty()).then_some(&r.key[..]);
+        match processor.step(key, &r.value, r.offset, overlay) {
+            Step::Applied {
+                key,
+                kind,
+                from,
+                stored,
+            } => {
+                tally.events[kind_index(kind)][0] += 1;
+                let to = status_index(stored.entity.status);
+                tally.transitions[usize::from(from.is_some())][to] += 1;
+                let record = StateRecord::new(key.clone(), p, &stored);
+                commit
+                    .state
+                    .push((key.as_str().as_bytes().to_vec(), record.to_json()));
+                overlay.changes.insert(key, stored);
+            }
+            Step::Duplicate { kind } => tally.events[kind_index(kind)][1] += 1,
+            Step::Rejected { kind, reason } => {
+                tally.events[kind_index(kind)][2] += 1;
+                tally.rejections[reason_index(reason)] += 1;
+                tally.dead_letters[reason_index(reason)] += 1;
+                commit.dead_letters.push(dead_letter(
+                    r,
+                    reason.as_str(),
+                    format!("{} rejected: {}", kind.as_str(), reason.as_str()),
+                ));
+            }
+            Step::Malformed(m) => {
+                tally.events[3][3] += 1;
+                tally.dead_letters[5] += 1;
+                commit
+                    .dead_letters
+                    .push(dead_letter(r, MALFORMED, m.to_string()));
+            }
+            Step::Misrouted {
+                kind,
+                key,
+                belongs_to,
+            } => {
+                tally.events[kind_index(kind)][4] += 1;
+                tally.dead_letters[6] += 1;
+                commit.dead_letters.push(dead_letter(
+                    r,
+                    MISROUTED,
+                    format!(
+                        "key {key} belongs to partition {belongs_to} under {}, not {p}",
+                        processor.partitioner
+                    ),
+                ));
+            }
+        }
+        timer.observe(t0.elapsed().as_secs_f64());
+    }
+}
+
+/// Makes a durable batch's changes visible to queries (and the user index).
+pub(crate) fn publish(
+    view: &View,
+    users: &UserIndex,
+    changes: &mut HashMap<ReservationNo, Stored>,
+) {
+    for (key, stored) in changes.drain() {
+        if !view.contains_key(&key) {
+            index_user(users, &stored.entity.user_id, &key);
+        }
+        view.insert(key, stored);
     }
 }
 
@@ -462,62 +545,14 @@ impl Worker {
             commit.dead_letters.clear();
             let mut tally = Tally::default();
             let timer = self.metrics.processing.local();
-            for r in &records {
-                let t0 = Instant::now();
-                let key = (!r.key.is_empty()).then_some(&r.key[..]);
-                match processor.step(key, &r.value, r.offset, &overlay) {
-                    Step::Applied {
-                        key,
-                        kind,
-                        from,
-                        stored,
-                    } => {
-                        tally.events[kind_index(kind)][0] += 1;
-                        let to = status_index(stored.entity.status);
-                        tally.transitions[usize::from(from.is_some())][to] += 1;
-                        let record = StateRecord::new(key.clone(), p, &stored);
-                        commit
-                            .state
-                            .push((key.as_str().as_bytes().to_vec(), record.to_json()));
-                        overlay.changes.insert(key, stored);
-                    }
-                    Step::Duplicate { kind } => tally.events[kind_index(kind)][1] += 1,
-                    Step::Rejected { kind, reason } => {
-                        tally.events[kind_index(kind)][2] += 1;
-                        tally.rejections[reason_index(reason)] += 1;
-                        tally.dead_letters[reason_index(reason)] += 1;
-                        commit.dead_letters.push(dead_letter(
-                            r,
-                            reason.as_str(),
-                            format!("{} rejected: {}", kind.as_str(), reason.as_str()),
-                        ));
-                    }
-                    Step::Malformed(m) => {
-                        tally.events[3][3] += 1;
-                        tally.dead_letters[5] += 1;
-                        commit
-                            .dead_letters
-                            .push(dead_letter(r, MALFORMED, m.to_string()));
-                    }
-                    Step::Misrouted {
-                        kind,
-                        key,
-                        belongs_to,
-                    } => {
-                        tally.events[kind_index(kind)][4] += 1;
-                        tally.dead_letters[6] += 1;
-                        commit.dead_letters.push(dead_letter(
-                            r,
-                            MISROUTED,
-                            format!(
-                                "key {key} belongs to partition {belongs_to} under {}, not {p}",
-                                processor.partitioner
-                            ),
-                        ));
-                    }
-                }
-                timer.observe(t0.elapsed().as_secs_f64());
-            }
+            apply_batch(
+                &processor,
+                &records,
+                &mut overlay,
+                &mut commit,
+                &mut tally,
+                &timer,
+            );
             let last = records.last().expect("non-empty batch").offset;
             commit.next_offset = last + 1;
             let t0 = Instant::now();
@@ -530,12 +565,7 @@ impl Worker {
             // Durable: now the batch may be seen.
             report.applied += commit.state.len() as u64;
             changes = overlay.changes;
-            for (key, stored) in changes.drain() {
-                if !self.view.contains_key(&key) {
-                    index_user(&self.users, &stored.entity.user_id, &key);
-                }
-                self.view.insert(key, stored);
-            }
+            publish(&self.view, &self.users, &mut changes);
             position = commit.next_offset;
             self.status.set_position(position);
             report.processed += records.len() as u64;

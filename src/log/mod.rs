@@ -1,13 +1,15 @@
 //! The logs ordo reads and writes (SPEC §4): records, offsets, and the backends that carry them.
 //!
 //! * [`embedded`]: the default, a durable log in a local data directory.
+//! * [`kafka`]: Apache Kafka or any Kafka-compatible broker, through rdkafka.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::partitioner::Partition;
+use crate::partitioner::{Partition, PartitionCount, Partitioner};
 
 /// A record read from a log.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,5 +74,44 @@ impl Signal {
             .cond
             .wait_timeout_while(guard, timeout, |g| *g == seen)
             .unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// An append to the input failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct IngestError(pub String);
+
+/// What the gateway needs of a backend: the routing, durable appends to the input topic, and
+/// where the input of each partition ends.
+pub trait Ingest: Send + Sync {
+    /// N.
+    fn partitions(&self) -> PartitionCount;
+    /// The partitioner of the deployment.
+    fn partitioner(&self) -> Partitioner;
+    /// Appends one input record durably; returns its offset.
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<u64, IngestError>;
+    /// The offset the next input record of `partition` will get.
+    fn input_end(&self, partition: Partition) -> Result<u64, IngestError>;
+}
+
+impl Ingest for embedded::EmbeddedLog {
+    fn partitions(&self) -> PartitionCount {
+        embedded::EmbeddedLog::partitions(self)
+    }
+
+    fn partitioner(&self) -> Partitioner {
+        embedded::EmbeddedLog::partitioner(self)
+    }
+
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<u64, IngestError> {
+        self.append(crate::topics::Role::Events, vec![(partition, record)])
+            .map(|o| o[0])
+            .map_err(|e| IngestError(e.to_string()))
+    }
+
+    fn input_end(&self, partition: Partition) -> Result<u64, IngestError> {
+        self.end_offset(crate::topics::Role::Events, partition)
+            .map_err(|e| IngestError(e.to_string()))
     }
 }
