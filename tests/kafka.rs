@@ -1,0 +1,419 @@
+//! The Kafka backend against a real Kafka-compatible broker: tansu, started per test on a free
+//! loopback port with in-memory storage. `./scripts/test` installs tansu when it is missing.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ordo::log::headers;
+use ordo::log::kafka::{KafkaOptions, read_to_end};
+use ordo::partitioner::{Partition, Partitioner};
+
+/// A tansu broker for one test.
+struct Broker {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let addr = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let url = format!("tcp://{addr}");
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is on PATH (./scripts/test installs it)");
+        wait_for("tansu to listen", Duration::from_secs(30), || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                .ok()
+                .map(|_| ())
+        });
+        Broker { child, addr }
+    }
+
+    fn brokers(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `ordo args…` against this broker.
+    fn ordo(&self, args: &[&str]) -> Command {
+        let mut c = ordo();
+        c.env("ORDO_BROKERS", self.brokers()).args(args);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.ordo(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ordo {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn state(&self) -> BTreeMap<String, serde_json::Value> {
+        parse_state(&self.ok(&["state"]).stdout)
+    }
+
+    fn options(&self) -> KafkaOptions {
+        KafkaOptions {
+            brokers: self.brokers(),
+            group: "test".into(),
+            properties: vec![],
+            partitioner: Partitioner::AbsHashModN,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_state(stdout: &[u8]) -> BTreeMap<String, serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["reservation_no"].as_str().unwrap().to_owned(), v)
+        })
+        .collect()
+}
+
+fn project(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
+        "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
+        "source_offset": v["source_offset"], "source_partition": v["source_partition"],
+    })
+}
+
+fn projected(m: &BTreeMap<String, serde_json::Value>) -> Vec<serde_json::Value> {
+    m.values().map(project).collect()
+}
+
+/// The state an uninterrupted embedded run reaches on the same generated input.
+fn reference(dir: &Path, partitions: &str, events: &str, seed: &str) -> Vec<serde_json::Value> {
+    let d = dir.join("reference");
+    let d = d.to_str().unwrap();
+    ok(&[
+        "produce",
+        "--data-dir",
+        d,
+        "--partitions",
+        partitions,
+        "--generate",
+        events,
+        "--seed",
+        seed,
+    ]);
+    ok(&["run", "--data-dir", d, "--until-idle", "--no-http"]);
+    projected(&state(Path::new(d)))
+}
+
+fn group() -> String {
+    format!(
+        "g-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+#[test]
+fn topics_produce_run_state_give_the_spec_states() {
+    let broker = Broker::start();
+    let out = broker.ok(&["topics", "apply", "--containers", "2", "--servers", "2"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("created reservation-state (4 partitions)")
+    );
+    broker.ok(&["topics", "check", "--partitions", "4"]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec");
+    broker.ok(&[
+        "produce",
+        "--file",
+        fixture.join("input.ndjson").to_str().unwrap(),
+    ]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    let got: Vec<serde_json::Value> = broker
+        .state()
+        .values()
+        .map(|v| {
+            serde_json::json!({
+                "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
+                "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
+            })
+        })
+        .collect();
+    let want: Vec<serde_json::Value> = std::fs::read_to_string(fixture.join("expected.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for p in 0..4 {
+        read_to_end(
+            &broker.options(),
+            "reservation-events.dlq",
+            Partition(p),
+            |r| {
+                let reason = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == headers::REASON)
+                    .unwrap()
+                    .1
+                    .clone();
+                *reasons.entry(reason).or_default() += 1;
+            },
+        )
+        .unwrap();
+    }
+    let want: BTreeMap<String, u64> =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("dead_letters.json")).unwrap())
+            .unwrap();
+    assert_eq!(reasons, want);
+}
+
+#[test]
+fn unreachable_brokers_and_mismatched_topics_fail_clearly() {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let started = Instant::now();
+    let out = ordo()
+        .env("ORDO_BROKERS", closed.to_string())
+        .args(["topics", "check", "--partitions", "4"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the brokers"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    let out = broker
+        .ordo(&[
+            "run",
+            "--containers",
+            "3",
+            "--servers",
+            "2",
+            "--until-idle",
+            "--no-http",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("4 partitions but N = 6")
+            && err.contains("topics apply")
+            && err.contains("repartition"),
+        "{err}"
+    );
+    let out = broker
+        .ordo(&["topics", "check", "--partitions", "6"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+fn start_member(broker: &Broker, group: &str) -> Running {
+    Running::start(&[
+        "--brokers",
+        &broker.brokers(),
+        "--group",
+        group,
+        "--batch-size",
+        "500",
+    ])
+}
+
+/// Two members of one group; one is killed with SIGKILL at a random moment, the other is
+/// stopped with SIGTERM; a final `run --until-idle` completes the input. tansu 0.6 never evicts
+/// a dead member from its group, so the final run joins a fresh group and resumes from the
+/// changelog alone: each partition's epoch markers and state records say how far it was
+/// applied, so nothing is applied twice.
+#[test]
+fn two_members_one_killed_one_terminated_then_resumed_equal_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    broker.ok(&["produce", "--generate", "60000", "--seed", "21"]);
+    let g = group();
+    let a = start_member(&broker, &g);
+    let mut b = start_member(&broker, &g);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let threshold = 2_000.0 + f64::from(nanos % 40_000);
+    wait_for(
+        "progress past the kill point",
+        Duration::from_secs(120),
+        || {
+            let total =
+                a.metric_sum("ordo_events_total", "") + b.metric_sum("ordo_events_total", "");
+            (total >= threshold).then_some(())
+        },
+    );
+    drop(a); // SIGKILL
+    let t0 = Instant::now();
+    b.terminate();
+    let status = wait_for("exit after SIGTERM", Duration::from_secs(60), || {
+        b.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+    assert!(t0.elapsed() < Duration::from_secs(60));
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    assert_eq!(
+        projected(&broker.state()),
+        reference(dir.path(), "4", "60000", "21")
+    );
+}
+
+/// A stalled owner (SIGSTOP) that wakes up after a newer owner has taken its partitions keeps
+/// consuming and writing with its old epoch: none of it is visible. (tansu 0.6 does not evict a
+/// stopped member, so the newer owner is started in its own group: two owners of the same
+/// partitions at once, the harshest form of a zombie.)
+#[test]
+fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    broker.ok(&["produce", "--generate", "20000", "--seed", "8"]);
+    let zombie = start_member(&broker, &group());
+    wait_for(
+        "the first owner to apply everything",
+        Duration::from_secs(60),
+        || (zombie.metric_sum("ordo_events_total", "") == 20_000.0).then_some(()),
+    );
+    let pid = zombie.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let g = group();
+    let mut owner = start_member(&broker, &g);
+    wait_for(
+        "the new owner to take both partitions with epoch 2",
+        Duration::from_secs(60),
+        || {
+            (owner.metric_sum("ordo_epoch", "") == 4.0
+                && owner.metric_sum("ordo_partitions_owned", "") == 2.0)
+                .then_some(())
+        },
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // More input: both the zombie (epoch 1) and the owner (epoch 2) apply and write it.
+    let more = dir.path().join("more.ndjson");
+    let events = ordo::generate::generate(25_000, 8);
+    std::fs::write(
+        &more,
+        events[20_000..]
+            .iter()
+            .map(|e| e.to_json() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    broker.ok(&["produce", "--file", more.to_str().unwrap()]);
+    wait_for(
+        "both to apply the new input",
+        Duration::from_secs(60),
+        || {
+            (zombie.metric_sum("ordo_events_total", "") == 25_000.0
+                && owner.metric_sum("ordo_events_total", "") == 5_000.0)
+                .then_some(())
+        },
+    );
+    drop(zombie);
+    owner.terminate();
+    wait_for("exit", Duration::from_secs(60), || {
+        owner.child.try_wait().unwrap()
+    });
+
+    let all = dir.path().join("all.ndjson");
+    std::fs::write(
+        &all,
+        events
+            .iter()
+            .map(|e| e.to_json() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let reference_dir = dir.path().join("reference");
+    let r = reference_dir.to_str().unwrap();
+    ok(&[
+        "produce",
+        "--data-dir",
+        r,
+        "--partitions",
+        "2",
+        "--file",
+        all.to_str().unwrap(),
+    ]);
+    ok(&["run", "--data-dir", r, "--until-idle", "--no-http"]);
+    assert_eq!(
+        projected(&broker.state()),
+        projected(&state(&reference_dir))
+    );
+    // A restore sees the zombie's records and ignores them.
+    let out = broker.ok(&[
+        "run",
+        "--until-idle",
+        "--no-http",
+        "--group",
+        &g,
+        "--log",
+        "info",
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    let fenced: u64 = log
+        .split(" fenced=")
+        .skip(1)
+        .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(fenced > 0, "no fenced records reported: {log}");
+    assert_eq!(
+        projected(&broker.state()),
+        projected(&state(&reference_dir))
+    );
+}
