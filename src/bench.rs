@@ -372,3 +372,72 @@ pub fn gateway(clients: usize, requests: usize, n: PartitionCount) -> Result<Gat
         read_p99_ms: percentile(&read_lat, 0.99),
     })
 }
+
+/// Figures of the Kafka benchmark.
+#[derive(Debug, Clone)]
+pub struct KafkaBench {
+    pub events: u64,
+    pub partitions: u32,
+    pub produce_secs: f64,
+    pub raw_consume_secs: f64,
+    pub run_secs: f64,
+}
+
+/// On a broker with no ordo topics yet: creates them with `n` partitions, produces `events`
+/// generated events, reads them once with a plain consumer (the raw rate), then runs
+/// `ordo run --until-idle` over them (restore, state records and changelog included).
+pub fn kafka(
+    opts: &crate::log::kafka::KafkaOptions,
+    events: usize,
+    n: PartitionCount,
+) -> Result<KafkaBench, crate::group::GroupError> {
+    use crate::log::kafka::{KafkaProducer, Outgoing, apply_topics, count_all};
+    apply_topics(opts, n)?;
+    let topic = crate::topics::get(Role::Events).name;
+    let producer = KafkaProducer::new(opts)?;
+    let t0 = Instant::now();
+    let mut generator = crate::generate::Generator::new(1);
+    let mut left = events;
+    while left > 0 {
+        let take = left.min(20_000);
+        let chunk: Vec<Outgoing<'_>> = (&mut generator)
+            .take(take)
+            .map(|e| {
+                let value = e.to_json().into_bytes();
+                let (partition, record) = crate::produce::route(&e, value, n, opts.partitioner);
+                Outgoing {
+                    topic: &topic,
+                    partition,
+                    record,
+                }
+            })
+            .collect();
+        producer.send_all(&chunk)?;
+        left -= take;
+    }
+    let produce_secs = t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let read = count_all(opts, &topic, n)?;
+    let raw_consume_secs = t0.elapsed().as_secs_f64();
+    let mut group = opts.clone();
+    group.group = format!("ordo-bench-{}", std::process::id());
+    let t0 = Instant::now();
+    crate::group::run(
+        group,
+        n,
+        RunOptions {
+            http: None,
+            until_idle: true,
+            batch_size: crate::worker::DEFAULT_BATCH_SIZE,
+        },
+        Arc::new(Metrics::fresh()),
+        Arc::new(AtomicBool::new(false)),
+    )?;
+    Ok(KafkaBench {
+        events: read,
+        partitions: n.get(),
+        produce_secs,
+        raw_consume_secs,
+        run_secs: t0.elapsed().as_secs_f64(),
+    })
+}

@@ -193,6 +193,17 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
     },
+    /// On a broker without ordo topics: produce, raw consume, then `run --until-idle`.
+    Kafka {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// N.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
     /// Restore N state entries from the changelog; report time and resident memory.
     Restore {
         /// State entries (reservations).
@@ -954,6 +965,28 @@ fn bench(a: BenchArgs) -> Result<(), Failure> {
                 r.read_per_sec,
                 r.read_p50_ms,
                 r.read_p99_ms
+            );
+        }
+        BenchWhat::Kafka {
+            kafka,
+            events,
+            partitions,
+        } => {
+            let opts = kafka.options(None)?.ok_or_else(|| {
+                Failure::usage("pass --brokers host:port of a broker without ordo topics")
+            })?;
+            let r = crate::bench::kafka(&opts, events, count(partitions)?)
+                .map_err(|e| Failure::of(e.is_usage(), e.to_string()))?;
+            let raw = r.events as f64 / r.raw_consume_secs;
+            let run = r.events as f64 / r.run_secs;
+            println!(
+                "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} msg/s; run --until-idle {:.0} events/s ({:.0}% of raw; restore, state records and dead letters acknowledged)",
+                r.events,
+                r.partitions,
+                r.events as f64 / r.produce_secs,
+                raw,
+                run,
+                run * 100.0 / raw
             );
         }
         BenchWhat::Restore {

@@ -115,6 +115,30 @@ impl ClientContext for GroupContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         crate::log::kafka::log_client_error(error, reason);
     }
+
+    /// Consumer lag per partition: the high watermark from the latest fetch responses (sent
+    /// every `statistics.interval.ms`) minus the owner's applied position.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.group.events_topic) else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            let Some(status) = usize::try_from(*p)
+                .ok()
+                .and_then(|p| self.group.statuses.get(p))
+            else {
+                continue;
+            };
+            if part.hi_offset >= 0 && status.ready.load(Ordering::Acquire) {
+                let lag = (part.hi_offset as u64).saturating_sub(status.position());
+                self.group
+                    .metrics
+                    .lag
+                    .with_label_values(&[&p.to_string()])
+                    .set(lag as i64);
+            }
+        }
+    }
 }
 
 impl ConsumerContext for GroupContext {

@@ -364,6 +364,18 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
                 .then_some(())
         },
     );
+    wait_for(
+        "consumer lag reported as 0 for both partitions",
+        Duration::from_secs(30),
+        || {
+            let (_, metrics) = owner.get("/metrics");
+            let lags: Vec<&str> = metrics
+                .lines()
+                .filter(|l| l.starts_with("ordo_partition_lag_records{"))
+                .collect();
+            (lags.len() == 2 && lags.iter().all(|l| l.ends_with(" 0"))).then_some(())
+        },
+    );
     drop(zombie);
     owner.terminate();
     wait_for("exit", Duration::from_secs(60), || {

@@ -125,6 +125,7 @@ impl KafkaOptions {
             ("queued.max.messages.kbytes", "16384"),
             ("session.timeout.ms", "10000"),
             ("enable.partition.eof", "true"),
+            ("statistics.interval.ms", "1000"),
             ("heartbeat.interval.ms", "1000"),
         ]);
         c.set("group.id", &self.group);
@@ -484,6 +485,50 @@ pub fn read_to_end(
             None => {}
         }
     }
+}
+
+/// Reads every partition of `topic` to its end with one plain consumer and counts the records:
+/// the raw consume rate that the Kafka benchmark compares against.
+pub fn count_all(
+    opts: &KafkaOptions,
+    topic: &str,
+    n: PartitionCount,
+) -> Result<u64, KafkaLogError> {
+    let mut config = opts.reader_config();
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<QuietEof> = config
+        .create_with_context(QuietEof)
+        .map_err(kafka("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in n.iter() {
+        tpl.add_partition_offset(topic, p.0 as i32, Offset::Beginning)
+            .map_err(kafka("assign"))?;
+    }
+    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    let (mut count, mut ended) = (0u64, std::collections::HashSet::new());
+    let mut last_progress = Instant::now();
+    while ended.len() < n.get() as usize {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                // Touch the payload as a consumer would.
+                count += u64::from(m.payload().is_some());
+                last_progress = Instant::now();
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
+            None if last_progress.elapsed() > Duration::from_secs(60) => {
+                return Err(KafkaLogError::Stalled {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    secs: 60,
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(count)
 }
 
 /// Converts a consumed message into a [`Record`].
