@@ -251,6 +251,7 @@ impl KafkaArgs {
         let properties = self
             .properties
             .iter()
+            .filter(|p| !p.trim().is_empty())
             .map(|p| {
                 p.split_once('=')
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))

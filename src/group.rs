@@ -268,6 +268,7 @@ impl Group {
         let started = Instant::now();
         let view = &self.views[p.0 as usize];
         let status = &self.statuses[p.0 as usize];
+        status.owned.store(true, Ordering::Release);
         view.clear();
         let mut reader = changelog::Reader::default();
         let mut restored = 0u64;
@@ -413,6 +414,7 @@ impl Group {
         };
         self.metrics.partitions_owned.dec();
         status.ready.store(false, Ordering::Release);
+        status.owned.store(false, Ordering::Release);
         result.map(|()| position)
     }
 

@@ -104,7 +104,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         .statuses
         .iter()
         .enumerate()
-        .filter(|(_, st)| !st.ready.load(Ordering::Acquire))
+        .filter(|(_, st)| st.owned.load(Ordering::Acquire) && !st.ready.load(Ordering::Acquire))
         .map(|(p, _)| p)
         .collect();
     if restoring.is_empty() {

@@ -142,6 +142,8 @@ pub(crate) fn index_user(users: &UserIndex, user: &CompactString, no: &Reservati
 /// What a partition thread shares with the rest of the process.
 #[derive(Debug)]
 pub struct PartitionStatus {
+    /// Set while this process owns the partition (from assignment, before the restore).
+    pub owned: AtomicBool,
     /// Set once the state is restored and the epoch taken.
     pub ready: AtomicBool,
     /// The epoch this owner holds.
@@ -153,6 +155,7 @@ pub struct PartitionStatus {
 impl Default for PartitionStatus {
     fn default() -> Self {
         PartitionStatus {
+            owned: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             position: tokio::sync::watch::channel(0).0,
@@ -468,6 +471,7 @@ impl Worker {
     pub fn run(self) -> Result<WorkerReport, LogError> {
         let p = self.partition;
         let started = Instant::now();
+        self.status.owned.store(true, Ordering::Release);
         let (reader, restored) = restore(&self.log, p, &self.view, &self.users)?;
         let plabel = p.to_string();
         self.metrics
@@ -584,6 +588,7 @@ impl Worker {
         };
         self.metrics.partitions_owned.dec();
         self.status.ready.store(false, Ordering::Release);
+        self.status.owned.store(false, Ordering::Release);
         result.map(|()| report)
     }
 }

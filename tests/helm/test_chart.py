@@ -1,0 +1,126 @@
+"""The Helm chart, linted and rendered with Helm's own Go SDK (PyPI helm-python-sdk)."""
+
+import pathlib
+import tomllib
+
+import helm_python as helm
+import pytest
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "ordo"
+
+
+def render(values=None):
+    chart = helm.Chart.load(str(CHART))
+    merged = values or {}
+    chart.validate_schema(chart.merge_values(merged) if hasattr(chart, "merge_values") else merged)
+    files = chart.render(merged, name="ordo", namespace="streams", is_install=True)
+    objects = []
+    for path, text in files.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    notes = next((t for p, t in files.items() if p.endswith("NOTES.txt")), "")
+    return objects, notes
+
+
+def one(objects, kind):
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind}"
+    return found[0]
+
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_lint_strict_is_clean():
+    # Severities as Helm's lint support package: 1 info, 2 warning, 3 error; strict fails on 2+.
+    for values in ({}, {"servers": 3, "containers": 4}):
+        result = helm.lint(str(CHART), values, strict=True)
+        messages = [m for m in result.get("messages") or [] if m["severity"] >= 2]
+        assert not messages, messages
+        assert not result.get("errors"), result
+    broken = helm.lint(str(CHART), {"servers": 0}, strict=True)
+    assert any("/servers" in e for e in broken["errors"]), broken
+
+
+@pytest.mark.parametrize("servers,containers", [(2, 3), (3, 4)])
+def test_n_is_one_number_everywhere(servers, containers):
+    values = {} if (servers, containers) == (2, 3) else {"servers": servers, "containers": containers}
+    objects, notes = render(values)
+    n = servers * containers
+    sts = one(objects, "StatefulSet")
+    assert sts["spec"]["replicas"] == servers
+    env = env_of(sts["spec"]["template"]["spec"]["containers"][0])
+    assert env["ORDO_PARTITIONS"] == str(n)
+    assert env["ORDO_CONTAINERS"] == str(containers)
+    assert env["ORDO_SERVERS"] == str(servers)
+    job = one(objects, "Job")
+    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[:2] == ["topics", "apply"]
+    assert int(args[args.index("--servers") + 1]) * int(args[args.index("--containers") + 1]) == n
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert one(objects, "ConfigMap")["data"]["partitions"] == str(n)
+    assert f"N = {n} partitions" in notes
+
+
+def test_restricted_pods_probes_and_disruption_budget():
+    objects, _ = render()
+    sts = one(objects, "StatefulSet")
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    c = pod["containers"][0]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/tmp", "/var/lib/ordo"}
+    assert pod["terminationGracePeriodSeconds"] >= 30
+    assert one(objects, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    labels = sts["metadata"]["labels"]
+    for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                "app.kubernetes.io/managed-by"):
+        assert key in labels
+    job_pod = one(objects, "Job")["spec"]["template"]["spec"]
+    assert job_pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {o["kind"] for o in objects} >= {"Service", "ConfigMap"}
+
+
+def test_schema_rejects_a_typo_and_bad_values():
+    chart = helm.Chart.load(str(CHART))
+    for bad in ({"server": 3}, {"servers": 0}, {"containers": "four"}, {"kafka": {"broker": "x:9092"}},
+                {"partitioner": "crc32"}, {"topics": {"mode": "manual"}}):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(chart.merge_values(bad) if hasattr(chart, "merge_values") else bad)
+
+
+def test_strimzi_topics_and_service_monitor_switch_on():
+    objects, _ = render({"topics": {"mode": "strimzi"}, "serviceMonitor": {"enabled": True}, "servers": 3,
+                         "containers": 4})
+    assert not [o for o in objects if o["kind"] == "Job"]
+    topics = {o["spec"]["topicName"]: o for o in objects if o["kind"] == "KafkaTopic"}
+    definitions = {}
+    for path in (ROOT / "topics").glob("*.toml"):
+        d = tomllib.loads(path.read_text())
+        definitions[d["name"]] = d["config"]
+    assert set(topics) == set(definitions)
+    for name, config in definitions.items():
+        assert topics[name]["spec"]["partitions"] == 12
+        assert topics[name]["spec"]["config"] == config, f"{name} differs from topics/"
+    assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_kafka_properties_reach_the_pods():
+    objects, _ = render({"kafka": {"brokers": "k:9093", "group": "g",
+                                   "properties": {"security.protocol": "SASL_SSL", "sasl.mechanisms": "SCRAM-SHA-512"}}})
+    cm = one(objects, "ConfigMap")["data"]
+    assert cm["brokers"] == "k:9093"
+    assert cm["kafka-properties"] == "sasl.mechanisms=SCRAM-SHA-512,security.protocol=SASL_SSL"
