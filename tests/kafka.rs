@@ -429,3 +429,111 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
         projected(&state(&reference_dir))
     );
 }
+
+/// Fault injection with librdkafka's mock cluster: the broker goes down and comes back, and
+/// produce requests fail with retriable errors; nothing is lost and nothing applied twice.
+/// (The mock keeps little data and cannot fence, so it is used for faults only.)
+#[test]
+fn broker_down_and_request_errors_lose_nothing() {
+    use ordo::log::kafka::{KafkaProducer, Outgoing};
+    use ordo::metrics::Metrics;
+    use ordo::partitioner::PartitionCount;
+    use ordo::processor::RunOptions;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let mock = MockCluster::new(1).unwrap();
+    for t in [
+        "reservation-events",
+        "reservation-state",
+        "reservation-events.dlq",
+    ] {
+        mock.create_topic(t, 2, 1).unwrap();
+    }
+    let n = PartitionCount::new(2).unwrap();
+    let opts = KafkaOptions {
+        brokers: mock.bootstrap_servers(),
+        group: group(),
+        properties: vec![],
+        partitioner: Partitioner::AbsHashModN,
+    };
+    let events = ordo::generate::generate(6_000, 13);
+    let producer = KafkaProducer::new(&opts).unwrap();
+    let send = |slice: &[ordo::event::Event]| {
+        let out: Vec<Outgoing<'_>> = slice
+            .iter()
+            .map(|e| {
+                let (partition, record) =
+                    ordo::produce::route(e, e.to_json().into_bytes(), n, Partitioner::AbsHashModN);
+                Outgoing {
+                    topic: "reservation-events",
+                    partition,
+                    record,
+                }
+            })
+            .collect();
+        producer.send_all(&out).unwrap();
+    };
+    send(&events[..3_000]);
+
+    let metrics = Arc::new(Metrics::fresh());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let runner = {
+        let (opts, metrics, shutdown) = (opts.clone(), metrics.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            ordo::group::run(
+                opts,
+                n,
+                RunOptions {
+                    http: None,
+                    until_idle: false,
+                    batch_size: 200,
+                },
+                metrics,
+                shutdown,
+            )
+        })
+    };
+    let processed = || metric_sum(&metrics.render(), "ordo_events_total", "");
+    wait_for("some progress", Duration::from_secs(60), || {
+        (processed() >= 500.0).then_some(())
+    });
+    mock.broker_down(1).unwrap();
+    // The outage itself: the broker stays down this long whatever the processor does.
+    std::thread::sleep(Duration::from_secs(2));
+    mock.broker_up(1).unwrap();
+    let retriable = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 4];
+    mock.request_errors(RDKafkaApiKey::Produce, &retriable);
+    send(&events[3_000..]);
+    wait_for("every event processed", Duration::from_secs(120), || {
+        (processed() >= 6_000.0).then_some(())
+    });
+    shutdown.store(true, Ordering::Release);
+    runner.join().unwrap().unwrap();
+    assert_eq!(processed(), 6_000.0, "nothing processed twice");
+
+    let model = ordo::reference::Model::run(&events);
+    let mut got = BTreeMap::new();
+    for p in 0..2 {
+        let mut reader = ordo::changelog::Reader::default();
+        read_to_end(&opts, "reservation-state", Partition(p), |r| {
+            if let Ok(e) = ordo::changelog::Entry::decode(&r.key, &r.value)
+                && let ordo::changelog::Verdict::Accept(rec) = reader.next(e)
+            {
+                got.insert(rec.reservation_no.to_string(), rec);
+            }
+        })
+        .unwrap();
+    }
+    assert_eq!(got.len(), model.states.len());
+    for (no, want) in &model.states {
+        let rec = &got[no];
+        assert_eq!(
+            (rec.state.as_str(), rec.version as usize),
+            (want.state, want.applied.len()),
+            "{no}"
+        );
+    }
+}
