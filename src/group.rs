@@ -30,7 +30,7 @@ use crate::log::kafka::{
 use crate::log::{NewRecord, Record, now_millis};
 use crate::metrics::Metrics;
 use crate::partitioner::{Partition, PartitionCount};
-use crate::processor::{RunOptions, RunSummary, Shared, owner_id};
+use crate::processor::{RunError, RunOptions, RunSummary, Shared, owner_id, start_shell};
 use crate::topics::{self, Role};
 use crate::worker::{
     Counters, Overlay, PartitionStatus, Processor, Tally, UserIndex, View, apply_batch, index_user,
@@ -54,15 +54,10 @@ const CHANNEL_BOUND: usize = 20_000;
 pub enum GroupError {
     #[error(transparent)]
     Kafka(#[from] KafkaLogError),
-    #[error("cannot listen for HTTP on {addr}: {source}; pass another --http address")]
-    Listen {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Shell(#[from] RunError),
     #[error("partition {partition} owner failed: {message}")]
     Owner { partition: u32, message: String },
-    #[error("cannot start a thread or runtime: {0}")]
-    Runtime(std::io::Error),
 }
 
 impl GroupError {
@@ -70,8 +65,8 @@ impl GroupError {
     pub fn is_usage(&self) -> bool {
         match self {
             Self::Kafka(e) => e.is_usage(),
-            Self::Listen { .. } => true,
-            Self::Owner { .. } | Self::Runtime(_) => false,
+            Self::Shell(e) => e.is_usage(),
+            Self::Owner { .. } => false,
         }
     }
 }
@@ -509,50 +504,19 @@ pub fn run(
             source,
         })?;
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ordo-http")
-        .enable_all()
-        .build()
-        .map_err(GroupError::Runtime)?;
-    let http_addr = match opts.http {
-        Some(addr) => {
-            let listener = runtime
-                .block_on(tokio::net::TcpListener::bind(addr))
-                .map_err(|source| GroupError::Listen { addr, source })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| GroupError::Listen { addr, source })?;
-            eprintln!("ordo: http listening on {local}");
-            let shared = Shared {
-                log: Arc::new(KafkaIngest {
-                    producer: producer.clone(),
-                    client: kafka.metadata_client()?,
-                    opts: kafka.clone(),
-                    partitions: n,
-                }),
-                views: group.views.clone(),
-                users: group.users.clone(),
-                statuses: group.statuses.clone(),
-                metrics: metrics.clone(),
-            };
-            runtime.spawn(crate::http::serve(
-                listener,
-                crate::http::AppState::new(shared),
-                shutdown.clone(),
-            ));
-            Some(local)
-        }
-        None => None,
+    let shared = Shared {
+        log: Arc::new(KafkaIngest {
+            producer: producer.clone(),
+            client: kafka.metadata_client()?,
+            opts: kafka.clone(),
+            partitions: n,
+        }),
+        views: group.views.clone(),
+        users: group.users.clone(),
+        statuses: group.statuses.clone(),
+        metrics: metrics.clone(),
     };
-    {
-        let stop = shutdown.clone();
-        runtime.spawn(async move {
-            crate::processor::wait_for_signal().await;
-            info!("shutdown requested");
-            stop.store(true, Ordering::Release);
-        });
-    }
+    let (runtime, http_addr) = start_shell(opts.http, shared, shutdown.clone(), || {})?;
 
     let mut processed = 0u64;
     let mut failure = None;

@@ -95,46 +95,21 @@ pub fn run(
         users: Arc::new(UserIndex::new()),
         statuses: n
             .iter()
-            .map(|_| Arc::new(PartitionStatus::default()))
+            .map(|_| {
+                // Every partition is this process's from the start: not ready until restored.
+                let status = PartitionStatus::default();
+                status.owned.store(true, Ordering::Release);
+                Arc::new(status)
+            })
             .collect(),
         metrics: metrics.clone(),
         log: log.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ordo-http")
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
-    let http_addr = match opts.http {
-        Some(addr) => {
-            let listener = runtime
-                .block_on(tokio::net::TcpListener::bind(addr))
-                .map_err(|source| RunError::Listen { addr, source })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| RunError::Listen { addr, source })?;
-            // Tests and operators parse this line to find a port picked with `:0`.
-            eprintln!("ordo: http listening on {local}");
-            info!(addr = %local, "http listening");
-            let state = AppState::new(shared.clone());
-            let stop = shutdown.clone();
-            runtime.spawn(http::serve(listener, state, stop));
-            Some(local)
-        }
-        None => None,
-    };
-    {
-        // SIGINT / SIGTERM: finish the current batch, flush, exit.
-        let stop = shutdown.clone();
-        let log = log.clone();
-        runtime.spawn(async move {
-            wait_for_signal().await;
-            info!("shutdown requested");
-            stop.store(true, Ordering::Release);
-            log.appended().notify();
-        });
-    }
+    let wake = log.clone();
+    let (runtime, http_addr) =
+        start_shell(opts.http, shared.clone(), shutdown.clone(), move || {
+            wake.appended().notify();
+        })?;
 
     let owner = owner_id();
     let mut handles = Vec::new();
@@ -194,6 +169,51 @@ pub fn run(
         Some(e) => Err(e),
         None => Ok(summary),
     }
+}
+
+/// The async shell around the partition threads: a small runtime serving HTTP on `http` (when
+/// given) and turning SIGINT/SIGTERM into `shutdown` (then calling `wake`). Returns the runtime
+/// and the bound address.
+pub fn start_shell(
+    http: Option<SocketAddr>,
+    shared: Shared,
+    shutdown: Arc<AtomicBool>,
+    wake: impl FnOnce() + Send + 'static,
+) -> Result<(tokio::runtime::Runtime, Option<SocketAddr>), RunError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ordo-http")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let http_addr = match http {
+        Some(addr) => {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .map_err(|source| RunError::Listen { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| RunError::Listen { addr, source })?;
+            // Tests and operators parse this line to find a port picked with `:0`.
+            eprintln!("ordo: http listening on {local}");
+            info!(addr = %local, "http listening");
+            runtime.spawn(http::serve(
+                listener,
+                AppState::new(shared),
+                shutdown.clone(),
+            ));
+            Some(local)
+        }
+        None => None,
+    };
+    // SIGINT / SIGTERM: finish the current batch, flush, exit.
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        info!("shutdown requested");
+        shutdown.store(true, Ordering::Release);
+        wake();
+    });
+    Ok((runtime, http_addr))
 }
 
 /// Resolves on SIGINT or SIGTERM.
