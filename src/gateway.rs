@@ -12,6 +12,7 @@
 //!   the token's partition has applied the token's offset (read-your-writes), `504` if the
 //!   wait runs out.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -24,7 +25,7 @@ use serde_json::{Map, Value, json};
 
 use crate::changelog::StateRecord;
 use crate::event::{Event, EventKind};
-use crate::http::{AppState, error, lookup};
+use crate::http::{AppState, error, lookup, remote_state};
 use crate::log::{NewRecord, now_millis};
 use crate::partitioner::Partition;
 use crate::processor::Shared;
@@ -167,9 +168,12 @@ async fn ingest(
         .partitioner()
         .partition(event.reservation_no.as_str(), shared.log.partitions());
     // A retry of an event already applied: answer as a duplicate, append nothing.
-    let view = &shared.views[partition.0 as usize];
-    if let Some(entry) = view.get(event.reservation_no.as_str())
-        && entry.entity.applied_event_ids.contains(&event.event_id)
+    let current = match lookup(shared, event.reservation_no.as_str()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Some(entry) = current
+        && entry.applied_event_ids.contains(&event.event_id)
     {
         let token = Token {
             partition,
@@ -236,15 +240,7 @@ async fn open_reservation(shared: &Shared, user: &str, event_id: &str) -> Result
             ));
         }
     }
-    let candidates: Vec<String> = shared
-        .users
-        .get(user)
-        .map(|list| list.iter().map(|n| n.to_string()).collect())
-        .unwrap_or_default();
-    let records: Vec<StateRecord> = candidates
-        .iter()
-        .filter_map(|no| lookup(shared, no))
-        .collect();
+    let records = user_records(shared, user).await?;
     if let Some(r) = records
         .iter()
         .find(|r| r.applied_event_ids.iter().any(|id| id == event_id))
@@ -274,12 +270,61 @@ async fn open_reservation(shared: &Shared, user: &str, event_id: &str) -> Result
     }
 }
 
-/// Waits until `partition` has applied every offset below `until`; false on timeout.
+/// The state records of `user`: from the owner-maintained index for the partitions this
+/// process owns, and from the changelog of every other partition.
+async fn user_records(shared: &Shared, user: &str) -> Result<Vec<StateRecord>, Response> {
+    let mut records = Vec::new();
+    let local: Vec<String> = shared
+        .users
+        .get(user)
+        .map(|list| list.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    for no in local {
+        let p = shared
+            .log
+            .partitioner()
+            .partition(&no, shared.log.partitions());
+        if shared.statuses[p.0 as usize].owned.load(Ordering::Acquire)
+            && let Some(r) = lookup(shared, &no).await?
+        {
+            records.push(r);
+        }
+    }
+    for p in shared.log.partitions().iter() {
+        if shared.statuses[p.0 as usize].owned.load(Ordering::Acquire) {
+            continue;
+        }
+        if let Some(state) = remote_state(shared, p).await? {
+            records.extend(state.records.into_values().filter(|r| r.user_id == user));
+        }
+    }
+    records.sort_by(|a, b| a.reservation_no.cmp(&b.reservation_no));
+    Ok(records)
+}
+
+/// Waits until `partition` has applied every offset below `until`; false on timeout. A
+/// partition owned here is followed through its owner's position; another member's, through
+/// its changelog.
 async fn wait_applied(shared: &Shared, partition: Partition, until: u64, limit: Duration) -> bool {
-    let mut rx = shared.statuses[partition.0 as usize].subscribe();
-    tokio::time::timeout(limit, rx.wait_for(|position| *position >= until))
-        .await
-        .is_ok_and(|r| r.is_ok())
+    let status = &shared.statuses[partition.0 as usize];
+    if status.owned.load(Ordering::Acquire) {
+        let mut rx = status.subscribe();
+        return tokio::time::timeout(limit, rx.wait_for(|position| *position >= until))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    }
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match remote_state(shared, partition).await {
+            Ok(Some(state)) if state.applied >= until => return true,
+            Ok(None) => return false,
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Query parameters of the read endpoints.
@@ -329,9 +374,10 @@ pub async fn reservation(
     if let Err(r) = read_after(s.shared(), &params).await {
         return r;
     }
-    match lookup(s.shared(), &no) {
-        Some(record) => axum::Json(record).into_response(),
-        None => error(
+    match lookup(s.shared(), &no).await {
+        Err(r) => r,
+        Ok(Some(record)) => axum::Json(record).into_response(),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no reservation {no}"),
@@ -348,14 +394,10 @@ pub async fn user(
     if let Err(r) = read_after(s.shared(), &params).await {
         return r;
     }
-    let shared = s.shared();
-    let numbers: Vec<String> = shared
-        .users
-        .get(id.as_str())
-        .map(|list| list.iter().map(|n| n.to_string()).collect())
-        .unwrap_or_default();
-    let mut records: Vec<StateRecord> =
-        numbers.iter().filter_map(|no| lookup(shared, no)).collect();
+    let records = match user_records(s.shared(), &id).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
     if records.is_empty() {
         return error(
             StatusCode::NOT_FOUND,
@@ -363,7 +405,6 @@ pub async fn user(
             format!("no reservations for user {id}"),
         );
     }
-    records.sort_by(|a, b| a.reservation_no.cmp(&b.reservation_no));
     axum::Json(json!({"user_id": id, "reservations": records})).into_response()
 }
 

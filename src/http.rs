@@ -119,21 +119,50 @@ async fn readyz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The state record of `no`, from its partition's view.
-pub fn lookup(shared: &Shared, no: &str) -> Option<StateRecord> {
+/// The state record of `no`: from its partition's view when this process owns the partition,
+/// else from the partition's changelog (another member owns it).
+pub async fn lookup(shared: &Shared, no: &str) -> Result<Option<StateRecord>, Response> {
     let p = shared
         .log
         .partitioner()
         .partition(no, shared.log.partitions());
-    let view = &shared.views[p.0 as usize];
-    view.get(no)
-        .map(|r| StateRecord::new(r.key().clone(), p, r.value()))
+    if shared.statuses[p.0 as usize].owned.load(Ordering::Acquire) {
+        let view = &shared.views[p.0 as usize];
+        return Ok(view
+            .get(no)
+            .map(|r| StateRecord::new(r.key().clone(), p, r.value())));
+    }
+    Ok(remote_state(shared, p)
+        .await?
+        .and_then(|mut s| s.records.remove(no)))
+}
+
+/// A partition's state from its changelog, off the async threads.
+pub async fn remote_state(
+    shared: &Shared,
+    p: crate::partitioner::Partition,
+) -> Result<Option<crate::log::RemoteState>, Response> {
+    let log = shared.log.clone();
+    match tokio::task::spawn_blocking(move || log.remote_state(p)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "log_unavailable",
+            e.to_string(),
+        )),
+        Err(e) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+        )),
+    }
 }
 
 async fn reservation(State(s): State<AppState>, Path(no): Path<String>) -> Response {
-    match lookup(&s.shared, &no) {
-        Some(record) => axum::Json(record).into_response(),
-        None => error(
+    match lookup(&s.shared, &no).await {
+        Err(r) => r,
+        Ok(Some(record)) => axum::Json(record).into_response(),
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no reservation {no}"),

@@ -537,3 +537,67 @@ fn broker_down_and_request_errors_lose_nothing() {
         );
     }
 }
+
+/// With two members, the gateway and queries of one member answer correctly for partitions
+/// the other owns: appends go to the SPEC partition, reads follow that partition's changelog
+/// until it has passed the token, and the user lookup covers every partition.
+#[test]
+fn a_member_answers_for_partitions_another_member_owns() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    let g = group();
+    let a = start_member(&broker, &g);
+    let b = start_member(&broker, &g);
+    let owned = |m: &Running| -> Vec<u32> {
+        let (_, metrics) = m.get("/metrics");
+        metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("ordo_epoch{partition=\""))
+            .filter_map(|rest| rest.split('"').next()?.parse().ok())
+            .collect()
+    };
+    wait_for("two partitions each", Duration::from_secs(60), || {
+        (a.metric_sum("ordo_partitions_owned", "") == 2.0
+            && b.metric_sum("ordo_partitions_owned", "") == 2.0)
+            .then_some(())
+    });
+    let b_owns = owned(&b);
+    assert_eq!(b_owns.len(), 2, "{b_owns:?}");
+    let n = ordo::partitioner::PartitionCount::new(4).unwrap();
+    let key = (0..)
+        .map(|i| format!("R-remote-{i}"))
+        .find(|k| b_owns.contains(&Partitioner::AbsHashModN.partition(k, n).0))
+        .unwrap();
+    let body = format!(r#"{{"event_id":"x1","reservation_no":"{key}","user_id":"dora"}}"#);
+    let (code, r) = http(a.addr, "POST", "/v1/reservations", Some(&body), &[]);
+    assert_eq!(code, 202, "{r}");
+    let token = serde_json::from_str::<serde_json::Value>(&r).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (code, got) = a.get(&format!("/v1/reservations/{key}?after={token}&wait=20000"));
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&got).unwrap()["state"],
+        "reserved"
+    );
+    let (code, r) = http(
+        a.addr,
+        "POST",
+        "/v1/associations",
+        Some(r#"{"event_id":"x2","user_id":"dora","target":"d"}"#),
+        &[],
+    );
+    assert_eq!(code, 202, "{r}");
+    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+    assert_eq!(v["reservation_no"], key.as_str());
+    let (code, got) = a.get(&format!(
+        "/v1/reservations/{key}?after={}&wait=20000",
+        v["token"].as_str().unwrap()
+    ));
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&got).unwrap()["state"],
+        "associated"
+    );
+}

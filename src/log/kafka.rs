@@ -612,4 +612,23 @@ impl Ingest for KafkaIngest {
             .map(|(_, high)| high.max(0) as u64)
             .map_err(|e| IngestError(e.to_string()))
     }
+
+    fn remote_state(
+        &self,
+        partition: Partition,
+    ) -> Result<Option<super::RemoteState>, IngestError> {
+        let topic = topics::get(Role::State).name;
+        let mut reader = crate::changelog::Reader::default();
+        let mut state = super::RemoteState::default();
+        read_to_end(&self.opts, &topic, partition, |r| {
+            if let Ok(entry) = crate::changelog::Entry::decode(&r.key, &r.value)
+                && let crate::changelog::Verdict::Accept(record) = reader.next(entry)
+            {
+                state.records.insert(record.reservation_no.clone(), record);
+            }
+        })
+        .map_err(|e| IngestError(e.to_string()))?;
+        state.applied = reader.resume_offset();
+        Ok(Some(state))
+    }
 }

@@ -93,6 +93,22 @@ pub trait Ingest: Send + Sync {
     fn append_event(&self, partition: Partition, record: NewRecord) -> Result<u64, IngestError>;
     /// The offset the next input record of `partition` will get.
     fn input_end(&self, partition: Partition) -> Result<u64, IngestError>;
+
+    /// For a partition this process does not own: its current state read from the changelog
+    /// (fencing applied) and the input offset after the last one it reflects. `None` where
+    /// every partition is local (the embedded log).
+    fn remote_state(&self, _partition: Partition) -> Result<Option<RemoteState>, IngestError> {
+        Ok(None)
+    }
+}
+
+/// A partition's state as read from its changelog.
+#[derive(Debug, Default)]
+pub struct RemoteState {
+    pub records:
+        std::collections::BTreeMap<crate::event::ReservationNo, crate::changelog::StateRecord>,
+    /// Every input offset below this is reflected.
+    pub applied: u64,
 }
 
 impl Ingest for embedded::EmbeddedLog {
