@@ -118,6 +118,8 @@ pub struct ReplayArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub topology: TopologyArgs,
     /// Offsets of the input to replay, as `ordo export -o`.
     #[arg(
@@ -1037,6 +1039,22 @@ fn export(a: ExportArgs) -> Result<(), Failure> {
 
 fn replay(a: ReplayArgs) -> Result<(), Failure> {
     let spec = OffsetSpec::parse(&a.offsets).map_err(Failure::usage)?;
+    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+        if !spec.is_everything() || a.apply || a.file.is_some() {
+            return Err(Failure::usage(
+                "on Kafka, replay runs over the whole input topic: drop -o, --file and --apply",
+            ));
+        }
+        let n = kafka_partitions(&kafka, a.topology.count()?)?;
+        let t0 = Instant::now();
+        let result = rebuild::replay_kafka(&kafka, n)?;
+        let live = if a.diff {
+            Some(kafka_snapshot(&kafka)?)
+        } else {
+            None
+        };
+        return replay_output(&result, t0.elapsed().as_secs_f64(), live.as_ref());
+    }
     let needs_log = a.diff || a.apply || a.file.is_none();
     let log = if needs_log {
         Some(EmbeddedLog::open(
@@ -1072,6 +1090,24 @@ fn replay(a: ReplayArgs) -> Result<(), Failure> {
         (None, None) => unreachable!("a log is opened unless --file is given"),
     };
     let secs = t0.elapsed().as_secs_f64();
+    if a.apply {
+        let log = log.as_ref().expect("--apply opens the log");
+        report_replay(&result, secs);
+        rebuild::apply(log, &result, &processor::owner_id())?;
+        eprintln!(
+            "ordo: the replayed state of {} reservations is now the live changelog",
+            result.states.len()
+        );
+        return Ok(());
+    }
+    let live = match (&log, a.diff) {
+        (Some(log), true) => Some(processor::snapshot(log)?),
+        _ => None,
+    };
+    replay_output(&result, secs, live.as_ref())
+}
+
+fn report_replay(result: &rebuild::Replay, secs: f64) {
     eprintln!(
         "ordo: replayed {} records in {secs:.2}s ({:.0} records/s): {} transitions, {} duplicates, {} malformed, {} misrouted, rejects {:?}",
         result.summary.records,
@@ -1082,20 +1118,18 @@ fn replay(a: ReplayArgs) -> Result<(), Failure> {
         result.summary.misrouted,
         result.summary.rejects
     );
+}
+
+/// Prints a replay: the rebuilt state, or with `live` the differences (exit 3 when any).
+fn replay_output(
+    result: &rebuild::Replay,
+    secs: f64,
+    live: Option<&BTreeMap<crate::event::ReservationNo, crate::changelog::StateRecord>>,
+) -> Result<(), Failure> {
+    report_replay(result, secs);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if a.apply {
-        let log = log.as_ref().expect("--apply opens the log");
-        rebuild::apply(log, &result, &processor::owner_id())?;
-        eprintln!(
-            "ordo: the replayed state of {} reservations is now the live changelog",
-            result.states.len()
-        );
-        return Ok(());
-    }
-    if a.diff {
-        let log = log.as_ref().expect("--diff opens the log");
-        let live = processor::snapshot(log)?;
-        let differences = rebuild::diff(&result.states, &live);
+    if let Some(live) = live {
+        let differences = rebuild::diff(&result.states, live);
         for d in &differences {
             serde_json::to_writer(&mut out, d).map_err(|e| Failure::runtime(e.to_string()))?;
             out.write_all(b"\n")?;

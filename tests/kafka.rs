@@ -601,3 +601,43 @@ fn a_member_answers_for_partitions_another_member_owns() {
         "associated"
     );
 }
+
+#[test]
+fn replay_diff_on_kafka_is_silent_then_finds_a_forged_record() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "3"]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec/input.ndjson");
+    broker.ok(&["produce", "--file", fixture.to_str().unwrap()]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    assert!(broker.ok(&["replay", "--diff"]).stdout.is_empty());
+
+    let n = ordo::partitioner::PartitionCount::new(3).unwrap();
+    let p = Partitioner::AbsHashModN.partition("R-0001", n);
+    let forged = format!(
+        r#"{{"reservation_no":"R-0001","user_id":"u1","state":"cancelled","target":null,"version":2,"applied_event_ids":["e1","x"],"source_partition":{},"source_offset":0,"epoch":1}}"#,
+        p.0
+    );
+    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
+    producer
+        .send_all(&[ordo::log::kafka::Outgoing {
+            topic: "reservation-state",
+            partition: p,
+            record: ordo::log::NewRecord {
+                key: b"R-0001".to_vec(),
+                value: forged.into_bytes(),
+                timestamp: 0,
+                headers: vec![],
+            },
+        }])
+        .unwrap();
+    let out = broker.ordo(&["replay", "--diff"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("\"R-0001\""), "{text}");
+}

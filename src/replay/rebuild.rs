@@ -155,6 +155,27 @@ pub fn replay_file(
     Ok(fold.finish(next))
 }
 
+/// Replays the whole input topic of a Kafka cluster with `n` partitions.
+pub fn replay_kafka(
+    opts: &crate::log::kafka::KafkaOptions,
+    n: PartitionCount,
+) -> Result<Replay, crate::log::kafka::KafkaLogError> {
+    let topic = crate::topics::get(Role::Events).name;
+    let mut fold = Fold::new();
+    let mut next_offsets = Vec::new();
+    for p in n.iter() {
+        let proc = processor(p, n, opts.partitioner);
+        let mut next = 0;
+        crate::log::kafka::read_to_end(opts, &topic, p, |r| {
+            let key = (!r.key.is_empty()).then_some(&r.key[..]);
+            fold.step(&proc, key, &r.value, r.offset);
+            next = r.offset + 1;
+        })?;
+        next_offsets.push(next);
+    }
+    Ok(fold.finish(next_offsets))
+}
+
 /// One reservation whose replayed and live states differ.
 #[derive(Debug, Serialize)]
 pub struct Difference<'a> {
