@@ -20,18 +20,6 @@ fn fixture(case: &str, file: &str) -> std::path::PathBuf {
         .join(file)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// The projection of a state record that the golden files hold.
-fn project(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
-        "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
-    })
-}
-
 #[test]
 fn spec_fixture_through_produce_run_state_with_n_6() {
     let dir = tempfile::tempdir().unwrap();

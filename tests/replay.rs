@@ -16,17 +16,6 @@ use ordo::partitioner::{PartitionCount, Partitioner};
 use ordo::state_machine::{Entity, Status};
 use ordo::topics::Role;
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn project(v: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
-        "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
-    })
-}
-
 fn lines(bytes: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(bytes)
         .lines()

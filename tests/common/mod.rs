@@ -249,3 +249,16 @@ pub fn dead_letter_reasons(dir: &Path) -> BTreeMap<String, u64> {
     }
     m
 }
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// The projection of a state record that the golden files hold.
+pub fn project(v: &serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
+        "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
+    })
+}
