@@ -365,7 +365,24 @@ impl Group {
                 );
                 changes = overlay.changes;
                 let t0 = Instant::now();
-                let mut out: Vec<Outgoing<'_>> = commit
+                // Dead letters first: once any state record of this batch is in the changelog
+                // (which a new owner resumes after), every dead letter of the batch is too, so a
+                // crash can repeat a dead letter but never lose one.
+                let dead: Vec<Outgoing<'_>> = commit
+                    .dead_letters
+                    .drain(..)
+                    .map(|record| Outgoing {
+                        topic: &self.dlq_topic,
+                        partition: p,
+                        record,
+                    })
+                    .collect();
+                if !dead.is_empty()
+                    && let Err(e) = self.producer.send_all(&dead)
+                {
+                    break Err(e);
+                }
+                let state: Vec<Outgoing<'_>> = commit
                     .state
                     .drain(..)
                     .map(|(key, value)| Outgoing {
@@ -379,20 +396,10 @@ impl Group {
                         },
                     })
                     .collect();
-                out.extend(commit.dead_letters.drain(..).map(|record| Outgoing {
-                    topic: &self.dlq_topic,
-                    partition: p,
-                    record,
-                }));
-                tracing::debug!(
-                    partition = p.0,
-                    records = records.len(),
-                    out = out.len(),
-                    "batch"
-                );
-                match self.producer.send_all(&out) {
-                    Err(e) => break Err(e),
-                    Ok(offsets) => tracing::debug!(partition = p.0, ?offsets, "acknowledged"),
+                // In order per partition (idempotent producer): a state record in the changelog
+                // means every earlier one of the batch is there too.
+                if let Err(e) = self.producer.send_all(&state) {
+                    break Err(e);
                 }
                 self.metrics.commit.observe(t0.elapsed().as_secs_f64());
                 publish(view, &self.users, &mut changes);
