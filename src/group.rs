@@ -111,6 +111,10 @@ impl ClientContext for GroupContext {
         crate::log::kafka::log_client_error(error, reason);
     }
 
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::log::kafka::log_client_message(level, fac, message);
+    }
+
     /// Consumer lag per partition: the high watermark from the latest fetch responses (sent
     /// every `statistics.interval.ms`) minus the owner's applied position.
     fn stats(&self, statistics: rdkafka::Statistics) {

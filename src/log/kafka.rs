@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -153,16 +153,16 @@ impl KafkaOptions {
     }
 
     /// A consumer that only asks for metadata and watermarks.
-    pub fn metadata_client(&self) -> Result<BaseConsumer, KafkaLogError> {
+    pub fn metadata_client(&self) -> Result<BaseConsumer<QuietEof>, KafkaLogError> {
         self.reader_config()
-            .create()
+            .create_with_context(QuietEof)
             .map_err(kafka("create client"))
     }
 }
 
 /// Partition count of `topic`, `None` when it does not exist.
 pub fn partition_count(
-    client: &BaseConsumer,
+    client: &BaseConsumer<QuietEof>,
     opts: &KafkaOptions,
     topic: &str,
 ) -> Result<Option<u32>, KafkaLogError> {
@@ -210,9 +210,9 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {
     let client = opts.metadata_client()?;
     partition_count(&client, opts, &topics::get(Role::Events).name)?;
-    let admin: AdminClient<DefaultClientContext> = opts
+    let admin: AdminClient<QuietEof> = opts
         .base(&[])
-        .create()
+        .create_with_context(QuietEof)
         .map_err(kafka("create admin client"))?;
     let defs = topics::all();
     let new: Vec<NewTopic<'_>> = defs
@@ -263,9 +263,9 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
             }
             Some(_) => {}
         }
-        let admin: AdminClient<DefaultClientContext> = opts
+        let admin: AdminClient<QuietEof> = opts
             .base(&[])
-            .create()
+            .create_with_context(QuietEof)
             .map_err(kafka("create admin client"))?;
         let described = if can_describe {
             block_on(admin.describe_configs(
@@ -339,7 +339,15 @@ struct AckState {
 /// Routes delivery reports to the batch that sent them.
 pub(crate) struct AckContext;
 
-impl ClientContext for AckContext {}
+impl ClientContext for AckContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_client_message(level, fac, message);
+    }
+}
 
 impl ProducerContext for AckContext {
     type DeliveryOpaque = Box<(Arc<Acks>, usize)>;
@@ -443,26 +451,44 @@ impl KafkaProducer {
     }
 }
 
-/// A client context that logs librdkafka's errors, except the end-of-partition events that
-/// ordo asks for (`enable.partition.eof`) to know where a partition ends.
+/// The client context of ordo's readers, metadata and admin clients: librdkafka's events go
+/// through [`log_client_error`] and [`log_client_message`].
 pub struct QuietEof;
 
 impl ClientContext for QuietEof {
     fn error(&self, error: KafkaError, reason: &str) {
         log_client_error(error, reason);
     }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_client_message(level, fac, message);
+    }
+}
+
+/// Connection failures are retried by librdkafka and, when they last, reported by ordo as one
+/// error naming the brokers; each attempt is only worth a debug line.
+pub fn log_client_message(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error if fac != "FAIL" => {
+            tracing::error!(facility = fac, "librdkafka: {message}")
+        }
+        L::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
+        _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+    }
 }
 
 impl rdkafka::consumer::ConsumerContext for QuietEof {}
 
-/// Logs a librdkafka global error unless it is an end-of-partition event.
+/// Logs a librdkafka global error: end-of-partition events (which ordo asks for) not at all,
+/// transient connection failures at debug, the rest as errors.
 pub fn log_client_error(error: KafkaError, reason: &str) {
-    let eof = matches!(
-        error,
-        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-    );
-    if !eof {
-        tracing::error!(error = %error, reason, "librdkafka");
+    match error {
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+        KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+        ) => tracing::debug!(error = %error, reason, "librdkafka"),
+        _ => tracing::error!(error = %error, reason, "librdkafka"),
     }
 }
 
@@ -579,7 +605,7 @@ pub fn to_record<M: Message>(m: &M) -> Record {
 /// The gateway's view of Kafka: appends through the producer, ends from the watermarks.
 pub struct KafkaIngest {
     pub producer: Arc<KafkaProducer>,
-    pub client: BaseConsumer,
+    pub client: BaseConsumer<QuietEof>,
     pub opts: KafkaOptions,
     pub partitions: PartitionCount,
 }
