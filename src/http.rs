@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,7 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/reservations/{no}", get(reservation))
+        // The SPEC route and the versioned one are the same query (`?after=&wait=` optional).
+        .route("/reservations/{no}", get(gateway::reservation))
         .route("/v1/reservations", post(gateway::reservations))
         .route("/v1/associations", post(gateway::associations))
         .route("/v1/cancellations", post(gateway::cancellations))
@@ -155,17 +156,5 @@ pub async fn remote_state(
             "internal",
             e.to_string(),
         )),
-    }
-}
-
-async fn reservation(State(s): State<AppState>, Path(no): Path<String>) -> Response {
-    match lookup(&s.shared, &no).await {
-        Err(r) => r,
-        Ok(Some(record)) => axum::Json(record).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no reservation {no}"),
-        ),
     }
 }
