@@ -561,16 +561,17 @@ pub fn execute(command: Command) -> Result<(), Failure> {
 }
 
 fn run(a: RunArgs) -> Result<(), Failure> {
+    let options = RunOptions {
+        http: (!a.no_http).then_some(a.http),
+        until_idle: a.until_idle,
+        batch_size: a.batch_size,
+    };
     if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
         let n = kafka_partitions(&kafka, a.topology.count()?)?;
         let summary = crate::group::run(
             kafka,
             n,
-            RunOptions {
-                http: (!a.no_http).then_some(a.http),
-                until_idle: a.until_idle,
-                batch_size: a.batch_size,
-            },
+            options,
             Arc::new(Metrics::fresh()),
             Arc::new(AtomicBool::new(false)),
         )
@@ -588,11 +589,7 @@ fn run(a: RunArgs) -> Result<(), Failure> {
     )?);
     let summary = processor::run(
         log,
-        RunOptions {
-            http: (!a.no_http).then_some(a.http),
-            until_idle: a.until_idle,
-            batch_size: a.batch_size,
-        },
+        options,
         Arc::new(Metrics::fresh()),
         Arc::new(AtomicBool::new(false)),
     )?;
