@@ -8,14 +8,15 @@ use std::collections::HashMap;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ordo::changelog::{Epoch, Stored};
-use ordo::event::ReservationNo;
-use ordo::partitioner::{Partition, PartitionCount, Partitioner};
-use ordo::worker::{Processor, Step};
+use ordo::core::Epoch;
+use ordo::core::changelog::Stored;
+use ordo::core::event::ReservationNo;
+use ordo::core::partitioner::{Partition, PartitionCount, Partitioner};
+use ordo::core::step::{Processor, Step};
 
 fn core(c: &mut Criterion) {
     const EVENTS: usize = 100_000;
-    let lines: Vec<(Vec<u8>, Vec<u8>)> = ordo::generate::generate(EVENTS, 3)
+    let lines: Vec<(Vec<u8>, Vec<u8>)> = ordo::tools::generate::generate(EVENTS, 3)
         .into_iter()
         .map(|e| {
             (
@@ -40,7 +41,7 @@ fn core(c: &mut Criterion) {
             let mut applied = 0u64;
             for (offset, (key, value)) in lines.iter().enumerate() {
                 if let Step::Applied { key, stored, .. } =
-                    processor.step(Some(key), value, offset as u64, &state)
+                    processor.step(Some(key), value, ordo::core::Offset(offset as u64), &state)
                 {
                     state.insert(key, stored);
                     applied += 1;

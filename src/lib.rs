@@ -2,43 +2,38 @@
 //!
 //! Events about one reservation are routed by their reservation number to one partition, and
 //! each partition is processed by one dedicated thread, so the events of one reservation never
-//! race. The contract is SPEC.md; the modules, from the pure core outwards:
+//! race. The contract is SPEC.md. A record walks down the rooms:
 //!
-//! * [`partitioner`]: `abs-hash-mod-N` (Java-compatible) and `murmur2`; `N = containers × servers`.
-//! * [`event`]: the event wire format, validation, and the domain [`event::Event`].
-//! * [`state_machine`]: `none → reserved → associated | cancelled`, one transition table.
-//! * [`reference`]: an independent plain model of the state machine, for checks.
-//! * [`changelog`]: state records, epoch markers, and the fencing rule readers apply.
-//! * [`topics`]: topic definitions from `topics/`.
-//! * [`log`]: records and backends (`log::embedded`: the durable local log).
-//! * [`worker`]: the per-partition thread: restore, take an epoch, process, commit.
-//! * [`processor`]: runs one worker per partition plus the HTTP endpoint (`ordo run`).
-//! * [`group`]: `ordo run --brokers`: a Kafka consumer-group member, one owner thread per
-//!   assigned partition.
-//! * [`http`]: metrics, health, readiness and state queries.
-//! * [`gateway`]: ingest over HTTP, associations routed by user, read-your-writes queries.
-//! * [`metrics`]: Prometheus metrics.
-//! * [`replay`]: `ordo export`, `ordo replay` (with `--diff`), `ordo repartition`.
-//! * [`generate`]: realistic workloads for `ordo produce --generate` and `ordo demo`.
-//! * [`produce`]: validating and appending input files.
-//! * [`bench`]: `ordo bench`, end-to-end and restore measurements.
-//! * [`cli`]: the command line.
+//! ```text
+//!   input log ──► partition owner ──► core (step) ──► changelog + dead letters ──► view ──► HTTP
+//!   log/          owner/              core/           log/                        view.rs   http/
+//! ```
+//!
+//! * [`core`]: pure: ids, partitioner, event decoding, state machine, changelog and fencing,
+//!   one record's step. No I/O, clock, threads or framework.
+//! * [`log`]: the logs and their backends (`embedded`, `kafka`) and the topic definitions.
+//! * [`view`]: what owners publish and HTTP reads: state per partition, user index, status.
+//! * [`metrics`]: the Prometheus metrics.
+//! * [`owner`]: the partition owner's one lifecycle (restore, epoch, batch loop, release) and
+//!   its two drivers (every partition of a data dir; a Kafka consumer-group member).
+//! * [`http`]: the listener: health, metrics, queries, the gateway; errors as JSON.
+//! * [`shutdown`]: shutdown as a value.
+//! * [`app`]: `ordo run`: owners plus HTTP plus signals.
+//! * [`tools`]: `produce`, `demo`, `bench`, and the replay tooling.
+//! * [`cli`]: the command line and the one mapping of errors to exit codes.
+//!
+//! **The dependency rule.** Imports point inward: `core` imports nothing of ordo;
+//! `log → core`; `view → core`; `metrics → core`; `owner → core, log, view, metrics`;
+//! `http → core, log, view, metrics` (never `owner` or `app`); `app → owner, http, …`;
+//! `tools → app, owner, log, core`; `cli → everything`, and nothing imports `cli`.
 
-pub mod bench;
-pub mod changelog;
+pub mod app;
 pub mod cli;
-pub mod event;
-pub mod gateway;
-pub mod generate;
-pub mod group;
+pub mod core;
 pub mod http;
 pub mod log;
 pub mod metrics;
-pub mod partitioner;
-pub mod processor;
-pub mod produce;
-pub mod reference;
-pub mod replay;
-pub mod state_machine;
-pub mod topics;
-pub mod worker;
+pub mod owner;
+pub mod shutdown;
+pub mod tools;
+pub mod view;

@@ -1,10 +1,12 @@
 //! The `ordo` binary: parses the command line and hands over to the library.
 
+use std::process::ExitCode;
+
 /// Partition threads allocate and free small records at high rates; glibc's arenas contend
 /// under that load, mimalloc's per-thread heaps do not.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    std::process::exit(ordo::cli::main());
+fn main() -> ExitCode {
+    ordo::cli::main()
 }

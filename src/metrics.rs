@@ -6,6 +6,10 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::core::Partition;
+use crate::core::state_machine::RejectReason;
+use crate::core::step::{TALLY_FROM, TALLY_OUTCOMES, TALLY_TO, TALLY_TYPES, Tally};
+
 /// Every metric ordo exports.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -147,5 +151,77 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding into memory cannot fail");
         String::from_utf8(buf).expect("text exposition is UTF-8")
+    }
+}
+
+/// One partition's counters, resolved once per owner so the hot path touches no label maps;
+/// a batch's [`Tally`] is added after the batch is durable.
+pub struct PartitionCounters {
+    /// `[type][outcome]`, as [`TALLY_TYPES`] × [`TALLY_OUTCOMES`].
+    events: Vec<Vec<IntCounter>>,
+    rejections: Vec<IntCounter>,
+    /// `[from][to]`, as [`TALLY_FROM`] × [`TALLY_TO`].
+    transitions: Vec<Vec<IntCounter>>,
+    /// In [`Tally::dead_letter_reasons`] order.
+    dead_letters: Vec<IntCounter>,
+}
+
+impl PartitionCounters {
+    /// The counters of partition `p`.
+    pub fn new(m: &Metrics, p: Partition) -> Self {
+        let p = p.to_string();
+        PartitionCounters {
+            events: TALLY_TYPES
+                .iter()
+                .map(|t| {
+                    TALLY_OUTCOMES
+                        .iter()
+                        .map(|o| m.events.with_label_values(&[p.as_str(), t, o]))
+                        .collect()
+                })
+                .collect(),
+            rejections: RejectReason::ALL
+                .iter()
+                .map(|r| m.rejections.with_label_values(&[r.as_str()]))
+                .collect(),
+            transitions: TALLY_FROM
+                .iter()
+                .map(|f| {
+                    TALLY_TO
+                        .iter()
+                        .map(|t| m.transitions.with_label_values(&[f, t]))
+                        .collect()
+                })
+                .collect(),
+            dead_letters: Tally::dead_letter_reasons()
+                .iter()
+                .map(|r| m.dead_letters.with_label_values(&[r]))
+                .collect(),
+        }
+    }
+
+    /// Adds a durable batch's counts.
+    pub fn add(&self, tally: &Tally) {
+        fn add(counter: &IntCounter, n: u64) {
+            if n > 0 {
+                counter.inc_by(n);
+            }
+        }
+        for (row, counters) in tally.events.iter().zip(&self.events) {
+            for (n, counter) in row.iter().zip(counters) {
+                add(counter, *n);
+            }
+        }
+        for (n, counter) in tally.rejections.iter().zip(&self.rejections) {
+            add(counter, *n);
+        }
+        for (row, counters) in tally.transitions.iter().zip(&self.transitions) {
+            for (n, counter) in row.iter().zip(counters) {
+                add(counter, *n);
+            }
+        }
+        for (n, counter) in tally.dead_letters.iter().zip(&self.dead_letters) {
+            add(counter, *n);
+        }
     }
 }

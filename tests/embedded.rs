@@ -7,11 +7,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use ordo::log::NewRecord;
+use ordo::core::partitioner::{Partition, PartitionCount, Partitioner};
+use ordo::core::record::NewRecord;
+use ordo::core::record::headers;
 use ordo::log::embedded::{EmbeddedLog, OpenOptions};
-use ordo::log::headers;
-use ordo::partitioner::{Partition, PartitionCount, Partitioner};
-use ordo::topics::Role;
+use ordo::log::topics::Role;
 
 fn fixture(case: &str, file: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use ordo::partitioner::{PartitionCount, Partitioner};
+use ordo::core::partitioner::{PartitionCount, Partitioner};
 use serde_json::Value;
 
 fn json(body: &str) -> Value {

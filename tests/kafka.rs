@@ -10,9 +10,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use ordo::log::headers;
+use ordo::core::Partition;
+use ordo::core::partitioner::Partitioner;
+use ordo::core::record::headers;
 use ordo::log::kafka::{KafkaOptions, read_to_end};
-use ordo::partitioner::{Partition, Partitioner};
 
 /// A tansu broker for one test.
 struct Broker {
@@ -345,7 +346,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
     );
     // More input: both the zombie (epoch 1) and the owner (epoch 2) apply and write it.
     let more = dir.path().join("more.ndjson");
-    let events = ordo::generate::generate(25_000, 8);
+    let events = ordo::tools::generate::generate(25_000, 8);
     std::fs::write(
         &more,
         events[20_000..]
@@ -435,14 +436,15 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
 /// (The mock keeps little data and cannot fence, so it is used for faults only.)
 #[test]
 fn broker_down_and_request_errors_lose_nothing() {
+    use ordo::app::Backend;
+    use ordo::app::RunOptions;
+    use ordo::core::PartitionCount;
     use ordo::log::kafka::{KafkaProducer, Outgoing};
     use ordo::metrics::Metrics;
-    use ordo::partitioner::PartitionCount;
-    use ordo::processor::RunOptions;
+    use ordo::shutdown::Shutdown;
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     let mock = MockCluster::new(1).unwrap();
     for t in [
@@ -459,14 +461,18 @@ fn broker_down_and_request_errors_lose_nothing() {
         properties: vec![],
         partitioner: Partitioner::AbsHashModN,
     };
-    let events = ordo::generate::generate(6_000, 13);
+    let events = ordo::tools::generate::generate(6_000, 13);
     let producer = KafkaProducer::new(&opts).unwrap();
-    let send = |slice: &[ordo::event::Event]| {
+    let send = |slice: &[ordo::core::event::Event]| {
         let out: Vec<Outgoing<'_>> = slice
             .iter()
             .map(|e| {
-                let (partition, record) =
-                    ordo::produce::route(e, e.to_json().into_bytes(), n, Partitioner::AbsHashModN);
+                let (partition, record) = ordo::tools::produce::route(
+                    e,
+                    e.to_json().into_bytes(),
+                    n,
+                    Partitioner::AbsHashModN,
+                );
                 Outgoing {
                     topic: "reservation-events",
                     partition,
@@ -479,13 +485,12 @@ fn broker_down_and_request_errors_lose_nothing() {
     send(&events[..3_000]);
 
     let metrics = Arc::new(Metrics::fresh());
-    let shutdown = Arc::new(AtomicBool::new(false));
+    let shutdown = Shutdown::new();
     let runner = {
         let (opts, metrics, shutdown) = (opts.clone(), metrics.clone(), shutdown.clone());
         std::thread::spawn(move || {
-            ordo::group::run(
-                opts,
-                n,
+            ordo::app::run(
+                Backend::Kafka { options: opts, n },
                 RunOptions {
                     http: None,
                     until_idle: false,
@@ -510,18 +515,16 @@ fn broker_down_and_request_errors_lose_nothing() {
     wait_for("every event processed", Duration::from_secs(120), || {
         (processed() >= 6_000.0).then_some(())
     });
-    shutdown.store(true, Ordering::Release);
+    shutdown.trigger();
     runner.join().unwrap().unwrap();
     assert_eq!(processed(), 6_000.0, "nothing processed twice");
 
-    let model = ordo::reference::Model::run(&events);
+    let model = ordo::core::reference::Model::run(&events);
     let mut got = BTreeMap::new();
     for p in 0..2 {
-        let mut reader = ordo::changelog::Reader::default();
+        let mut reader = ordo::core::changelog::Reader::default();
         read_to_end(&opts, "reservation-state", Partition(p), |r| {
-            if let Ok(e) = ordo::changelog::Entry::decode(&r.key, &r.value)
-                && let ordo::changelog::Verdict::Accept(rec) = reader.next(e)
-            {
+            if let Ok(Some(rec)) = reader.read(&r.key, &r.value) {
                 got.insert(rec.reservation_no.to_string(), rec);
             }
         })
@@ -563,7 +566,7 @@ fn a_member_answers_for_partitions_another_member_owns() {
     });
     let b_owns = owned(&b);
     assert_eq!(b_owns.len(), 2, "{b_owns:?}");
-    let n = ordo::partitioner::PartitionCount::new(4).unwrap();
+    let n = ordo::core::PartitionCount::new(4).unwrap();
     let key = (0..)
         .map(|i| format!("R-remote-{i}"))
         .find(|k| b_owns.contains(&Partitioner::AbsHashModN.partition(k, n).0))
@@ -611,7 +614,7 @@ fn replay_diff_on_kafka_is_silent_then_finds_a_forged_record() {
     broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
     assert!(broker.ok(&["replay", "--diff"]).stdout.is_empty());
 
-    let n = ordo::partitioner::PartitionCount::new(3).unwrap();
+    let n = ordo::core::PartitionCount::new(3).unwrap();
     let p = Partitioner::AbsHashModN.partition("R-0001", n);
     let forged = format!(
         r#"{{"reservation_no":"R-0001","user_id":"u1","state":"cancelled","target":null,"version":2,"applied_event_ids":["e1","x"],"source_partition":{},"source_offset":0,"epoch":1}}"#,
@@ -622,7 +625,7 @@ fn replay_diff_on_kafka_is_silent_then_finds_a_forged_record() {
         .send_all(&[ordo::log::kafka::Outgoing {
             topic: "reservation-state",
             partition: p,
-            record: ordo::log::NewRecord {
+            record: ordo::core::record::NewRecord {
                 key: b"R-0001".to_vec(),
                 value: forged.into_bytes(),
                 timestamp: 0,

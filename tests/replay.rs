@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use ordo::changelog::{Epoch, StateRecord};
-use ordo::event::ReservationNo;
-use ordo::log::NewRecord;
+use ordo::core::Epoch;
+use ordo::core::changelog::StateRecord;
+use ordo::core::event::ReservationNo;
+use ordo::core::partitioner::{PartitionCount, Partitioner};
+use ordo::core::record::NewRecord;
+use ordo::core::state_machine::{Entity, Status};
 use ordo::log::embedded::{EmbeddedLog, OpenOptions};
-use ordo::partitioner::{PartitionCount, Partitioner};
-use ordo::state_machine::{Entity, Status};
-use ordo::topics::Role;
+use ordo::log::topics::Role;
 
 fn lines(bytes: &[u8]) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(bytes)
@@ -41,7 +42,7 @@ fn golden_fixtures_replay_to_their_expected_state_deterministically() {
     assert!(cases >= 2);
 }
 
-fn write_events(path: &Path, events: &[ordo::event::Event]) {
+fn write_events(path: &Path, events: &[ordo::core::event::Event]) {
     let text: String = events.iter().map(|e| e.to_json() + "\n").collect();
     std::fs::write(path, text).unwrap();
 }
@@ -51,7 +52,7 @@ fn export_lists_every_input_record_with_partition_and_offset() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
     let file = dir.path().join("in.ndjson");
-    write_events(&file, &ordo::generate::generate(500, 5));
+    write_events(&file, &ordo::tools::generate::generate(500, 5));
     ok(&[
         "produce",
         "--data-dir",
@@ -140,7 +141,7 @@ fn replay_diff_is_silent_on_an_untouched_log_and_finds_a_planted_divergence() {
         let log = EmbeddedLog::open(&d, OpenOptions::default()).unwrap();
         let no = ReservationNo::from("R-0001");
         let p = Partitioner::AbsHashModN.partition(no.as_str(), log.partitions());
-        let stored = ordo::changelog::Stored {
+        let stored = ordo::core::changelog::Stored {
             entity: Entity {
                 user_id: "u1".into(),
                 status: Status::Cancelled,
@@ -148,7 +149,7 @@ fn replay_diff_is_silent_on_an_untouched_log_and_finds_a_planted_divergence() {
                 version: 2,
                 applied_event_ids: Box::new(["e1".into(), "forged".into()]),
             },
-            source_offset: 0,
+            source_offset: ordo::core::Offset(0),
             epoch: Epoch(1),
         };
         let value = StateRecord::new(no.clone(), p, &stored).to_json();
@@ -193,7 +194,7 @@ fn states(d: &Path) -> Vec<serde_json::Value> {
 #[test]
 fn repartition_4_to_6_then_more_events_equals_a_run_at_6_from_scratch() {
     let dir = tempfile::tempdir().unwrap();
-    let events = ordo::generate::generate(30_000, 11);
+    let events = ordo::tools::generate::generate(30_000, 11);
     let parts: Vec<PathBuf> = (0..3)
         .map(|i| dir.path().join(format!("part{i}.ndjson")))
         .collect();

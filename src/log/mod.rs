@@ -1,45 +1,23 @@
-//! The logs ordo reads and writes (SPEC §4): records, offsets, and the backends that carry them.
+//! The logs ordo reads and writes (SPEC §4) and the backends that carry them.
 //!
+//! * [`topics`]: the topic definitions of `topics/`, the single source for every backend.
 //! * [`embedded`]: the default, a durable log in a local data directory.
 //! * [`kafka`]: Apache Kafka or any Kafka-compatible broker, through rdkafka.
+//!
+//! Both carry the core's records ([`crate::core::record`]); this module adds what the HTTP
+//! gateway needs of either ([`Ingest`]).
 
 pub mod embedded;
 pub mod kafka;
+pub mod topics;
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::partitioner::{Partition, PartitionCount, Partitioner};
-
-/// A record read from a log.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub partition: Partition,
-    pub offset: u64,
-    /// Epoch milliseconds.
-    pub timestamp: i64,
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    pub headers: Vec<(String, String)>,
-}
-
-/// A record to append; the log assigns its offset.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewRecord {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    /// Epoch milliseconds.
-    pub timestamp: i64,
-    pub headers: Vec<(String, String)>,
-}
-
-/// Header names of a dead letter (SPEC §4).
-pub mod headers {
-    pub const REASON: &str = "ordo.reason";
-    pub const SOURCE_PARTITION: &str = "ordo.source.partition";
-    pub const SOURCE_OFFSET: &str = "ordo.source.offset";
-    pub const ERROR: &str = "ordo.error";
-}
+use crate::core::changelog::StateRecord;
+use crate::core::partitioner::Partitioner;
+use crate::core::record::NewRecord;
+use crate::core::{Offset, Partition, PartitionCount, ReservationNo};
 
 /// Milliseconds since the Unix epoch, for record timestamps.
 pub fn now_millis() -> i64 {
@@ -77,10 +55,14 @@ impl Signal {
     }
 }
 
-/// An append to the input failed.
+/// An append to the input, or a look at its end, failed.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct IngestError(pub String);
+pub enum IngestError {
+    #[error(transparent)]
+    Embedded(#[from] embedded::LogError),
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaLogError),
+}
 
 /// What the gateway needs of a backend: the routing, durable appends to the input topic, and
 /// where the input of each partition ends.
@@ -90,9 +72,9 @@ pub trait Ingest: Send + Sync {
     /// The partitioner of the deployment.
     fn partitioner(&self) -> Partitioner;
     /// Appends one input record durably; returns its offset.
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<u64, IngestError>;
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError>;
     /// The offset the next input record of `partition` will get.
-    fn input_end(&self, partition: Partition) -> Result<u64, IngestError>;
+    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError>;
 
     /// For a partition this process does not own: its current state read from the changelog
     /// (fencing applied) and the input offset after the last one it reflects. `None` where
@@ -105,10 +87,9 @@ pub trait Ingest: Send + Sync {
 /// A partition's state as read from its changelog.
 #[derive(Debug, Default)]
 pub struct RemoteState {
-    pub records:
-        std::collections::BTreeMap<crate::event::ReservationNo, crate::changelog::StateRecord>,
+    pub records: std::collections::BTreeMap<ReservationNo, StateRecord>,
     /// Every input offset below this is reflected.
-    pub applied: u64,
+    pub applied: Offset,
 }
 
 impl Ingest for embedded::EmbeddedLog {
@@ -120,14 +101,11 @@ impl Ingest for embedded::EmbeddedLog {
         embedded::EmbeddedLog::partitioner(self)
     }
 
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<u64, IngestError> {
-        self.append(crate::topics::Role::Events, vec![(partition, record)])
-            .map(|o| o[0])
-            .map_err(|e| IngestError(e.to_string()))
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
+        Ok(self.append(topics::Role::Events, vec![(partition, record)])?[0])
     }
 
-    fn input_end(&self, partition: Partition) -> Result<u64, IngestError> {
-        self.end_offset(crate::topics::Role::Events, partition)
-            .map_err(|e| IngestError(e.to_string()))
+    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
+        Ok(self.end_offset(topics::Role::Events, partition)?)
     }
 }

@@ -9,9 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use ordo::core::record::{Record, headers};
 use ordo::log::embedded::{EmbeddedLog, OpenOptions};
-use ordo::log::{Record, headers};
-use ordo::topics::Role;
+use ordo::log::topics::Role;
 
 /// The binary under test, with no `ORDO_*` variables inherited.
 pub fn ordo() -> Command {
@@ -223,7 +223,7 @@ pub fn dead_letters(dir: &Path) -> Vec<Record> {
     let log = EmbeddedLog::open(dir, OpenOptions::default()).expect("data dir opens");
     let mut out = Vec::new();
     for p in log.partitions().iter() {
-        log.scan(Role::DeadLetters, p, 0, |r| {
+        log.scan(Role::DeadLetters, p, ordo::core::Offset(0), |r| {
             out.push(r);
             Ok(true)
         })

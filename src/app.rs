@@ -1,0 +1,233 @@
+//! `ordo run`: the process around the partition owners. It starts the HTTP listener and the
+//! signal handler on a small async runtime, runs the owners of its backend (every partition of
+//! a data dir, or what a Kafka consumer group assigns) until idle or shutdown, then stops HTTP.
+//!
+//! Shutdown is one [`Shutdown`] value: SIGINT and SIGTERM trigger it, a failed partition
+//! triggers it, and every thread and task observes it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::core::PartitionCount;
+use crate::http::{self, AppState};
+use crate::log::Ingest;
+use crate::log::embedded::EmbeddedLog;
+use crate::log::kafka::{KafkaIngest, KafkaLogError, KafkaOptions, KafkaProducer, check_topics};
+use crate::metrics::Metrics;
+use crate::owner::{self, DEFAULT_BATCH_SIZE};
+use crate::shutdown::Shutdown;
+use crate::view::Partitions;
+
+/// The data dir used when none is given.
+pub const DEFAULT_DATA_DIR: &str = "./ordo-data";
+
+/// Where the logs are.
+pub enum Backend {
+    Embedded(Arc<EmbeddedLog>),
+    Kafka {
+        options: KafkaOptions,
+        n: PartitionCount,
+    },
+}
+
+/// What `ordo run` needs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Where to listen for HTTP; `None` serves no HTTP.
+    pub http: Option<SocketAddr>,
+    pub until_idle: bool,
+    pub batch_size: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            http: None,
+            until_idle: true,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// What went wrong while running.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Owners(#[from] owner::embedded::OwnersError),
+    #[error(transparent)]
+    Group(#[from] owner::group::GroupError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaLogError),
+    #[error("cannot listen for HTTP on {addr}: {source}; pass another --http address")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// What a run did.
+#[derive(Debug, Default, Clone)]
+pub struct RunSummary {
+    /// Input records processed (embedded) or consumed (Kafka).
+    pub processed: u64,
+    pub applied: u64,
+    pub restored: u64,
+    pub elapsed: Duration,
+    pub http: Option<SocketAddr>,
+}
+
+/// Runs the backend's partitions until idle (`until_idle`) or `shutdown`.
+pub fn run(
+    backend: Backend,
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+    shutdown: Shutdown,
+) -> Result<RunSummary, RunError> {
+    let started = Instant::now();
+    let mut summary = RunSummary::default();
+    match backend {
+        Backend::Embedded(log) => {
+            let shared = Arc::new(Partitions::new(log.partitions()));
+            let shell = Shell::start(
+                opts.http,
+                AppState {
+                    ingest: log.clone(),
+                    partitions: shared.clone(),
+                    metrics: metrics.clone(),
+                },
+                &shutdown,
+            )?;
+            // Owners sleep on the log's append signal: wake them for shutdown too.
+            let wake = log.clone();
+            let observed = shutdown.clone();
+            shell.runtime.spawn(async move {
+                observed.wait().await;
+                wake.appended().notify();
+            });
+            summary.http = shell.http;
+            let options = owner::embedded::Options {
+                batch_size: opts.batch_size,
+                until_idle: opts.until_idle,
+                ..Default::default()
+            };
+            let result = owner::embedded::run(&log, &shared, &metrics, &options, &shutdown);
+            shell.stop(&shutdown);
+            let owned = result?;
+            summary.processed = owned.processed;
+            summary.applied = owned.applied;
+            summary.restored = owned.restored;
+        }
+        Backend::Kafka { options: kafka, n } => {
+            // Refuse to start on topics that do not match N or are not co-partitioned.
+            check_topics(&kafka, n)?;
+            let producer = Arc::new(KafkaProducer::new(&kafka)?);
+            let shared = Arc::new(Partitions::new(n));
+            let ingest: Arc<dyn Ingest> = Arc::new(KafkaIngest {
+                producer: producer.clone(),
+                client: kafka.metadata_client()?,
+                opts: kafka.clone(),
+                partitions: n,
+            });
+            let shell = Shell::start(
+                opts.http,
+                AppState {
+                    ingest,
+                    partitions: shared.clone(),
+                    metrics: metrics.clone(),
+                },
+                &shutdown,
+            )?;
+            summary.http = shell.http;
+            let options = owner::group::Options {
+                batch_size: opts.batch_size,
+                until_idle: opts.until_idle,
+                ..Default::default()
+            };
+            let result =
+                owner::group::run(&kafka, n, &producer, &shared, &metrics, &options, &shutdown);
+            shell.stop(&shutdown);
+            summary.processed = result?.consumed;
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// The async shell around the partition threads: HTTP (when asked for) and signals.
+struct Shell {
+    runtime: tokio::runtime::Runtime,
+    http: Option<SocketAddr>,
+}
+
+impl Shell {
+    fn start(
+        http: Option<SocketAddr>,
+        state: AppState,
+        shutdown: &Shutdown,
+    ) -> Result<Shell, RunError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("ordo-http")
+            .enable_all()
+            .build()
+            .map_err(RunError::Runtime)?;
+        let bound = match http {
+            Some(addr) => {
+                let listener = runtime
+                    .block_on(tokio::net::TcpListener::bind(addr))
+                    .map_err(|source| RunError::Listen { addr, source })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|source| RunError::Listen { addr, source })?;
+                // Tests and operators parse this line to find a port picked with `:0`.
+                eprintln!("ordo: http listening on {local}");
+                info!(addr = %local, "http listening");
+                runtime.spawn(http::serve(listener, state, shutdown.clone()));
+                Some(local)
+            }
+            None => None,
+        };
+        // SIGINT / SIGTERM: finish the current batch, flush, exit.
+        let on_signal = shutdown.clone();
+        runtime.spawn(async move {
+            wait_for_signal().await;
+            info!("shutdown requested");
+            on_signal.trigger();
+        });
+        Ok(Shell {
+            runtime,
+            http: bound,
+        })
+    }
+
+    /// Ends HTTP (after the owners are done) and the runtime.
+    fn stop(self, shutdown: &Shutdown) {
+        shutdown.trigger();
+        self.runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,374 @@
+//! The clap definitions of every command. Flag groups shared by several commands (where the
+//! logs are, the Kafka connection, N and the partitioner) are declared once and flattened in.
+//! Every flag also reads an `ORDO_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::DEFAULT_DATA_DIR;
+use crate::core::partitioner::Partitioner;
+use crate::log::kafka::DEFAULT_GROUP;
+use crate::owner::DEFAULT_BATCH_SIZE;
+
+/// `--partitioner`: the names of [`Partitioner`], listed in `--help`.
+fn partitioner_parser() -> impl TypedValueParser<Value = Partitioner> {
+    PossibleValuesParser::new(["abs-hash-mod-n", "murmur2"]).map(|s| {
+        s.parse::<Partitioner>()
+            .expect("a listed partitioner name parses")
+    })
+}
+
+/// Default HTTP listen address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
+
+/// ordo: keyed, partitioned processing of reservation workflows, one thread per partition.
+#[derive(Debug, Parser)]
+#[command(name = "ordo", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `ordo=debug` [default: info for
+    /// `run`, warn otherwise].
+    #[arg(long, global = true, env = "ORDO_LOG")]
+    pub log: Option<String>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate a workload, process it on a fresh embedded log, and check the result.
+    Demo(DemoArgs),
+    /// Run the processor: one thread per partition, plus the HTTP endpoint.
+    Run(RunArgs),
+    /// Append events from an NDJSON file or a generator.
+    Produce(ProduceArgs),
+    /// Print the current state of every reservation, from the changelog.
+    State(StateArgs),
+    /// Print the partition of a key.
+    Partition(PartitionArgs),
+    /// Print N, topic settings and Helm values for a deployment.
+    Plan(PlanArgs),
+    /// Create (`apply`) or verify (`check`) the topics of `topics/` on a Kafka cluster.
+    Topics(TopicsArgs),
+    /// Print the records of a topic as NDJSON (kcat-style offsets).
+    Export(ExportArgs),
+    /// Run the core over the input again into a scratch state; `--diff` compares it with the
+    /// live changelog (exit 3 when they differ).
+    Replay(ReplayArgs),
+    /// Move the data dir to another N, keeping per-key order (dry run unless `--apply`).
+    Repartition(RepartitionArgs),
+    /// Measure end-to-end throughput, or restore time and memory.
+    Bench(BenchArgs),
+}
+
+/// `ordo topics`.
+#[derive(Debug, Args)]
+pub struct TopicsArgs {
+    /// `apply` creates missing topics with N partitions and their configs; `check` verifies.
+    #[arg(value_enum)]
+    pub action: TopicsAction,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+/// What `ordo topics` does.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum TopicsAction {
+    Apply,
+    Check,
+}
+
+/// `ordo export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Topic: reservation-events, reservation-state or reservation-events.dlq.
+    #[arg(long, env = "ORDO_TOPIC", default_value = "reservation-events")]
+    pub topic: String,
+    /// Offsets, as kcat: beginning, end, <offset>, -<n> (from the end), s@<epoch-ms>, and
+    /// e@<epoch-ms> to stop; repeat for a start and an end.
+    #[arg(
+        short = 'o',
+        long = "offset",
+        env = "ORDO_OFFSET",
+        value_delimiter = ',',
+        allow_hyphen_values = true
+    )]
+    pub offsets: Vec<String>,
+    /// Only this partition.
+    #[arg(long, env = "ORDO_PARTITION")]
+    pub partition: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long, env = "ORDO_COUNT")]
+    pub count: Option<u64>,
+}
+
+/// `ordo replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// Offsets of the input to replay, as `ordo export -o`.
+    #[arg(
+        short = 'o',
+        long = "offset",
+        env = "ORDO_OFFSET",
+        value_delimiter = ',',
+        allow_hyphen_values = true,
+        conflicts_with = "file"
+    )]
+    pub offsets: Vec<String>,
+    /// Replay this NDJSON file instead of the data dir's input.
+    #[arg(long, env = "ORDO_FILE")]
+    pub file: Option<PathBuf>,
+    /// Compare with the live changelog: print each reservation that differs, exit 3 if any.
+    #[arg(long, env = "ORDO_DIFF")]
+    pub diff: bool,
+    /// Make the replay the live changelog (full replays of the data dir only).
+    #[arg(long, env = "ORDO_APPLY", conflicts_with_all = ["diff", "file"])]
+    pub apply: bool,
+}
+
+/// `ordo repartition`.
+#[derive(Debug, Args)]
+pub struct RepartitionArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The new N.
+    #[arg(long, env = "ORDO_TO_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub to_partitions: Option<u32>,
+    /// The new containers per server (N = containers × servers).
+    #[arg(long, env = "ORDO_CONTAINERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: Option<u32>,
+    /// The new servers.
+    #[arg(long, env = "ORDO_SERVERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: Option<u32>,
+    /// Do it; without this, only print the plan.
+    #[arg(long, env = "ORDO_APPLY")]
+    pub apply: bool,
+}
+
+/// `ordo bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchWhat,
+}
+
+/// The benchmarks of `ordo bench`.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Generate a file, `produce` it, then `run --until-idle` (fresh temp data dir).
+    E2e {
+        /// Events to generate.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// N.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+        /// Input records per batch.
+        #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
+        batch_size: usize,
+    },
+    /// Drive the gateway over loopback: ingest, then read-your-writes queries.
+    Gateway {
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Reservations to send (and then query).
+        #[arg(long, default_value_t = 40_000)]
+        requests: usize,
+        /// N.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
+    /// On a broker without ordo topics: produce, raw consume, then `run --until-idle`.
+    Kafka {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events to generate.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+        /// N.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
+    /// Restore N state entries from the changelog; report time and resident memory.
+    Restore {
+        /// State entries (reservations).
+        #[arg(long, default_value_t = 1_000_000)]
+        entries: u64,
+        /// N.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+    },
+}
+
+/// Where the embedded log lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Data directory of the embedded log.
+    #[arg(long, env = "ORDO_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+}
+
+/// The Kafka backend: when `--brokers` is given, the command works on Kafka instead of the
+/// embedded log.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers `host:port,...`; switches from the embedded log to Kafka.
+    #[arg(long, env = "ORDO_BROKERS")]
+    pub brokers: Option<String>,
+    /// Consumer group of `ordo run`.
+    #[arg(long, env = "ORDO_GROUP", default_value = DEFAULT_GROUP)]
+    pub group: String,
+    /// A librdkafka property `key=value`, repeatable (as kcat's -X): security, timeouts, …
+    #[arg(
+        short = 'X',
+        value_name = "KEY=VALUE",
+        env = "ORDO_KAFKA_PROPERTIES",
+        value_delimiter = ','
+    )]
+    pub properties: Vec<String>,
+}
+
+/// N and the partitioner.
+#[derive(Debug, Clone, Args)]
+pub struct TopologyArgs {
+    /// Partition threads per server; N = containers × servers.
+    #[arg(long, env = "ORDO_CONTAINERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: Option<u32>,
+    /// Servers (processes); N = containers × servers.
+    #[arg(long, env = "ORDO_SERVERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: Option<u32>,
+    /// N directly; must equal containers × servers when those are given too.
+    #[arg(long, env = "ORDO_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub partitions: Option<u32>,
+    /// How keys map to partitions [default: abs-hash-mod-n, or the data dir's].
+    #[arg(long, env = "ORDO_PARTITIONER", value_parser = partitioner_parser())]
+    pub partitioner: Option<Partitioner>,
+}
+
+/// `ordo run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// HTTP listen address (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "ORDO_HTTP", default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// Serve no HTTP.
+    #[arg(long, env = "ORDO_NO_HTTP")]
+    pub no_http: bool,
+    /// Exit once every partition has caught up with its input.
+    #[arg(long, env = "ORDO_UNTIL_IDLE")]
+    pub until_idle: bool,
+    /// Input records per batch (one durable commit per batch).
+    #[arg(long, env = "ORDO_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub batch_size: usize,
+}
+
+/// `ordo produce`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["file", "generate"]))]
+pub struct ProduceArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+    /// NDJSON file of events, one per line (`-` for stdin).
+    #[arg(long, env = "ORDO_FILE")]
+    pub file: Option<PathBuf>,
+    /// Generate this many realistic events instead.
+    #[arg(long, env = "ORDO_GENERATE")]
+    pub generate: Option<usize>,
+    /// Seed of the generator.
+    #[arg(long, env = "ORDO_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Append the valid lines and report the invalid ones instead of failing.
+    #[arg(long, env = "ORDO_SKIP_INVALID", conflicts_with = "raw")]
+    pub skip_invalid: bool,
+    /// Append lines unvalidated (bad records then reach the dead-letter log).
+    #[arg(long, env = "ORDO_RAW")]
+    pub raw: bool,
+}
+
+/// Output formats of `ordo state`.
+#[derive(Debug, Clone, Copy, ValueEnum, Default)]
+pub enum Format {
+    /// One JSON object per line.
+    #[default]
+    Ndjson,
+}
+
+/// `ordo state`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Output format.
+    #[arg(long, env = "ORDO_FORMAT", value_enum, default_value_t = Format::Ndjson)]
+    pub format: Format,
+}
+
+/// `ordo partition`.
+#[derive(Debug, Args)]
+pub struct PartitionArgs {
+    /// The reservation number.
+    pub key: String,
+    #[command(flatten)]
+    pub topology: TopologyArgs,
+}
+
+/// `ordo plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Partition threads per server.
+    #[arg(long, env = "ORDO_CONTAINERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: u32,
+    /// Servers (pods).
+    #[arg(long, env = "ORDO_SERVERS", value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: u32,
+    /// How keys map to partitions.
+    #[arg(long, env = "ORDO_PARTITIONER", value_parser = partitioner_parser(), default_value = "abs-hash-mod-n")]
+    pub partitioner: Partitioner,
+}
+
+/// `ordo demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Events to generate.
+    #[arg(long, env = "ORDO_EVENTS", default_value_t = 200_000)]
+    pub events: usize,
+    /// Seed of the generator.
+    #[arg(long, env = "ORDO_SEED", default_value_t = 42)]
+    pub seed: u64,
+    /// Partition threads per server.
+    #[arg(long, env = "ORDO_CONTAINERS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub containers: u32,
+    /// Servers; one process plays them all in the demo.
+    #[arg(long, env = "ORDO_SERVERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub servers: u32,
+    /// Keep the data dir here instead of a temporary one.
+    #[arg(long, env = "ORDO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}

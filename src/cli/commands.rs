@@ -1,0 +1,367 @@
+//! The commands around the processor: `run`, `produce`, `state`, `partition`, `plan`,
+//! `topics`, `demo`, `bench`.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use super::Error;
+use super::args::{
+    BenchArgs, BenchWhat, DemoArgs, Format, PartitionArgs, PlanArgs, ProduceArgs, RunArgs,
+    StateArgs, TopicsAction, TopicsArgs,
+};
+use super::options::kafka_partitions;
+use crate::app::{self, Backend, RunOptions};
+use crate::core::PartitionCount;
+use crate::core::partitioner::Partitioner;
+use crate::log::embedded::{EmbeddedLog, OpenOptions};
+use crate::log::kafka::{self, KafkaOptions, KafkaProducer, Outgoing};
+use crate::log::topics::{self, Role};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::tools::bench;
+use crate::tools::demo::{self, DemoOptions};
+use crate::tools::generate::Generator;
+use crate::tools::produce::{self, Validation};
+
+/// `ordo demo`.
+pub fn demo(a: DemoArgs) -> Result<(), Error> {
+    let options = DemoOptions {
+        events: a.events,
+        seed: a.seed,
+        containers: a.containers,
+        servers: a.servers,
+        data_dir: a.data_dir,
+    };
+    demo::run(&options, &mut io::stdout().lock())?;
+    Ok(())
+}
+
+/// `ordo run`.
+pub fn run(a: RunArgs) -> Result<(), Error> {
+    let options = RunOptions {
+        http: (!a.no_http).then_some(a.http),
+        until_idle: a.until_idle,
+        batch_size: a.batch_size,
+    };
+    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+        let n = kafka_partitions(&kafka, a.topology.count()?)?;
+        let summary = app::run(
+            Backend::Kafka { options: kafka, n },
+            options,
+            Arc::new(Metrics::fresh()),
+            Shutdown::new(),
+        )?;
+        eprintln!(
+            "ordo: consumed {} records in {:.2}s",
+            summary.processed,
+            summary.elapsed.as_secs_f64()
+        );
+        return Ok(());
+    }
+    let log = Arc::new(EmbeddedLog::open(
+        &a.store.data_dir,
+        a.topology.open_options(true)?,
+    )?);
+    let summary = app::run(
+        Backend::Embedded(log),
+        options,
+        Arc::new(Metrics::fresh()),
+        Shutdown::new(),
+    )?;
+    eprintln!(
+        "ordo: processed {} records ({} transitions) in {:.2}s; restored {} reservations",
+        summary.processed,
+        summary.applied,
+        summary.elapsed.as_secs_f64(),
+        summary.restored
+    );
+    Ok(())
+}
+
+/// `ordo produce`.
+pub fn produce(a: ProduceArgs) -> Result<(), Error> {
+    let validation = match (a.raw, a.skip_invalid) {
+        (true, _) => Validation::Raw,
+        (false, true) => Validation::SkipInvalid,
+        (false, false) => Validation::Strict,
+    };
+    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+        return produce_kafka(&a, &kafka, validation);
+    }
+    let open = a.topology.open_options(true)?;
+    // Validate the whole file before touching the data dir: a bad file writes nothing.
+    let report = match (&a.file, a.generate) {
+        (Some(path), _) => {
+            let n = open
+                .partitions
+                .or_else(|| stored_partitions(&a.store.data_dir));
+            let log_n = n.unwrap_or(PartitionCount::new(1).expect("1 > 0"));
+            let partitioner = open
+                .partitioner
+                .or_else(|| stored_partitioner(&a.store.data_dir))
+                .unwrap_or_default();
+            let (records, skipped) = produce::read_file(path, validation, log_n, partitioner)?;
+            let log = EmbeddedLog::open(
+                &a.store.data_dir,
+                OpenOptions {
+                    partitions: Some(log_n),
+                    partitioner: Some(partitioner),
+                    ..open
+                },
+            )?;
+            let appended = produce::append(&log, records)?;
+            produce::Report { appended, skipped }
+        }
+        (None, Some(count)) => {
+            let log = EmbeddedLog::open(&a.store.data_dir, open)?;
+            produce::produce_generated(&log, count, a.seed)?
+        }
+        (None, None) => unreachable!("clap requires --file or --generate"),
+    };
+    for s in &report.skipped {
+        eprintln!("ordo: skipped line {}: {}", s.line, s.error);
+    }
+    eprintln!(
+        "ordo: appended {} events to {}{}",
+        report.appended,
+        a.store.data_dir.display(),
+        if report.skipped.is_empty() {
+            String::new()
+        } else {
+            format!("; skipped {} invalid lines", report.skipped.len())
+        }
+    );
+    Ok(())
+}
+
+/// N of an existing data dir, read without holding it open.
+fn stored_partitions(dir: &std::path::Path) -> Option<PartitionCount> {
+    EmbeddedLog::open(dir, OpenOptions::default())
+        .ok()
+        .map(|l| l.partitions())
+}
+
+fn stored_partitioner(dir: &std::path::Path) -> Option<Partitioner> {
+    EmbeddedLog::open(dir, OpenOptions::default())
+        .ok()
+        .map(|l| l.partitioner())
+}
+
+/// `ordo state`.
+pub fn state(a: StateArgs) -> Result<(), Error> {
+    let snapshot = match a.kafka.options(None)? {
+        Some(kafka) => crate::log::kafka::snapshot(&kafka)?.states,
+        None => {
+            EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?
+                .snapshot()?
+                .states
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match a.format {
+        Format::Ndjson => {
+            for record in snapshot.values() {
+                serde_json::to_writer(&mut out, record).map_err(io::Error::from)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `ordo partition`.
+pub fn partition(a: PartitionArgs) -> Result<(), Error> {
+    let n = a.topology.count()?.ok_or_else(|| {
+        Error::usage("no partition count; pass --partitions N or --containers C --servers S")
+    })?;
+    let p = a
+        .topology
+        .partitioner
+        .unwrap_or_default()
+        .partition(&a.key, n);
+    writeln!(io::stdout().lock(), "{p}")?;
+    Ok(())
+}
+
+/// `ordo plan`.
+pub fn plan(a: PlanArgs) -> Result<(), Error> {
+    let n = super::options::product(a.containers, a.servers)?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "# N = containers × servers = {} × {} = {n}",
+        a.containers, a.servers
+    )?;
+    writeln!(out, "partitions: {n}")?;
+    writeln!(out, "partitioner: {}", a.partitioner)?;
+    writeln!(out, "topics:")?;
+    for (name, parts, config) in topics::describe(n) {
+        writeln!(out, "  - name: {name}")?;
+        writeln!(out, "    partitions: {parts}")?;
+        writeln!(out, "    config:")?;
+        for (k, v) in config {
+            writeln!(out, "      {k}: \"{v}\"")?;
+        }
+    }
+    writeln!(
+        out,
+        "# helm install ordo ./helm/ordo -f values-plan.yaml, with:"
+    )?;
+    writeln!(out, "helm:")?;
+    writeln!(out, "  servers: {}", a.servers)?;
+    writeln!(out, "  containers: {}", a.containers)?;
+    writeln!(out, "  partitioner: {}", a.partitioner)?;
+    Ok(())
+}
+
+/// `ordo bench`.
+pub fn bench(a: BenchArgs) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    let count =
+        |n| PartitionCount::new(n).ok_or_else(|| Error::usage("--partitions must be at least 1"));
+    match a.what {
+        BenchWhat::E2e {
+            events,
+            partitions,
+            batch_size,
+        } => {
+            let r = bench::e2e(events, count(partitions)?, batch_size.max(1))?;
+            writeln!(
+                out,
+                "e2e: {} events, N = {}: produce {:.2} s ({:.0} events/s), run --until-idle {:.2} s ({:.0} events/s), together {:.0} events/s",
+                r.events,
+                r.partitions,
+                r.produce_secs,
+                r.events as f64 / r.produce_secs,
+                r.run_secs,
+                r.events as f64 / r.run_secs,
+                r.events as f64 / (r.produce_secs + r.run_secs)
+            )?;
+        }
+        BenchWhat::Gateway {
+            clients,
+            requests,
+            partitions,
+        } => {
+            let r = bench::gateway(clients.max(1), requests, count(partitions)?)?;
+            writeln!(
+                out,
+                "gateway: {} clients, {} requests each way, N = {partitions}: ingest {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); \
+                 read-your-writes {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms)",
+                r.clients,
+                r.requests,
+                r.ingest_per_sec,
+                r.ingest_p50_ms,
+                r.ingest_p99_ms,
+                r.read_per_sec,
+                r.read_p50_ms,
+                r.read_p99_ms
+            )?;
+        }
+        BenchWhat::Kafka {
+            kafka,
+            events,
+            partitions,
+        } => {
+            let opts = kafka.options(None)?.ok_or_else(|| {
+                Error::usage("pass --brokers host:port of a broker without ordo topics")
+            })?;
+            let r = bench::kafka(&opts, events, count(partitions)?)?;
+            let raw = r.events as f64 / r.raw_consume_secs;
+            let run = r.events as f64 / r.run_secs;
+            writeln!(
+                out,
+                "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} msg/s; run --until-idle {:.0} events/s ({:.0}% of raw; restore, state records and dead letters acknowledged)",
+                r.events,
+                r.partitions,
+                r.events as f64 / r.produce_secs,
+                raw,
+                run,
+                run * 100.0 / raw
+            )?;
+        }
+        BenchWhat::Restore {
+            entries,
+            partitions,
+        } => {
+            let r = bench::restore(entries, count(partitions)?)?;
+            writeln!(
+                out,
+                "restore: {} entries over {} partitions in {:.2} s ({:.0} entries/s); RSS {} MiB before, {} MiB with the state in memory",
+                r.entries,
+                r.partitions,
+                r.secs,
+                r.entries as f64 / r.secs,
+                r.rss_before >> 20,
+                r.rss_after >> 20
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `ordo topics`.
+pub fn topics(a: TopicsArgs) -> Result<(), Error> {
+    let kafka = a.kafka.options(a.topology.partitioner)?.ok_or_else(|| {
+        Error::usage("topics work on Kafka; pass --brokers host:port (or ORDO_BROKERS)")
+    })?;
+    let n = a.topology.count()?.ok_or_else(|| {
+        Error::usage("no partition count; pass --containers C --servers S or --partitions N")
+    })?;
+    let lines = match a.action {
+        TopicsAction::Apply => kafka::apply_topics(&kafka, n)?,
+        TopicsAction::Check => kafka::check_topics(&kafka, n)?,
+    };
+    let mut out = io::stdout().lock();
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(())
+}
+
+fn produce_kafka(
+    a: &ProduceArgs,
+    kafka: &KafkaOptions,
+    validation: Validation,
+) -> Result<(), Error> {
+    let n = kafka_partitions(kafka, a.topology.count()?)?;
+    let (records, skipped) = match (&a.file, a.generate) {
+        (Some(path), _) => produce::read_file(path, validation, n, kafka.partitioner)?,
+        (None, Some(count)) => (
+            Generator::new(a.seed)
+                .take(count)
+                .map(|e| {
+                    let value = e.to_json().into_bytes();
+                    produce::route(&e, value, n, kafka.partitioner)
+                })
+                .collect(),
+            Vec::new(),
+        ),
+        (None, None) => unreachable!("clap requires --file or --generate"),
+    };
+    let producer = KafkaProducer::new(kafka)?;
+    let topic = topics::get(Role::Events).name;
+    let total = records.len();
+    let mut records = records.into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<Outgoing<'_>> = records
+            .by_ref()
+            .take(20_000)
+            .map(|(partition, record)| Outgoing {
+                topic: &topic,
+                partition,
+                record,
+            })
+            .collect();
+        producer.send_all(&chunk)?;
+    }
+    for s in &skipped {
+        eprintln!("ordo: skipped line {}: {}", s.line, s.error);
+    }
+    eprintln!(
+        "ordo: appended {total} events to {topic} on {}",
+        kafka.brokers
+    );
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Every HTTP error ordo answers, in one place: its status, its code, and the SPEC §7 JSON body
+//! `{"error": "<code>", "message": "<text>"}`, including the rejections of the framework's own
+//! extractors (query strings, path decoding, bodies).
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::log::IngestError;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// An HTTP error: the variant decides status and code, the text is the message.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 404 `not_found`: no such reservation, user or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405 `method_not_allowed`.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// 400 `invalid_json`: the body is not a JSON object.
+    #[error("{0}")]
+    InvalidJson(String),
+    /// 400 `invalid_field`: a field that must not be there, or has the wrong form.
+    #[error("{0}")]
+    InvalidField(String),
+    /// 400 `missing_field`.
+    #[error("{0}")]
+    MissingField(String),
+    /// 400 `invalid_event`: the event fails the processor's validation.
+    #[error("{0}")]
+    InvalidEvent(String),
+    /// 400 `invalid_token`: an `after` that is not a token of this deployment.
+    #[error("{0}")]
+    InvalidToken(String),
+    /// 400 `invalid_query`: the query string does not parse.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// 400 `invalid_path`: the path does not decode.
+    #[error("{0}")]
+    InvalidPath(String),
+    /// 400 `bad_body`: the body could not be read.
+    #[error("{0}")]
+    BadBody(String),
+    /// 413 `too_large`.
+    #[error("request body over {MAX_BODY_BYTES} bytes; send one event per request")]
+    TooLarge,
+    /// 404 `no_reservation`: an association by user, and the user has no open reservation.
+    #[error("{0}")]
+    NoReservation(String),
+    /// 409 `ambiguous`: an association by user, and the user has several.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// 503 `not_ready`: partitions still restoring.
+    #[error("{0}")]
+    NotReady(String),
+    /// 503 `append_failed`: the input log refused an append.
+    #[error("cannot append to the input log: {0}")]
+    AppendFailed(IngestError),
+    /// 503 `log_unavailable`: the log could not be read.
+    #[error("cannot read the log: {0}")]
+    LogUnavailable(IngestError),
+    /// 504 `timeout`: a read-your-writes wait ran out.
+    #[error("{0}")]
+    Timeout(String),
+    /// 500 `internal`.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) | Self::NoReservation(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::InvalidJson(_)
+            | Self::InvalidField(_)
+            | Self::MissingField(_)
+            | Self::InvalidEvent(_)
+            | Self::InvalidToken(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidPath(_)
+            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Ambiguous(_) => StatusCode::CONFLICT,
+            Self::NotReady(_) | Self::AppendFailed(_) | Self::LogUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The `error` code of the body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidField(_) => "invalid_field",
+            Self::MissingField(_) => "missing_field",
+            Self::InvalidEvent(_) => "invalid_event",
+            Self::InvalidToken(_) => "invalid_token",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidPath(_) => "invalid_path",
+            Self::BadBody(_) => "bad_body",
+            Self::TooLarge => "too_large",
+            Self::NoReservation(_) => "no_reservation",
+            Self::Ambiguous(_) => "ambiguous",
+            Self::NotReady(_) => "not_ready",
+            Self::AppendFailed(_) => "append_failed",
+            Self::LogUnavailable(_) => "log_unavailable",
+            Self::Timeout(_) => "timeout",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = axum::Json(json!({"error": self.code(), "message": self.to_string()}));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            (status, [(header::RETRY_AFTER, "1")], body).into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        Self::InvalidQuery(format!(
+            "{}; expected `after=<partition>.<offset>` and `wait=<milliseconds>`, each at most once",
+            e.body_text()
+        ))
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        Self::InvalidPath(format!(
+            "{}; percent-encode the path as UTF-8",
+            e.body_text()
+        ))
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::TooLarge
+        } else {
+            Self::BadBody(e.body_text())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_json_with_its_status_and_code() {
+        let cases = [
+            (ApiError::NotFound("x".into()), 404, "not_found"),
+            (ApiError::TooLarge, 413, "too_large"),
+            (ApiError::Ambiguous("x".into()), 409, "ambiguous"),
+            (ApiError::Timeout("x".into()), 504, "timeout"),
+            (ApiError::NotReady("x".into()), 503, "not_ready"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status().as_u16(), e.code()), (status, code));
+            let r = e.into_response();
+            assert_eq!(
+                r.headers()[header::CONTENT_TYPE],
+                "application/json",
+                "{code}"
+            );
+            assert_eq!(r.headers().contains_key(header::RETRY_AFTER), status == 503);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The gateway (served by `ordo run` on its HTTP listener):
+//!
+//! * `POST /v1/reservations`, `/v1/associations`, `/v1/cancellations`: the SPEC fields without
+//!   `type`; `event_id` from the body or an `Idempotency-Key` header. The event is validated
+//!   exactly as the processor validates it, appended at its SPEC partition, and answered `202`
+//!   with `{"partition", "offset", "token"}`. A retry of an applied event is answered `200` with
+//!   `"duplicate": true`; appending it again could never apply it twice either.
+//! * An association without `reservation_no` is routed through the user's open reservation,
+//!   looked up in the index the partition owners derive from the changelog, after every
+//!   partition has applied what was appended before the request.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::query::{Token, lookup, user_records, wait_applied};
+use super::{ApiError, AppState};
+use crate::core::event::{Event, EventKind};
+use crate::core::record::NewRecord;
+use crate::core::state_machine::Status;
+use crate::log::now_millis;
+
+/// How long an association without `reservation_no` waits for earlier appends to be applied.
+const LOOKUP_WAIT: Duration = Duration::from_secs(5);
+
+/// `POST /v1/reservations`.
+pub async fn reservations(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ingest(&s, EventKind::Reservation, headers, body?).await
+}
+
+/// `POST /v1/associations`.
+pub async fn associations(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ingest(&s, EventKind::Association, headers, body?).await
+}
+
+/// `POST /v1/cancellations`.
+pub async fn cancellations(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    ingest(&s, EventKind::Cancellation, headers, body?).await
+}
+
+/// The body as the event's fields: `type` from the route, `event_id` from the body or the
+/// `Idempotency-Key` header.
+fn fields(
+    kind: EventKind,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Map<String, Value>, ApiError> {
+    let mut fields: Map<String, Value> = match serde_json::from_slice(body) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => {
+            return Err(ApiError::InvalidJson(
+                "the body must be a JSON object".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::InvalidJson(format!(
+                "the body is not valid JSON: {e}"
+            )));
+        }
+    };
+    if fields.contains_key("type") {
+        return Err(ApiError::InvalidField(
+            "`type` is set by the route; remove it from the body".into(),
+        ));
+    }
+    fields.insert("type".into(), Value::from(kind.as_str()));
+    if !fields.contains_key("event_id")
+        && let Some(key) = headers.get("idempotency-key")
+    {
+        let key = key
+            .to_str()
+            .map_err(|_| ApiError::InvalidField("Idempotency-Key is not visible ASCII".into()))?;
+        fields.insert("event_id".into(), Value::from(key));
+    }
+    if !fields.contains_key("event_id") {
+        return Err(ApiError::MissingField(
+            "missing `event_id`: put it in the body or an Idempotency-Key header".into(),
+        ));
+    }
+    Ok(fields)
+}
+
+async fn ingest(
+    s: &AppState,
+    kind: EventKind,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mut fields = fields(kind, &headers, &body)?;
+    if kind == EventKind::Association && !fields.contains_key("reservation_no") {
+        let user = match fields.get("user_id") {
+            Some(Value::String(u)) if !u.is_empty() => u.clone(),
+            _ => {
+                return Err(ApiError::MissingField(
+                    "missing required field `user_id`".into(),
+                ));
+            }
+        };
+        let event_id = fields
+            .get("event_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let no = open_reservation(s, &user, &event_id).await?;
+        fields.insert("reservation_no".into(), Value::from(no));
+    }
+    let raw = serde_json::to_vec(&fields).expect("a JSON map serialises");
+    let event = Event::decode(&raw).map_err(|m| ApiError::InvalidEvent(m.to_string()))?;
+    let partition = s.partition_of(event.reservation_no.as_str());
+    // A retry of an event already applied: answer as a duplicate, append nothing.
+    if let Some(entry) = lookup(s, event.reservation_no.as_str()).await?
+        && entry.applied_event_ids.contains(&event.event_id)
+    {
+        let token = Token {
+            partition,
+            offset: entry.source_offset,
+        };
+        return Ok((
+            StatusCode::OK,
+            axum::Json(json!({
+                "duplicate": true, "partition": partition.0, "offset": entry.source_offset,
+                "token": token.encode(),
+            })),
+        )
+            .into_response());
+    }
+    let record = NewRecord {
+        key: event.reservation_no.as_str().as_bytes().to_vec(),
+        value: event.to_json().into_bytes(),
+        timestamp: event.ts.unwrap_or_else(now_millis),
+        headers: Vec::new(),
+    };
+    let ingest = s.ingest.clone();
+    let offset = tokio::task::spawn_blocking(move || ingest.append_event(partition, record))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::AppendFailed)?;
+    let token = Token { partition, offset };
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({
+            "partition": partition.0, "offset": offset, "token": token.encode(),
+            "reservation_no": event.reservation_no, "event_id": event.event_id,
+        })),
+    )
+        .into_response())
+}
+
+/// The user's one open (`reserved`) reservation, after everything appended before this call
+/// has been applied; or, for a retry, the reservation that already applied `event_id`.
+async fn open_reservation(s: &AppState, user: &str, event_id: &str) -> Result<String, ApiError> {
+    let mut waits = Vec::new();
+    for p in s.count().iter() {
+        let end = s.ingest.input_end(p).map_err(ApiError::LogUnavailable)?;
+        waits.push((p, end));
+    }
+    for (p, end) in waits {
+        if !wait_applied(s, p, end, LOOKUP_WAIT).await {
+            return Err(ApiError::Timeout(format!(
+                "partition {p} did not catch up within {LOOKUP_WAIT:?}; retry"
+            )));
+        }
+    }
+    let records = user_records(s, user).await?;
+    if let Some(r) = records
+        .iter()
+        .find(|r| r.applied_event_ids.iter().any(|id| id == event_id))
+    {
+        return Ok(r.reservation_no.to_string());
+    }
+    let open: Vec<String> = records
+        .into_iter()
+        .filter(|r| r.state == Status::Reserved)
+        .map(|r| r.reservation_no.to_string())
+        .collect();
+    match open.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ApiError::NoReservation(format!(
+            "user {user} has no open reservation; pass reservation_no"
+        ))),
+        many => Err(ApiError::Ambiguous(format!(
+            "user {user} has {} open reservations; pass reservation_no",
+            many.len()
+        ))),
+    }
+}

@@ -1,0 +1,779 @@
+//! The embedded log: the three topics of `topics/` with N partitions each, plus each
+//! partition's input position and owner epoch, in one [`redb`] database file in the data
+//! directory.
+//!
+//! redb gives ACID transactions with copy-on-write B-trees and checksummed commits, so a
+//! partition's state records, dead letters and new input position land in one atomic commit:
+//! after a crash at any moment either all of a batch is there or none of it is. One process
+//! owns a data directory at a time (redb locks the file), which is what fences a second
+//! `ordo run` in embedded mode.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+mod group_commit;
+
+use self::group_commit::{Failed, GroupCommit};
+use super::Signal;
+use super::topics::Role;
+use crate::core::changelog::{EpochMarker, Reader, Snapshot};
+use crate::core::partitioner::Partitioner;
+use crate::core::record::{NewRecord, Record};
+use crate::core::step::Effects;
+use crate::core::{Epoch, Offset, Partition, PartitionCount};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "ordo.redb";
+
+/// Bumped when the layout of the tables changes.
+const FORMAT: &str = "1";
+
+/// A record as stored: key, value, timestamp, headers (JSON array of pairs, empty when none).
+type Stored<'a> = (&'a [u8], &'a [u8], i64, &'a [u8]);
+type TopicTable = TableDefinition<'static, (u32, u64), Stored<'static>>;
+
+const EVENTS: TopicTable = TableDefinition::new("reservation-events");
+const STATE: TopicTable = TableDefinition::new("reservation-state");
+const DEAD_LETTERS: TopicTable = TableDefinition::new("reservation-events.dlq");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// partition → next input offset to process.
+const POSITIONS: TableDefinition<u32, u64> = TableDefinition::new("positions");
+/// partition → epoch of the latest owner.
+const EPOCHS: TableDefinition<u32, u64> = TableDefinition::new("epochs");
+
+fn table(role: Role) -> TopicTable {
+    match role {
+        Role::Events => EVENTS,
+        Role::State => STATE,
+        Role::DeadLetters => DEAD_LETTERS,
+    }
+}
+
+/// What went wrong in the embedded log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error(
+        "data dir {path} does not exist; run `ordo produce` or `ordo run` to create it, or pass --data-dir"
+    )]
+    NotFound { path: PathBuf },
+    #[error(
+        "data dir {path} is in use by another ordo process; stop it first (or send events to its HTTP gateway)"
+    )]
+    InUse { path: PathBuf },
+    #[error(
+        "data dir {path} holds {stored} partitions but {requested} were requested; \
+         run `ordo repartition --to-partitions {requested} --apply` to move it, or pass --partitions {stored}"
+    )]
+    PartitionMismatch {
+        path: PathBuf,
+        stored: u32,
+        requested: u32,
+    },
+    #[error(
+        "data dir {path} was written with partitioner {stored} but {requested} was requested; \
+         pass --partitioner {stored}, or repartition into a new data dir"
+    )]
+    PartitionerMismatch {
+        path: PathBuf,
+        stored: Partitioner,
+        requested: Partitioner,
+    },
+    #[error("data dir {path} is not an ordo data dir of format {FORMAT}: {detail}")]
+    Foreign { path: PathBuf, detail: String },
+    #[error("cannot create data dir {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("embedded log: group commit failed: {message}")]
+    GroupCommit { message: String },
+    #[error("embedded log: {op}: {source}")]
+    Store {
+        op: &'static str,
+        source: Box<redb::Error>,
+    },
+}
+
+fn store<E: Into<redb::Error>>(op: &'static str) -> impl FnOnce(E) -> LogError {
+    move |e| LogError::Store {
+        op,
+        source: Box::new(e.into()),
+    }
+}
+
+/// How to open a data directory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OpenOptions {
+    /// The N the caller expects; `None` adopts the stored one (or 1 for a new directory).
+    pub partitions: Option<PartitionCount>,
+    /// The partitioner the caller expects; `None` adopts the stored one.
+    pub partitioner: Option<Partitioner>,
+    /// Create the directory when it does not exist.
+    pub create: bool,
+    /// redb page cache in bytes.
+    pub cache_bytes: Option<usize>,
+}
+
+/// The embedded log of one data directory.
+pub struct EmbeddedLog {
+    db: Database,
+    path: PathBuf,
+    partitions: PartitionCount,
+    partitioner: Partitioner,
+    appended: Arc<Signal>,
+    group_commit: GroupCommit<Work, Vec<Offset>, LogError>,
+}
+
+impl std::fmt::Debug for EmbeddedLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedLog")
+            .field("path", &self.path)
+            .field("partitions", &self.partitions)
+            .field("partitioner", &self.partitioner)
+            .finish()
+    }
+}
+
+impl EmbeddedLog {
+    /// Opens (or creates) the data directory `dir`, checking N and the partitioner.
+    pub fn open(dir: &Path, opts: OpenOptions) -> Result<Self, LogError> {
+        Self::open_file(dir, &dir.join(DB_FILE), opts)
+    }
+
+    /// Opens (or creates) the database `file` of data directory `dir`; `ordo repartition`
+    /// builds the next generation of a data dir beside the live one this way.
+    pub fn open_file(dir: &Path, file: &Path, opts: OpenOptions) -> Result<Self, LogError> {
+        if !file.exists() {
+            if !opts.create {
+                return Err(LogError::NotFound {
+                    path: dir.to_path_buf(),
+                });
+            }
+            std::fs::create_dir_all(dir).map_err(|source| LogError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::builder()
+            .set_cache_size(opts.cache_bytes.unwrap_or(64 << 20))
+            .create(file)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => LogError::InUse {
+                    path: dir.to_path_buf(),
+                },
+                other => store("open")(other),
+            })?;
+        let txn = db.begin_write().map_err(store("begin write"))?;
+        let (partitions, partitioner) = {
+            let mut meta = txn.open_table(META).map_err(store("open meta"))?;
+            let format = meta
+                .get("format")
+                .map_err(store("read meta"))?
+                .map(|v| v.value().to_owned());
+            let (partitions, partitioner) = match format.as_deref() {
+                None => {
+                    let n = opts
+                        .partitions
+                        .unwrap_or(PartitionCount::new(1).expect("1 > 0"));
+                    let p = opts.partitioner.unwrap_or_default();
+                    meta.insert("format", FORMAT).map_err(store("write meta"))?;
+                    meta.insert("partitions", n.to_string().as_str())
+                        .map_err(store("write meta"))?;
+                    meta.insert("partitioner", p.name())
+                        .map_err(store("write meta"))?;
+                    (n, p)
+                }
+                Some(FORMAT) => {
+                    let foreign = |detail: &str| LogError::Foreign {
+                        path: dir.to_path_buf(),
+                        detail: detail.to_owned(),
+                    };
+                    let n = meta
+                        .get("partitions")
+                        .map_err(store("read meta"))?
+                        .and_then(|v| v.value().parse().ok())
+                        .and_then(PartitionCount::new)
+                        .ok_or_else(|| foreign("no partition count"))?;
+                    let p: Partitioner = meta
+                        .get("partitioner")
+                        .map_err(store("read meta"))?
+                        .and_then(|v| v.value().parse().ok())
+                        .ok_or_else(|| foreign("no partitioner"))?;
+                    (n, p)
+                }
+                Some(other) => {
+                    return Err(LogError::Foreign {
+                        path: dir.to_path_buf(),
+                        detail: format!("format {other}"),
+                    });
+                }
+            };
+            if let Some(requested) = opts.partitions
+                && requested != partitions
+            {
+                return Err(LogError::PartitionMismatch {
+                    path: dir.to_path_buf(),
+                    stored: partitions.get(),
+                    requested: requested.get(),
+                });
+            }
+            if let Some(requested) = opts.partitioner
+                && requested != partitioner
+            {
+                return Err(LogError::PartitionerMismatch {
+                    path: dir.to_path_buf(),
+                    stored: partitioner,
+                    requested,
+                });
+            }
+            (partitions, partitioner)
+        };
+        for role in Role::ALL {
+            txn.open_table(table(role)).map_err(store("create topic"))?;
+        }
+        txn.open_table(POSITIONS)
+            .map_err(store("create positions"))?;
+        txn.open_table(EPOCHS).map_err(store("create epochs"))?;
+        txn.commit().map_err(store("commit"))?;
+        Ok(Self {
+            db,
+            path: dir.to_path_buf(),
+            partitions,
+            partitioner,
+            appended: Arc::new(Signal::default()),
+            group_commit: GroupCommit::default(),
+        })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// N, as stored in the data directory.
+    pub fn partitions(&self) -> PartitionCount {
+        self.partitions
+    }
+
+    /// The partitioner the data directory was written with.
+    pub fn partitioner(&self) -> Partitioner {
+        self.partitioner
+    }
+
+    /// Notified after every append.
+    pub fn appended(&self) -> &Arc<Signal> {
+        &self.appended
+    }
+
+    /// Appends records durably, all or none; returns their offsets in order. Concurrent
+    /// appends (and partition commits) share one transaction: see [`EmbeddedLog::commit`].
+    pub fn append(
+        &self,
+        role: Role,
+        records: Vec<(Partition, NewRecord)>,
+    ) -> Result<Vec<Offset>, LogError> {
+        let (_, result) = self.submit(Work::Append(role, records));
+        let offsets = result?;
+        self.appended.notify();
+        Ok(offsets)
+    }
+
+    /// Up to `max` records of `partition` from offset `from` on.
+    pub fn read(
+        &self,
+        role: Role,
+        partition: Partition,
+        from: Offset,
+        max: usize,
+    ) -> Result<Vec<Record>, LogError> {
+        let mut out = Vec::new();
+        self.read_into(role, partition, from, max, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`EmbeddedLog::read`], into a buffer the caller reuses (cleared first).
+    pub fn read_into(
+        &self,
+        role: Role,
+        partition: Partition,
+        from: Offset,
+        max: usize,
+        out: &mut Vec<Record>,
+    ) -> Result<(), LogError> {
+        out.clear();
+        self.scan(role, partition, from, |r| {
+            out.push(r);
+            Ok(out.len() < max)
+        })
+    }
+
+    /// Calls `f` on each record of `partition` from `from` on, until it returns `false`.
+    pub fn scan(
+        &self,
+        role: Role,
+        partition: Partition,
+        from: Offset,
+        mut f: impl FnMut(Record) -> Result<bool, LogError>,
+    ) -> Result<(), LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        let range = t
+            .range((partition.0, from.0)..=(partition.0, u64::MAX))
+            .map_err(store("read"))?;
+        for item in range {
+            let (k, v) = item.map_err(store("read"))?;
+            let (_, offset) = k.value();
+            let (key, value, timestamp, headers) = v.value();
+            let record = Record {
+                partition,
+                offset: Offset(offset),
+                timestamp,
+                key: key.to_vec(),
+                value: value.to_vec(),
+                headers: decode_headers(headers),
+            };
+            if !f(record)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current state of every partition's changelog, folded with the fencing rule.
+    pub fn snapshot(&self) -> Result<Snapshot, LogError> {
+        let mut snapshot = Snapshot::default();
+        for p in self.partitions.iter() {
+            let mut reader = Reader::default();
+            self.scan(Role::State, p, Offset(0), |r| {
+                snapshot.push(&mut reader, &r.key, &r.value);
+                Ok(true)
+            })?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Input records not yet processed, summed over partitions.
+    pub fn backlog(&self) -> Result<u64, LogError> {
+        let mut total = 0;
+        for p in self.partitions.iter() {
+            total += self
+                .position(p)?
+                .distance_to(self.end_offset(Role::Events, p)?);
+        }
+        Ok(total)
+    }
+
+    /// The offset the next record of `partition` will get.
+    pub fn end_offset(&self, role: Role, partition: Partition) -> Result<Offset, LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        end_of(&t, partition.0).map(Offset)
+    }
+
+    /// The offset of the first record of `partition` still held.
+    pub fn start_offset(&self, role: Role, partition: Partition) -> Result<Offset, LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        let mut r = t
+            .range((partition.0, 0)..=(partition.0, u64::MAX))
+            .map_err(store("read"))?;
+        match r.next() {
+            Some(item) => Ok(Offset(item.map_err(store("read"))?.0.value().1)),
+            None => end_of(&t, partition.0).map(Offset),
+        }
+    }
+
+    /// The next input offset `partition` will process.
+    pub fn position(&self, partition: Partition) -> Result<Offset, LogError> {
+        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let t = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+        Ok(Offset(
+            t.get(partition.0)
+                .map_err(store("read position"))?
+                .map_or(0, |v| v.value()),
+        ))
+    }
+
+    /// Replaces `partition`'s changelog with a new epoch marker and `records`, and sets its
+    /// input position, in one transaction (`ordo replay --apply`).
+    pub fn replace_changelog(
+        &self,
+        partition: Partition,
+        owner: &str,
+        records: impl FnOnce(Epoch) -> Vec<(Vec<u8>, Vec<u8>)>,
+        position: Offset,
+    ) -> Result<Epoch, LogError> {
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let epoch = {
+            let mut epochs = txn.open_table(EPOCHS).map_err(store("open epochs"))?;
+            let epoch = Epoch(
+                epochs
+                    .get(partition.0)
+                    .map_err(store("read epoch"))?
+                    .map_or(0, |v| v.value())
+                    + 1,
+            );
+            epochs
+                .insert(partition.0, epoch.0)
+                .map_err(store("write epoch"))?;
+            let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
+            // Offsets keep growing: the replaced records are gone, never reused.
+            let start = end_of(&state, partition.0)?;
+            state
+                .retain_in((partition.0, 0)..=(partition.0, u64::MAX), |_, _| false)
+                .map_err(store("clear changelog"))?;
+            let marker = EpochMarker {
+                epoch,
+                partition: partition.0,
+                resume_offset: position,
+                owner: owner.to_owned(),
+            };
+            let now = super::now_millis();
+            state
+                .insert(
+                    (partition.0, start),
+                    (marker.key().as_bytes(), &marker.to_json()[..], now, &[][..]),
+                )
+                .map_err(store("write marker"))?;
+            for (offset, (key, value)) in (start + 1..).zip(&records(epoch)) {
+                state
+                    .insert((partition.0, offset), (&key[..], &value[..], now, &[][..]))
+                    .map_err(store("write state"))?;
+            }
+            let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+            positions
+                .insert(partition.0, position.0)
+                .map_err(store("write position"))?;
+            epoch
+        };
+        txn.commit().map_err(store("commit replace"))?;
+        Ok(epoch)
+    }
+
+    /// Takes ownership of `partition`: a new epoch above every earlier one, recorded with a
+    /// marker in the changelog before any state record of the new owner.
+    pub fn begin_epoch(
+        &self,
+        partition: Partition,
+        owner: &str,
+        at_least: Epoch,
+    ) -> Result<EpochMarker, LogError> {
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let marker = {
+            let mut epochs = txn.open_table(EPOCHS).map_err(store("open epochs"))?;
+            let last = epochs
+                .get(partition.0)
+                .map_err(store("read epoch"))?
+                .map_or(0, |v| v.value());
+            let epoch = Epoch(last.max(at_least.0) + 1);
+            epochs
+                .insert(partition.0, epoch.0)
+                .map_err(store("write epoch"))?;
+            let positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+            let resume_offset = Offset(
+                positions
+                    .get(partition.0)
+                    .map_err(store("read position"))?
+                    .map_or(0, |v| v.value()),
+            );
+            let marker = EpochMarker {
+                epoch,
+                partition: partition.0,
+                resume_offset,
+                owner: owner.to_owned(),
+            };
+            let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
+            let offset = end_of(&state, partition.0)?;
+            state
+                .insert(
+                    (partition.0, offset),
+                    (
+                        marker.key().as_bytes(),
+                        &marker.to_json()[..],
+                        super::now_millis(),
+                        &[][..],
+                    ),
+                )
+                .map_err(store("write marker"))?;
+            marker
+        };
+        txn.commit().map_err(store("commit epoch"))?;
+        Ok(marker)
+    }
+
+    /// Commits one batch of a partition's effects atomically: changelog records, dead letters
+    /// and the input position `next` after the batch. Returns the effects for buffer reuse.
+    pub fn commit(
+        &self,
+        partition: Partition,
+        effects: Effects,
+        next: Offset,
+    ) -> (Effects, Result<(), LogError>) {
+        match self.submit(Work::Commit(partition, effects, next)) {
+            (Work::Commit(_, effects, _), r) => (effects, r.map(|_| ())),
+            (Work::Append(..), _) => unreachable!("a commit comes back as a commit"),
+        }
+    }
+
+    /// Writes `work` in the next group commit (see [`GroupCommit`]).
+    fn submit(&self, work: Work) -> (Work, Result<Vec<Offset>, LogError>) {
+        let (work, result) = self
+            .group_commit
+            .submit(work, |batch| self.write_batches(batch));
+        (
+            work,
+            result.map_err(|Failed::Shared(message)| LogError::GroupCommit { message }),
+        )
+    }
+
+    fn write_batches(&self, batches: &[Work]) -> Result<Vec<Vec<Offset>>, LogError> {
+        let now = super::now_millis();
+        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let mut offsets = Vec::with_capacity(batches.len());
+        {
+            let mut events = txn.open_table(EVENTS).map_err(store("open input"))?;
+            let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
+            let mut dlq = txn
+                .open_table(DEAD_LETTERS)
+                .map_err(store("open dead letters"))?;
+            let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
+            for work in batches {
+                match work {
+                    Work::Append(role, records) => {
+                        let t = match role {
+                            Role::Events => &mut events,
+                            Role::State => &mut state,
+                            Role::DeadLetters => &mut dlq,
+                        };
+                        offsets.push(append_to(t, records, self.partitions)?);
+                    }
+                    Work::Commit(partition, commit, next) => {
+                        let p = partition.0;
+                        let start = end_of(&state, p)?;
+                        for (offset, (key, value)) in (start..).zip(&commit.state) {
+                            state
+                                .insert((p, offset), (&key[..], &value[..], now, &[][..]))
+                                .map_err(store("write state"))?;
+                        }
+                        if !commit.dead_letters.is_empty() {
+                            let dead: Vec<(Partition, &NewRecord)> = commit
+                                .dead_letters
+                                .iter()
+                                .map(|r| (*partition, r))
+                                .collect();
+                            append_refs(&mut dlq, &dead, self.partitions)?;
+                        }
+                        positions
+                            .insert(p, next.0)
+                            .map_err(store("write position"))?;
+                        offsets.push(Vec::new());
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(store("commit batch"))?;
+        Ok(offsets)
+    }
+}
+
+/// Work for the group committer.
+#[derive(Debug)]
+enum Work {
+    Append(Role, Vec<(Partition, NewRecord)>),
+    Commit(Partition, Effects, Offset),
+}
+
+fn append_to(
+    t: &mut redb::Table<'_, (u32, u64), Stored<'static>>,
+    records: &[(Partition, NewRecord)],
+    n: PartitionCount,
+) -> Result<Vec<Offset>, LogError> {
+    let refs: Vec<(Partition, &NewRecord)> = records.iter().map(|(p, r)| (*p, r)).collect();
+    append_refs(t, &refs, n)
+}
+
+fn append_refs(
+    t: &mut redb::Table<'_, (u32, u64), Stored<'static>>,
+    records: &[(Partition, &NewRecord)],
+    n: PartitionCount,
+) -> Result<Vec<Offset>, LogError> {
+    let mut next: Vec<Option<u64>> = vec![None; n.get() as usize];
+    let mut offsets = Vec::with_capacity(records.len());
+    for (p, r) in records {
+        let slot = &mut next[p.0 as usize];
+        let offset = match *slot {
+            Some(o) => o,
+            None => end_of(&*t, p.0)?,
+        };
+        *slot = Some(offset + 1);
+        let headers = encode_headers(&r.headers);
+        t.insert(
+            (p.0, offset),
+            (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
+        )
+        .map_err(store("append"))?;
+        offsets.push(Offset(offset));
+    }
+    Ok(offsets)
+}
+
+fn end_of<T: ReadableTable<(u32, u64), Stored<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
+    let mut r = t.range((p, 0)..=(p, u64::MAX)).map_err(store("read"))?;
+    match r.next_back() {
+        Some(item) => Ok(item.map_err(store("read"))?.0.value().1 + 1),
+        None => Ok(0),
+    }
+}
+
+fn encode_headers(headers: &[(String, String)]) -> Vec<u8> {
+    if headers.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::to_vec(headers).expect("headers always serialise")
+    }
+}
+
+fn decode_headers(bytes: &[u8]) -> Vec<(String, String)> {
+    if bytes.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(bytes).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, value: &str) -> NewRecord {
+        NewRecord {
+            key: key.into(),
+            value: value.into(),
+            timestamp: 7,
+            headers: vec![("h".into(), "v".into())],
+        }
+    }
+
+    fn opts(n: u32) -> OpenOptions {
+        OpenOptions {
+            partitions: PartitionCount::new(n),
+            create: true,
+            ..OpenOptions::default()
+        }
+    }
+
+    #[test]
+    fn append_read_and_offsets_per_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), opts(2)).unwrap();
+        let offsets = log
+            .append(
+                Role::Events,
+                vec![
+                    (Partition(0), rec("a", "1")),
+                    (Partition(1), rec("b", "2")),
+                    (Partition(0), rec("c", "3")),
+                ],
+            )
+            .unwrap();
+        assert_eq!(offsets, [0, 0, 1].map(Offset));
+        let offsets = log
+            .append(Role::Events, vec![(Partition(0), rec("d", "4"))])
+            .unwrap();
+        assert_eq!(offsets, [Offset(2)]);
+        let read = log.read(Role::Events, Partition(0), Offset(1), 10).unwrap();
+        assert_eq!(
+            read.iter()
+                .map(|r| (r.offset, r.key.clone()))
+                .collect::<Vec<_>>(),
+            vec![(Offset(1), b"c".to_vec()), (Offset(2), b"d".to_vec())]
+        );
+        assert_eq!(read[0].headers, vec![("h".to_owned(), "v".to_owned())]);
+        assert_eq!(
+            log.end_offset(Role::Events, Partition(0)).unwrap(),
+            Offset(3)
+        );
+        assert_eq!(
+            log.end_offset(Role::Events, Partition(1)).unwrap(),
+            Offset(1)
+        );
+        assert_eq!(
+            log.end_offset(Role::State, Partition(1)).unwrap(),
+            Offset(0)
+        );
+    }
+
+    #[test]
+    fn reopening_checks_n_and_keeps_data() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = EmbeddedLog::open(dir.path(), opts(4)).unwrap();
+            log.append(Role::Events, vec![(Partition(3), rec("a", "1"))])
+                .unwrap();
+        }
+        let err = EmbeddedLog::open(dir.path(), opts(6)).unwrap_err();
+        assert!(matches!(
+            err,
+            LogError::PartitionMismatch {
+                stored: 4,
+                requested: 6,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("ordo repartition"), "{err}");
+        let log = EmbeddedLog::open(dir.path(), OpenOptions::default()).unwrap();
+        assert_eq!(log.partitions().get(), 4);
+        assert_eq!(
+            log.end_offset(Role::Events, Partition(3)).unwrap(),
+            Offset(1)
+        );
+    }
+
+    #[test]
+    fn a_second_open_is_refused_while_the_first_holds_the_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = EmbeddedLog::open(dir.path(), opts(1)).unwrap();
+        let err = EmbeddedLog::open(dir.path(), opts(1)).unwrap_err();
+        assert!(matches!(err, LogError::InUse { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn missing_dir_is_not_created_unless_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = EmbeddedLog::open(&dir.path().join("nope"), OpenOptions::default()).unwrap_err();
+        assert!(matches!(err, LogError::NotFound { .. }));
+    }
+
+    #[test]
+    fn epochs_grow_and_commit_moves_position_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EmbeddedLog::open(dir.path(), opts(1)).unwrap();
+        let m1 = log.begin_epoch(Partition(0), "a", Epoch(0)).unwrap();
+        let m2 = log.begin_epoch(Partition(0), "b", Epoch(0)).unwrap();
+        assert!(m2.epoch > m1.epoch);
+        let m3 = log.begin_epoch(Partition(0), "c", Epoch(10)).unwrap();
+        assert_eq!(m3.epoch, Epoch(11));
+        let (_, r) = log.commit(
+            Partition(0),
+            Effects {
+                state: vec![(b"k".to_vec(), b"{}".to_vec())],
+                dead_letters: vec![rec("x", "bad")],
+            },
+            Offset(5),
+        );
+        r.unwrap();
+        assert_eq!(log.position(Partition(0)).unwrap(), Offset(5));
+        assert_eq!(
+            log.end_offset(Role::State, Partition(0)).unwrap(),
+            Offset(4)
+        );
+        assert_eq!(
+            log.end_offset(Role::DeadLetters, Partition(0)).unwrap(),
+            Offset(1)
+        );
+        let m4 = log.begin_epoch(Partition(0), "d", Epoch(0)).unwrap();
+        assert_eq!(m4.resume_offset, Offset(5));
+    }
+}

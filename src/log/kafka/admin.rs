@@ -1,0 +1,157 @@
+//! Topic administration from `topics/`: create (`ordo topics apply`) and verify (`ordo topics
+//! check`, and every `ordo run` before it joins the group).
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+
+use super::config::{
+    KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
+};
+use crate::core::PartitionCount;
+use crate::log::topics::{self, Role};
+
+/// Partition count of `topic`, `None` when it does not exist.
+pub fn partition_count(
+    client: &BaseConsumer<QuietEof>,
+    opts: &KafkaOptions,
+    topic: &str,
+) -> Result<Option<u32>, KafkaLogError> {
+    let md = client
+        .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+        .map_err(|e| unreachable_or(opts, e, "fetch metadata"))?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .and_then(|t| match t.error() {
+            Some(_) => None,
+            None if t.partitions().is_empty() => None,
+            None => Some(t.partitions().len() as u32),
+        }))
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime starts")
+        .block_on(f)
+}
+
+/// Creates the topics of `topics/` with `n` partitions (existing ones are checked instead).
+/// Returns one line per topic.
+pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {
+    let client = opts.metadata_client()?;
+    partition_count(&client, opts, &topics::get(Role::Events).name)?;
+    let admin: AdminClient<QuietEof> = opts
+        .base(&[])
+        .create_with_context(QuietEof)
+        .map_err(kafka("create admin client"))?;
+    let defs = topics::all();
+    let new: Vec<NewTopic<'_>> = defs
+        .iter()
+        .map(|d| {
+            d.config.iter().fold(
+                NewTopic::new(&d.name, n.get() as i32, TopicReplication::Fixed(-1)),
+                |t, (k, v)| t.set(k, v),
+            )
+        })
+        .collect();
+    let results = block_on(admin.create_topics(
+        &new,
+        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+    ))
+    .map_err(|e| unreachable_or(opts, e, "create topics"))?;
+    let mut lines = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => lines.push(format!("created {name} ({n} partitions)")),
+            Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                lines.push(format!("exists  {name}"))
+            }
+            Err((name, code)) => {
+                return Err(KafkaLogError::CreateTopic { topic: name, code });
+            }
+        }
+    }
+    lines.extend(check_topics(opts, n)?);
+    Ok(lines)
+}
+
+/// Verifies that every topic of `topics/` exists with `n` partitions and its configs.
+pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {
+    let client = opts.metadata_client()?;
+    let mut lines = Vec::new();
+    // Cleared when the broker cannot describe configs: the other topics would fail the same way.
+    let mut can_describe = true;
+    for d in topics::all() {
+        match partition_count(&client, opts, &d.name)? {
+            None => return Err(KafkaLogError::MissingTopic { topic: d.name }),
+            Some(actual) if actual != n.get() => {
+                return Err(KafkaLogError::PartitionMismatch {
+                    topic: d.name,
+                    actual,
+                    expected: n.get(),
+                });
+            }
+            Some(_) => {}
+        }
+        let admin: AdminClient<QuietEof> = opts
+            .base(&[])
+            .create_with_context(QuietEof)
+            .map_err(kafka("create admin client"))?;
+        let described = if can_describe {
+            block_on(admin.describe_configs(
+                &[ResourceSpecifier::Topic(&d.name)],
+                &AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT)),
+            ))
+        } else {
+            Ok(Vec::new())
+        };
+        // A broker that cannot describe configs leaves them unverified, not failed.
+        let resource = match described {
+            Ok(results) => results.into_iter().next().and_then(|r| r.ok()),
+            Err(e)
+                if matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::OperationTimedOut)
+                ) =>
+            {
+                return Err(unreachable_or(opts, e, "describe configs"));
+            }
+            Err(e) => {
+                tracing::warn!(topic = %d.name, error = %e, "cannot describe topic configs");
+                can_describe = false;
+                None
+            }
+        };
+        let mut unreported = Vec::new();
+        for (key, expected) in &d.config {
+            let actual = resource
+                .as_ref()
+                .and_then(|r| r.get(key))
+                .and_then(|e| e.value.clone());
+            match actual {
+                // Some brokers (tansu) do not report every config; say so rather than fail.
+                None => unreported.push(key.clone()),
+                Some(v) if &v == expected => {}
+                Some(v) => {
+                    return Err(KafkaLogError::ConfigMismatch {
+                        topic: d.name,
+                        key: key.clone(),
+                        actual: Some(v),
+                        expected: expected.clone(),
+                    });
+                }
+            }
+        }
+        let note = if unreported.is_empty() {
+            String::new()
+        } else {
+            format!(" (not reported by the broker: {})", unreported.join(", "))
+        };
+        lines.push(format!("ok      {} ({n} partitions){note}", d.name));
+    }
+    Ok(lines)
+}

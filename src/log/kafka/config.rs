@@ -1,0 +1,203 @@
+//! How ordo's Kafka clients are configured, what can go wrong, and where librdkafka's own
+//! messages go.
+
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+use crate::core::partitioner::Partitioner;
+
+/// Default consumer group.
+pub const DEFAULT_GROUP: &str = "ordo";
+/// How long a metadata or admin request may take before the brokers count as unreachable.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `host:port,...`
+    pub brokers: String,
+    pub group: String,
+    /// librdkafka properties from `-X key=value`, applied last.
+    pub properties: Vec<(String, String)>,
+    pub partitioner: Partitioner,
+}
+
+/// What went wrong talking to Kafka.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaLogError {
+    #[error(
+        "cannot reach the brokers {brokers} within {}s ({detail}); check --brokers (ORDO_BROKERS) and that the cluster is up",
+        REQUEST_TIMEOUT.as_secs()
+    )]
+    Unreachable { brokers: String, detail: String },
+    #[error("topic {topic} does not exist; run `ordo topics apply --brokers ...` first")]
+    MissingTopic { topic: String },
+    #[error(
+        "topic {topic} has {actual} partitions but N = {expected}; run `ordo topics apply` on a fresh cluster, \
+         or `ordo repartition` to move to N = {expected}"
+    )]
+    PartitionMismatch {
+        topic: String,
+        actual: u32,
+        expected: u32,
+    },
+    #[error(
+        "topic {topic}: {key} is {actual:?} but topics/ says {expected:?}; change the topic config to match"
+    )]
+    ConfigMismatch {
+        topic: String,
+        key: String,
+        actual: Option<String>,
+        expected: String,
+    },
+    #[error("kafka: {op}: {source}")]
+    Kafka {
+        op: &'static str,
+        source: KafkaError,
+    },
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error("kafka: delivery failed: {source}")]
+    Delivery { source: KafkaError },
+    #[error("kafka: reading {topic}/{partition} made no progress for {secs}s")]
+    Stalled {
+        topic: String,
+        partition: u32,
+        secs: u64,
+    },
+}
+
+pub(crate) fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> KafkaLogError {
+    move |source| KafkaLogError::Kafka { op, source }
+}
+
+impl KafkaOptions {
+    /// Settings every client shares, then the user's `-X` properties.
+    pub(crate) fn base(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        c.set("socket.timeout.ms", "10000");
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// A consumer in the group: cooperative-sticky, offsets stored and committed only after
+    /// their effects are acknowledged, and short fetch waits (see the README).
+    pub fn group_consumer_config(&self) -> ClientConfig {
+        let mut c = self.base(&[
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "10"),
+            ("queued.max.messages.kbytes", "16384"),
+            ("session.timeout.ms", "10000"),
+            ("enable.partition.eof", "true"),
+            ("statistics.interval.ms", "1000"),
+            ("heartbeat.interval.ms", "1000"),
+        ]);
+        c.set("group.id", &self.group);
+        c
+    }
+
+    /// A consumer outside the group, for reading partitions by assignment.
+    pub fn reader_config(&self) -> ClientConfig {
+        self.base(&[
+            ("group.id", "ordo-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("fetch.wait.max.ms", "10"),
+        ])
+    }
+
+    /// The idempotent producer (`acks=all`).
+    pub fn producer_config(&self) -> ClientConfig {
+        self.base(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("message.timeout.ms", "30000"),
+        ])
+    }
+
+    /// A consumer that only asks for metadata and watermarks.
+    pub fn metadata_client(&self) -> Result<BaseConsumer<QuietEof>, KafkaLogError> {
+        self.reader_config()
+            .create_with_context(QuietEof)
+            .map_err(kafka("create client"))
+    }
+}
+
+pub(crate) fn unreachable_or(
+    opts: &KafkaOptions,
+    e: KafkaError,
+    op: &'static str,
+) -> KafkaLogError {
+    match e.rdkafka_error_code() {
+        Some(
+            RDKafkaErrorCode::OperationTimedOut
+            | RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::BrokerTransportFailure
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::Resolve
+            | RDKafkaErrorCode::RequestTimedOut,
+        ) => KafkaLogError::Unreachable {
+            brokers: opts.brokers.clone(),
+            detail: e.to_string(),
+        },
+        _ => KafkaLogError::Kafka { op, source: e },
+    }
+}
+
+/// The client context of ordo's readers, metadata and admin clients: librdkafka's events go
+/// through [`log_client_error`] and [`log_client_message`].
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_client_message(level, fac, message);
+    }
+}
+
+/// Connection failures are retried by librdkafka and, when they last, reported by ordo as one
+/// error naming the brokers; each attempt is only worth a debug line.
+pub fn log_client_message(level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+    use rdkafka::config::RDKafkaLogLevel as L;
+    match level {
+        L::Emerg | L::Alert | L::Critical | L::Error if fac != "FAIL" => {
+            tracing::error!(facility = fac, "librdkafka: {message}")
+        }
+        L::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
+        _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
+/// Logs a librdkafka global error: end-of-partition events (which ordo asks for) not at all,
+/// transient connection failures at debug, the rest as errors.
+pub fn log_client_error(error: KafkaError, reason: &str) {
+    match error {
+        KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
+        KafkaError::Global(
+            RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
+        ) => tracing::debug!(error = %error, reason, "librdkafka"),
+        _ => tracing::error!(error = %error, reason, "librdkafka"),
+    }
+}

@@ -1,0 +1,22 @@
+//! The Kafka backend's transport: client configuration and errors, topic administration from
+//! `topics/`, an idempotent producer that reports each record's offset, and reading partitions
+//! to their end. rdkafka types stay inside this module and the consumer-group driver
+//! ([`crate::owner::group`]).
+//!
+//! * [`config`]: `KafkaOptions`, the client settings of each role, errors, librdkafka logging.
+//! * [`admin`]: topics apply and check, partition counts.
+//! * [`producer`]: the idempotent producer that waits for acknowledgements.
+//! * [`reader`]: reading a partition to its end, and the gateway's [`reader::KafkaIngest`].
+
+pub mod admin;
+pub mod config;
+pub mod producer;
+pub mod reader;
+
+pub use admin::{apply_topics, check_topics, partition_count};
+pub use config::{
+    DEFAULT_GROUP, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, log_client_error,
+    log_client_message,
+};
+pub use producer::{KafkaProducer, Outgoing};
+pub use reader::{KafkaIngest, count_all, read_to_end, snapshot, to_record};

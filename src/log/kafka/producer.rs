@@ -1,0 +1,143 @@
+//! The idempotent producer (`acks=all`): every send waits for its records'
+//! acknowledgements and reports their offsets.
+
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+
+use super::config::{KafkaLogError, KafkaOptions, kafka, log_client_error, log_client_message};
+use crate::core::record::NewRecord;
+use crate::core::{Offset, Partition};
+
+/// Acknowledgements of one batch of sends.
+#[derive(Default)]
+pub struct Acks {
+    state: Mutex<AckState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct AckState {
+    pending: usize,
+    offsets: Vec<i64>,
+    error: Option<KafkaError>,
+}
+
+/// Routes delivery reports to the batch that sent them.
+pub(crate) struct AckContext;
+
+impl ClientContext for AckContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        log_client_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        log_client_message(level, fac, message);
+    }
+}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<(Arc<Acks>, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (acks, index) = *opaque;
+        let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
+        match result {
+            Ok(m) => s.offsets[index] = m.offset(),
+            Err((e, _)) => {
+                s.error.get_or_insert_with(|| e.clone());
+            }
+        }
+        s.pending -= 1;
+        if s.pending == 0 {
+            acks.done.notify_all();
+        }
+    }
+}
+
+/// A record for [`KafkaProducer::send_all`].
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub partition: Partition,
+    pub record: NewRecord,
+}
+
+/// The idempotent producer; every send waits for all its records' acknowledgements.
+pub struct KafkaProducer {
+    inner: ThreadedProducer<AckContext>,
+}
+
+impl KafkaProducer {
+    /// Connects a producer.
+    pub fn new(opts: &KafkaOptions) -> Result<Self, KafkaLogError> {
+        Ok(KafkaProducer {
+            inner: opts
+                .producer_config()
+                .create_with_context(AckContext)
+                .map_err(kafka("create producer"))?,
+        })
+    }
+
+    /// Sends every record to its explicit partition and waits until all are acknowledged;
+    /// returns their offsets in order.
+    pub fn send_all(&self, records: &[Outgoing<'_>]) -> Result<Vec<Offset>, KafkaLogError> {
+        let acks = Arc::new(Acks::default());
+        {
+            let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.pending = records.len();
+            s.offsets = vec![-1; records.len()];
+        }
+        for (i, r) in records.iter().enumerate() {
+            let mut headers = OwnedHeaders::new();
+            for (k, v) in &r.record.headers {
+                headers = headers.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                });
+            }
+            let mut opaque = Box::new((acks.clone(), i));
+            loop {
+                let mut rec = BaseRecord::with_opaque_to(r.topic, opaque)
+                    .partition(r.partition.0 as i32)
+                    .payload(&r.record.value[..])
+                    .timestamp(r.record.timestamp)
+                    .headers(headers.clone());
+                if !r.record.key.is_empty() {
+                    rec = rec.key(&r.record.key[..]);
+                }
+                match self.inner.send(rec) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
+                        opaque = rec.delivery_opaque;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err((e, rec)) => {
+                        // Never sent: count it as failed so the wait below ends.
+                        let (acks, _) = *rec.delivery_opaque;
+                        let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
+                        s.pending -= 1;
+                        s.error.get_or_insert(e);
+                        break;
+                    }
+                }
+            }
+        }
+        let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.pending > 0 {
+            s = acks.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        match s.error.take() {
+            Some(source) => Err(KafkaLogError::Delivery { source }),
+            None => Ok(s.offsets.iter().map(|&o| Offset(o.max(0) as u64)).collect()),
+        }
+    }
+
+    /// Waits for outstanding deliveries.
+    pub fn flush(&self) {
+        let _ = self.inner.flush(Duration::from_secs(30));
+    }
+}

@@ -1,0 +1,561 @@
+//! The consumer-group driver (`ordo run --brokers …`): a member of a Kafka consumer group with
+//! one dedicated owner thread per assigned partition.
+//!
+//! The main thread polls the group consumer (rebalance callbacks, commits and errors are served
+//! only there) and hands each record to the bounded channel of its partition's owner thread.
+//! On assignment an owner restores its partition's state from `reservation-state` to the end,
+//! writes an epoch marker above every earlier one, and resumes after the last offset applied
+//! (the later of the group's committed offset and the changelog's own record of it). Each batch's
+//! state records and dead letters are produced (idempotent, `acks=all`) and acknowledged before
+//! its offset is committed and its states become visible. On revocation the owner finishes its
+//! batch and the main thread commits its position synchronously before the partition moves.
+
+use std::collections::HashMap;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
+use tracing::{error, info, warn};
+
+use super::{DEFAULT_BATCH_SIZE, Driver, Fetch, Owner};
+use crate::core::changelog::{EpochMarker, Reader};
+use crate::core::record::{NewRecord, Record};
+use crate::core::step::Effects;
+use crate::core::{Offset, Partition, PartitionCount};
+use crate::log::kafka::{
+    KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, REQUEST_TIMEOUT, read_to_end, to_record,
+};
+use crate::log::now_millis;
+use crate::log::topics::{self, Role};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
+use crate::view::Partitions;
+
+/// What the poll thread has seen of a partition.
+#[derive(Default)]
+struct Fetched {
+    /// The offset after the last record handed to the owner.
+    next: Offset,
+    /// A partition-EOF event came after that record.
+    at_end: bool,
+}
+
+/// Records buffered per owner thread before the poll thread waits.
+const CHANNEL_BOUND: usize = 20_000;
+/// How long an owner waits for records before it looks again.
+const RECV_WAIT: Duration = Duration::from_millis(100);
+
+/// What went wrong in the group member.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaLogError),
+    #[error("partition {partition} owner failed: {source}")]
+    Owner {
+        partition: Partition,
+        source: KafkaLogError,
+    },
+    #[error("cannot start the owner thread of partition {partition}: {source}")]
+    Spawn {
+        partition: Partition,
+        source: std::io::Error,
+    },
+}
+
+enum Msg {
+    Record(Record),
+    /// Finish the current batch and return the position.
+    Stop,
+}
+
+/// The owner thread of one assigned partition, as the poll thread sees it.
+struct OwnerThread {
+    tx: SyncSender<Msg>,
+    handle: JoinHandle<Option<Offset>>,
+}
+
+/// How a member runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch_size: usize,
+    /// Leave the group once every assigned partition has caught up with its input.
+    pub until_idle: bool,
+    /// Who the owners are, written into their epoch markers.
+    pub owner_id: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            batch_size: DEFAULT_BATCH_SIZE,
+            until_idle: false,
+            owner_id: super::owner_id(),
+        }
+    }
+}
+
+/// What a member did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    /// Input records consumed.
+    pub consumed: u64,
+}
+
+/// Everything the poll thread, the rebalance callbacks and the owners share.
+struct Member {
+    kafka: KafkaOptions,
+    n: PartitionCount,
+    events_topic: String,
+    state_topic: String,
+    dlq_topic: String,
+    producer: Arc<KafkaProducer>,
+    shared: Arc<Partitions>,
+    metrics: Arc<Metrics>,
+    options: Options,
+    owners: Mutex<HashMap<Partition, OwnerThread>>,
+    consumer: OnceLock<Weak<BaseConsumer<MemberContext>>>,
+    failures: Mutex<Vec<GroupError>>,
+}
+
+/// The consumer's context: rebalance callbacks hand work to the owners.
+pub struct MemberContext {
+    member: Arc<Member>,
+}
+
+impl ClientContext for MemberContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        crate::log::kafka::log_client_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::log::kafka::log_client_message(level, fac, message);
+    }
+
+    /// Consumer lag per partition: the high watermark from the latest fetch responses (sent
+    /// every `statistics.interval.ms`) minus the owner's applied position.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let m = &self.member;
+        let Some(topic) = statistics.topics.get(&m.events_topic) else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            let Some(status) = u32::try_from(*p)
+                .ok()
+                .map(Partition)
+                .filter(|p| m.n.contains(*p))
+                .map(|p| m.shared.status(p))
+            else {
+                continue;
+            };
+            if part.hi_offset >= 0 && status.is_ready() {
+                let lag = status.position().distance_to(Offset(part.hi_offset as u64));
+                m.metrics
+                    .lag
+                    .with_label_values(&[&p.to_string()])
+                    .set(lag as i64);
+            }
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
+    tpl.elements()
+        .iter()
+        .map(|e| Partition(e.partition() as u32))
+        .collect()
+}
+
+impl ConsumerContext for MemberContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                self.member
+                    .metrics
+                    .rebalances
+                    .with_label_values(&["revoke"])
+                    .inc();
+                let partitions = partitions_of(tpl);
+                info!(?partitions, "partitions revoked");
+                self.member.stop_owners(consumer, &partitions);
+            }
+            Rebalance::Assign(_) => {}
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.member
+                .metrics
+                .rebalances
+                .with_label_values(&["assign"])
+                .inc();
+            let committed = consumer
+                .committed_offsets((*tpl).clone(), REQUEST_TIMEOUT)
+                .ok();
+            for e in tpl.elements() {
+                let p = Partition(e.partition() as u32);
+                let offset = committed
+                    .as_ref()
+                    .and_then(|c| c.find_partition(e.topic(), e.partition()))
+                    .and_then(|c| match c.offset() {
+                        KafkaOffset::Offset(o) if o >= 0 => Some(Offset(o as u64)),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                info!(partition = p.0, committed = offset.0, "partition assigned");
+                self.member.start_owner(p, offset);
+            }
+        }
+    }
+}
+
+/// One assigned partition, driven for its owner: restore through a reader of the changelog,
+/// input from the poll thread's channel, effects through the idempotent producer.
+struct KafkaDriver<'a> {
+    member: &'a Member,
+    partition: Partition,
+    /// The group's committed offset at assignment.
+    committed: Offset,
+    rx: Receiver<Msg>,
+}
+
+impl Driver for KafkaDriver<'_> {
+    type Error = KafkaLogError;
+
+    fn restore(&mut self, record: &mut dyn FnMut(&Record)) -> Result<(), KafkaLogError> {
+        read_to_end(
+            &self.member.kafka,
+            &self.member.state_topic,
+            self.partition,
+            |r| record(&r),
+        )
+    }
+
+    fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, KafkaLogError> {
+        // Resume after the later of the group's committed offset and the changelog's own
+        // record of what was applied.
+        let marker = EpochMarker {
+            epoch: reader.highest_epoch().successor(),
+            partition: self.partition.0,
+            resume_offset: self.committed.max(reader.resume_offset()),
+            owner: self.member.options.owner_id.clone(),
+        };
+        self.member.producer.send_all(&[Outgoing {
+            topic: &self.member.state_topic,
+            partition: self.partition,
+            record: NewRecord {
+                key: marker.key().into_bytes(),
+                value: marker.to_json(),
+                timestamp: now_millis(),
+                headers: Vec::new(),
+            },
+        }])?;
+        Ok(marker)
+    }
+
+    fn fetch(
+        &mut self,
+        _position: Offset,
+        records: &mut Vec<Record>,
+    ) -> Result<Fetch, KafkaLogError> {
+        let first = match self.rx.recv_timeout(RECV_WAIT) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => return Ok(Fetch::More),
+            Err(RecvTimeoutError::Disconnected) => return Ok(Fetch::Last),
+        };
+        let mut next = Some(first);
+        while let Some(m) = next {
+            match m {
+                Msg::Record(r) => records.push(r),
+                Msg::Stop => return Ok(Fetch::Last),
+            }
+            next = if records.len() < self.member.options.batch_size {
+                self.rx.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        Ok(Fetch::More)
+    }
+
+    fn commit(&mut self, effects: &mut Effects, _next: Offset) -> Result<(), KafkaLogError> {
+        let m = self.member;
+        let p = self.partition;
+        // Dead letters first: once any state record of this batch is in the changelog (which a
+        // new owner resumes after), every dead letter of the batch is too, so a crash can
+        // repeat a dead letter but never lose one.
+        if !effects.dead_letters.is_empty() {
+            let dead: Vec<Outgoing<'_>> = effects
+                .dead_letters
+                .drain(..)
+                .map(|record| Outgoing {
+                    topic: &m.dlq_topic,
+                    partition: p,
+                    record,
+                })
+                .collect();
+            m.producer.send_all(&dead)?;
+        }
+        let now = now_millis();
+        let state: Vec<Outgoing<'_>> = effects
+            .state
+            .drain(..)
+            .map(|(key, value)| Outgoing {
+                topic: &m.state_topic,
+                partition: p,
+                record: NewRecord {
+                    key,
+                    value,
+                    timestamp: now,
+                    headers: Vec::new(),
+                },
+            })
+            .collect();
+        // In order per partition (idempotent producer): a state record in the changelog means
+        // every earlier one of the batch is there too.
+        m.producer.send_all(&state)?;
+        Ok(())
+    }
+
+    fn committed(&mut self, position: Offset) {
+        self.member.commit_async(self.partition, position);
+    }
+}
+
+impl Member {
+    fn start_owner(self: &Arc<Self>, p: Partition, committed: Offset) {
+        let (tx, rx) = sync_channel(CHANNEL_BOUND);
+        let member = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("ordo-p{p}"))
+            .spawn(move || {
+                let owner = Owner {
+                    partition: p,
+                    partitions: member.n,
+                    partitioner: member.kafka.partitioner,
+                    shared: &member.shared,
+                    metrics: &member.metrics,
+                    batch_size: member.options.batch_size,
+                };
+                let mut driver = KafkaDriver {
+                    member: &member,
+                    partition: p,
+                    committed,
+                    rx,
+                };
+                match owner.run(&mut driver) {
+                    Ok(report) => Some(report.position),
+                    Err(e) => {
+                        error!(partition = p.0, error = %e, "partition owner failed");
+                        member.lock_failures().push(GroupError::Owner {
+                            partition: p,
+                            source: e,
+                        });
+                        None
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                self.lock_owners().insert(p, OwnerThread { tx, handle });
+            }
+            Err(source) => {
+                error!(partition = p.0, error = %source, "cannot start a partition owner thread");
+                self.lock_failures().push(GroupError::Spawn {
+                    partition: p,
+                    source,
+                });
+            }
+        }
+    }
+
+    fn lock_owners(&self) -> std::sync::MutexGuard<'_, HashMap<Partition, OwnerThread>> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_failures(&self) -> std::sync::MutexGuard<'_, Vec<GroupError>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops the owners of `partitions`, joins them, and commits their positions.
+    fn stop_owners(&self, consumer: &BaseConsumer<MemberContext>, partitions: &[Partition]) {
+        let owners: Vec<(Partition, OwnerThread)> = {
+            let mut map = self.lock_owners();
+            partitions
+                .iter()
+                .filter_map(|p| map.remove(p).map(|o| (*p, o)))
+                .collect()
+        };
+        let mut tpl = TopicPartitionList::new();
+        for (p, owner) in owners {
+            let _ = owner.tx.send(Msg::Stop);
+            drop(owner.tx);
+            if let Ok(Some(position)) = owner.handle.join()
+                && tpl
+                    .add_partition_offset(
+                        &self.events_topic,
+                        p.0 as i32,
+                        KafkaOffset::Offset(position.0 as i64),
+                    )
+                    .is_ok()
+            {
+                info!(partition = p.0, position = position.0, "partition released");
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
+        {
+            warn!(error = %e, "commit on release failed; the next owner resumes from the changelog");
+        }
+    }
+
+    fn dispatch(&self, record: Record) {
+        let tx = self
+            .lock_owners()
+            .get(&record.partition)
+            .map(|o| o.tx.clone());
+        match tx {
+            // A send fails only when the owner is gone; its failure is reported by the poll loop.
+            Some(tx) => {
+                let _ = tx.send(Msg::Record(record));
+            }
+            None => warn!(
+                partition = record.partition.0,
+                "record for a partition without owner"
+            ),
+        }
+    }
+
+    fn commit_async(&self, p: Partition, position: Offset) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(
+                &self.events_topic,
+                p.0 as i32,
+                KafkaOffset::Offset(position.0 as i64),
+            )
+            .is_ok()
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+        {
+            // The changelog records the position too; a failed commit only costs a re-read.
+            warn!(partition = p.0, error = %e, "offset commit failed");
+        }
+    }
+
+    /// Every assigned partition has been fetched to its end (a partition-EOF event after its
+    /// last record) and its owner has applied everything handed to it.
+    fn caught_up(
+        &self,
+        consumer: &BaseConsumer<MemberContext>,
+        fetched: &HashMap<Partition, Fetched>,
+    ) -> bool {
+        let Ok(assignment) = consumer.assignment() else {
+            return false;
+        };
+        assignment.count() > 0
+            && partitions_of(&assignment).into_iter().all(|p| {
+                let status = self.shared.status(p);
+                fetched
+                    .get(&p)
+                    .is_some_and(|f| f.at_end && status.is_ready() && status.position() >= f.next)
+            })
+    }
+}
+
+/// Joins the group behind `kafka` and owns what it assigns, until idle (`until_idle`) or
+/// `shutdown`; then releases every partition (commit, leave the group).
+pub fn run(
+    kafka: &KafkaOptions,
+    n: PartitionCount,
+    producer: &Arc<KafkaProducer>,
+    shared: &Arc<Partitions>,
+    metrics: &Arc<Metrics>,
+    options: &Options,
+    shutdown: &Shutdown,
+) -> Result<Summary, GroupError> {
+    let member = Arc::new(Member {
+        events_topic: topics::get(Role::Events).name,
+        state_topic: topics::get(Role::State).name,
+        dlq_topic: topics::get(Role::DeadLetters).name,
+        shared: shared.clone(),
+        metrics: metrics.clone(),
+        owners: Mutex::new(HashMap::new()),
+        consumer: OnceLock::new(),
+        failures: Mutex::new(Vec::new()),
+        producer: producer.clone(),
+        options: options.clone(),
+        kafka: kafka.clone(),
+        n,
+    });
+    let consumer: Arc<BaseConsumer<MemberContext>> = Arc::new(
+        kafka
+            .group_consumer_config()
+            .create_with_context(MemberContext {
+                member: member.clone(),
+            })
+            .map_err(|source| KafkaLogError::Kafka {
+                op: "create consumer",
+                source,
+            })?,
+    );
+    let _ = member.consumer.set(Arc::downgrade(&consumer));
+    consumer
+        .subscribe(&[&member.events_topic])
+        .map_err(|source| KafkaLogError::Kafka {
+            op: "subscribe",
+            source,
+        })?;
+
+    let started = Instant::now();
+    let mut consumed = 0u64;
+    let mut failure = None;
+    let mut fetched: HashMap<Partition, Fetched> = HashMap::new();
+    while !shutdown.is_triggered() {
+        let mut quiet = true;
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                quiet = false;
+                consumed += 1;
+                let record = to_record(&m);
+                let f = fetched.entry(record.partition).or_default();
+                f.next = record.offset.next().unwrap_or(record.offset);
+                f.at_end = false;
+                member.dispatch(record);
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                fetched.entry(Partition(p as u32)).or_default().at_end = true;
+            }
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if quiet && options.until_idle && member.caught_up(&consumer, &fetched) {
+            break;
+        }
+        if let Some(e) = member.lock_failures().pop() {
+            failure = Some(e);
+            break;
+        }
+    }
+    // Release every partition: finish, commit, leave the group.
+    let owned: Vec<Partition> = member.lock_owners().keys().copied().collect();
+    member.stop_owners(&consumer, &owned);
+    consumer.unsubscribe();
+    drop(consumer);
+    producer.flush();
+    info!(
+        consumed,
+        secs = started.elapsed().as_secs_f64(),
+        "left the group"
+    );
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Summary { consumed }),
+    }
+}

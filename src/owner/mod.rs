@@ -1,0 +1,226 @@
+//! The partition owner: one dedicated OS thread per owned partition, and one lifecycle for both
+//! backends.
+//!
+//! ```text
+//!   Restoring ──► Owning ──► Releasing
+//!   changelog     batch loop: fetch → step each record (core) → commit effects
+//!   folded into   → publish to the view → position
+//!   the view;
+//!   epoch marker
+//! ```
+//!
+//! [`Owner::run`] is that lifecycle; a [`Driver`] is what a backend does for it: read the
+//! changelog, write the epoch marker, fetch input, make a batch durable. The drivers:
+//!
+//! * [`embedded`]: every partition of a data dir, each on its thread, reading the log directly.
+//! * [`group`]: a Kafka consumer-group member; the poll thread hands each record to the owner
+//!   of its partition.
+
+pub mod embedded;
+pub mod group;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tracing::{debug, info, warn};
+
+use crate::core::changelog::{EpochMarker, Reader};
+use crate::core::partitioner::Partitioner;
+use crate::core::record::Record;
+use crate::core::step::{Effects, Overlay, Processor, Tally};
+use crate::core::{Epoch, Offset, Partition, PartitionCount};
+use crate::metrics::{Metrics, PartitionCounters};
+use crate::view::{Partitions, index_user, publish};
+
+/// Default number of input records per batch (and per durable commit).
+pub const DEFAULT_BATCH_SIZE: usize = 4096;
+
+/// Who this process is, written into epoch markers: host and process id.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+    format!("{host}/{}", std::process::id())
+}
+
+/// Whether the owner goes on after the records of a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// Process what was fetched (possibly nothing) and fetch again.
+    More,
+    /// Process what was fetched, then release the partition.
+    Last,
+}
+
+/// What a backend does for a partition owner.
+pub trait Driver {
+    type Error: std::error::Error;
+
+    /// Reads the partition's changelog from its beginning, in offset order.
+    fn restore(&mut self, record: &mut dyn FnMut(&Record)) -> Result<(), Self::Error>;
+
+    /// Makes an epoch marker above every earlier owner's durable (after `reader` read the
+    /// whole changelog) and returns it: its resume offset is where processing starts.
+    fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, Self::Error>;
+
+    /// Fills `records` (empty on entry) with input from `position` on.
+    fn fetch(&mut self, position: Offset, records: &mut Vec<Record>) -> Result<Fetch, Self::Error>;
+
+    /// Makes a batch durable: its dead letters, its state records, and the input position
+    /// `next` after it. Effects may be left drained.
+    fn commit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), Self::Error>;
+
+    /// Everything below `position` is durable and visible.
+    fn committed(&mut self, _position: Offset) {}
+}
+
+/// One partition's owner: the partition, the routing it checks, and where it publishes.
+pub struct Owner<'a> {
+    pub partition: Partition,
+    pub partitions: PartitionCount,
+    pub partitioner: Partitioner,
+    pub shared: &'a Partitions,
+    pub metrics: &'a Metrics,
+    pub batch_size: usize,
+}
+
+/// What an owner did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerReport {
+    pub processed: u64,
+    pub applied: u64,
+    /// Reservations restored from the changelog.
+    pub restored: u64,
+    pub epoch: Epoch,
+    /// The next input offset: everything below it is applied and durable.
+    pub position: Offset,
+}
+
+impl Owner<'_> {
+    /// Restores, takes an epoch, and processes until the driver says stop; the partition is
+    /// released (not ready, not owned) on every way out.
+    pub fn run<D: Driver>(&self, driver: &mut D) -> Result<OwnerReport, D::Error> {
+        let status = self.shared.status(self.partition);
+        status.set_owned();
+        let result = self.own(driver);
+        if status.is_ready() {
+            self.metrics.partitions_owned.dec();
+        }
+        status.set_released();
+        result
+    }
+
+    fn own<D: Driver>(&self, driver: &mut D) -> Result<OwnerReport, D::Error> {
+        let p = self.partition;
+        let plabel = p.to_string();
+        let started = Instant::now();
+
+        // Restoring: the changelog, folded through the fencing rule, becomes the view.
+        let view = self.shared.view(p);
+        let users = &self.shared.users;
+        view.clear();
+        let mut reader = Reader::default();
+        driver.restore(&mut |r| match reader.read(&r.key, &r.value) {
+            Ok(Some(record)) => {
+                let (key, stored) = record.into_stored();
+                index_user(users, &stored.entity.user_id, &key);
+                view.insert(key, stored);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!(partition = p.0, offset = r.offset.0, error = %e, "skipping unreadable changelog record");
+            }
+        })?;
+        let restored = view.len() as u64;
+        self.metrics
+            .restore
+            .with_label_values(&[&plabel])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.fenced.inc_by(reader.fenced);
+        let marker = driver.begin_epoch(&reader)?;
+
+        // Owning.
+        let status = self.shared.status(p);
+        let mut position = marker.resume_offset;
+        status.set_ready(marker.epoch, position);
+        self.metrics
+            .epoch
+            .with_label_values(&[&plabel])
+            .set(marker.epoch.0 as i64);
+        let entries = self.metrics.state_entries.with_label_values(&[&plabel]);
+        entries.set(restored as i64);
+        self.metrics.partitions_owned.inc();
+        info!(
+            partition = p.0,
+            epoch = marker.epoch.0,
+            restored,
+            fenced = reader.fenced,
+            resume_offset = position.0,
+            restore_ms = started.elapsed().as_millis() as u64,
+            "partition owned"
+        );
+
+        let processor = Processor {
+            partition: p,
+            partitions: self.partitions,
+            partitioner: self.partitioner,
+            epoch: marker.epoch,
+        };
+        let counters = PartitionCounters::new(self.metrics, p);
+        let mut report = OwnerReport {
+            restored,
+            epoch: marker.epoch,
+            position,
+            ..OwnerReport::default()
+        };
+        // Buffers live across batches: large allocations freed every batch would go back to the
+        // OS and be faulted in (and zeroed) again.
+        let mut records = Vec::with_capacity(self.batch_size);
+        let mut changes = HashMap::with_capacity(self.batch_size);
+        let mut effects = Effects::default();
+        loop {
+            records.clear();
+            let fetch = driver.fetch(position, &mut records)?;
+            // Records below the position were applied already (a re-delivery after a rebalance).
+            records.retain(|r| r.offset >= position);
+            if let Some(last) = records.last() {
+                let next = last.offset.next().unwrap_or(last.offset);
+                let mut overlay = Overlay {
+                    changes,
+                    base: &**view,
+                };
+                effects.clear();
+                let mut tally = Tally::default();
+                let timer = self.metrics.processing.local();
+                for r in &records {
+                    let t0 = Instant::now();
+                    processor.apply(r, &mut overlay, &mut effects, &mut tally);
+                    timer.observe(t0.elapsed().as_secs_f64());
+                }
+                changes = overlay.changes;
+                let applied = effects.state.len() as u64;
+                let t0 = Instant::now();
+                driver.commit(&mut effects, next)?;
+                self.metrics.commit.observe(t0.elapsed().as_secs_f64());
+                // Durable: now the batch may be seen.
+                publish(view, users, &mut changes);
+                position = next;
+                status.set_position(position);
+                report.applied += applied;
+                report.processed += records.len() as u64;
+                report.position = position;
+                timer.flush();
+                counters.add(&tally);
+                entries.set(view.len() as i64);
+                driver.committed(position);
+                debug!(
+                    partition = p.0,
+                    records = records.len(),
+                    position = position.0,
+                    "batch committed"
+                );
+            }
+            if fetch == Fetch::Last {
+                return Ok(report);
+            }
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! The commands around the processor: appending input, the demo, benchmarks, and the replay
+//! tooling.
+//!
+//! * [`generate`]: realistic workloads for `ordo produce --generate` and `ordo demo`.
+//! * [`produce`]: validating and appending input files.
+//! * [`demo`]: `ordo demo`: generate, process, check against the reference model.
+//! * [`bench`]: `ordo bench`: end to end, gateway, Kafka, restore.
+//! * [`replay`]: `ordo export`, `ordo replay` (with `--diff`, `--apply`), `ordo repartition`.
+
+pub mod bench;
+pub mod demo;
+pub mod generate;
+pub mod produce;
+pub mod replay;
