@@ -31,8 +31,8 @@ pub const DB_FILE: &str = "ordo.redb";
 const FORMAT: &str = "1";
 
 /// A record as stored: key, value, timestamp, headers (JSON array of pairs, empty when none).
-type Stored<'a> = (&'a [u8], &'a [u8], i64, &'a [u8]);
-type TopicTable = TableDefinition<'static, (u32, u64), Stored<'static>>;
+type Row<'a> = (&'a [u8], &'a [u8], i64, &'a [u8]);
+type TopicTable = TableDefinition<'static, (u32, u64), Row<'static>>;
 
 const EVENTS: TopicTable = TableDefinition::new("reservation-events");
 const STATE: TopicTable = TableDefinition::new("reservation-state");
@@ -586,7 +586,7 @@ enum Work {
 }
 
 fn append_to(
-    t: &mut redb::Table<'_, (u32, u64), Stored<'static>>,
+    t: &mut redb::Table<'_, (u32, u64), Row<'static>>,
     records: &[(Partition, NewRecord)],
     n: PartitionCount,
 ) -> Result<Vec<Offset>, LogError> {
@@ -595,7 +595,7 @@ fn append_to(
 }
 
 fn append_refs(
-    t: &mut redb::Table<'_, (u32, u64), Stored<'static>>,
+    t: &mut redb::Table<'_, (u32, u64), Row<'static>>,
     records: &[(Partition, &NewRecord)],
     n: PartitionCount,
 ) -> Result<Vec<Offset>, LogError> {
@@ -619,7 +619,7 @@ fn append_refs(
     Ok(offsets)
 }
 
-fn end_of<T: ReadableTable<(u32, u64), Stored<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
+fn end_of<T: ReadableTable<(u32, u64), Row<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
     let mut r = t.range((p, 0)..=(p, u64::MAX)).map_err(store("read"))?;
     match r.next_back() {
         Some(item) => Ok(item.map_err(store("read"))?.0.value().1 + 1),

@@ -1,7 +1,7 @@
 //! The Kafka backend's transport: client configuration and errors, topic administration from
 //! `topics/`, an idempotent producer that reports each record's offset, and reading partitions
-//! to their end. rdkafka types stay inside this module and the consumer-group driver
-//! ([`crate::owner::group`]).
+//! to their end. rdkafka types stay inside this module and the partition owner's
+//! consumer-group driver.
 //!
 //! * [`config`]: `KafkaOptions`, the client settings of each role, errors, librdkafka logging.
 //! * [`admin`]: topics apply and check, partition counts.
