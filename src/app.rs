@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::core::PartitionCount;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Served};
 use crate::log::Ingest;
 use crate::log::embedded::EmbeddedLog;
 use crate::log::kafka::{KafkaIngest, KafkaLogError, KafkaOptions, KafkaProducer, check_topics};
@@ -95,11 +95,11 @@ pub fn run(
             let shared = Arc::new(Partitions::new(log.partitions()));
             let shell = Shell::start(
                 opts.http,
-                AppState {
+                AppState::new(Served {
                     ingest: log.clone(),
                     partitions: shared.clone(),
                     metrics: metrics.clone(),
-                },
+                }),
                 &shutdown,
             )?;
             // Owners sleep on the log's append signal: wake them for shutdown too.
@@ -135,11 +135,11 @@ pub fn run(
             });
             let shell = Shell::start(
                 opts.http,
-                AppState {
+                AppState::new(Served {
                     ingest,
                     partitions: shared.clone(),
                     metrics: metrics.clone(),
-                },
+                }),
                 &shutdown,
             )?;
             summary.http = shell.http;

@@ -61,7 +61,9 @@ fn imports_point_inward() {
         ("http", &["core", "log", "view", "metrics", "shutdown"][..]),
         (
             "app",
-            &["core", "log", "view", "metrics", "shutdown", "owner", "http"][..],
+            &[
+                "core", "log", "view", "metrics", "shutdown", "owner", "http",
+            ][..],
         ),
         (
             "tools",
@@ -98,8 +100,20 @@ fn the_core_names_no_shell_crate() {
         let text = std::fs::read_to_string(&path).unwrap();
         let code = text.split("#[cfg(test)]").next().unwrap();
         for shell in [
-            "tokio", "rdkafka", "redb", "axum", "prometheus", "clap", "dashmap", "tracing",
-            "std::time", "std::thread", "std::fs", "std::net", "std::env", "std::process",
+            "tokio",
+            "rdkafka",
+            "redb",
+            "axum",
+            "prometheus",
+            "clap",
+            "dashmap",
+            "tracing",
+            "std::time",
+            "std::thread",
+            "std::fs",
+            "std::net",
+            "std::env",
+            "std::process",
         ] {
             assert!(
                 !code.contains(&format!("{shell}::")) && !code.contains(&format!("use {shell}")),

@@ -27,14 +27,32 @@ use crate::shutdown::Shutdown;
 use crate::view::Partitions;
 
 /// What every handler reads: the backend's input, the published partitions, the metrics.
-#[derive(Clone)]
-pub struct AppState {
+pub struct Served {
     pub ingest: Arc<dyn Ingest>,
     pub partitions: Arc<Partitions>,
     pub metrics: Arc<Metrics>,
 }
 
+/// [`Served`] behind one `Arc`: axum clones the state for every request.
+#[derive(Clone)]
+pub struct AppState(Arc<Served>);
+
 impl AppState {
+    /// State over what is served.
+    pub fn new(served: Served) -> Self {
+        AppState(Arc::new(served))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Served;
+
+    fn deref(&self) -> &Served {
+        &self.0
+    }
+}
+
+impl Served {
     /// N of the deployment.
     pub fn count(&self) -> PartitionCount {
         self.ingest.partitions()
