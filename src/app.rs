@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::core::PartitionCount;
-use crate::http::{self, AppState, Served};
+use crate::http::{self, AppState, Forwarder, Served};
 use crate::log::Ingest;
 use crate::log::embedded::EmbeddedLog;
 use crate::log::kafka::{KafkaIngest, KafkaLogError, KafkaOptions, KafkaProducer, check_topics};
@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub http: Option<SocketAddr>,
     pub until_idle: bool,
     pub batch_size: usize,
+    /// The base URL other members reach this member's listener at (Kafka); default: `http://`
+    /// and the bound address.
+    pub advertise: Option<String>,
 }
 
 impl Default for RunOptions {
@@ -48,6 +51,7 @@ impl Default for RunOptions {
             http: None,
             until_idle: true,
             batch_size: DEFAULT_BATCH_SIZE,
+            advertise: None,
         }
     }
 }
@@ -94,11 +98,15 @@ pub fn run(
         Backend::Embedded(log) => {
             let shared = Arc::new(Partitions::new(log.partitions()));
             let shell = Shell::start(
-                opts.http,
+                Shell::bind(opts.http)?,
                 AppState::new(Served {
                     ingest: log.clone(),
                     partitions: shared.clone(),
                     metrics: metrics.clone(),
+                    member: owner::owner_id(),
+                    advertise: None,
+                    forwarder: None,
+                    shutdown: shutdown.clone(),
                 }),
                 &shutdown,
             )?;
@@ -133,21 +141,34 @@ pub fn run(
                 opts: kafka.clone(),
                 partitions: n,
             });
+            // The listener is bound first: the advertised URL may name the port it got.
+            let listener = Shell::bind(opts.http)?;
+            let bound = listener.as_ref().map(|(_, addr)| *addr);
+            let advertise = match (&opts.advertise, bound) {
+                (Some(url), Some(_)) => Some(url.clone()),
+                (None, Some(addr)) => Some(format!("http://{addr}")),
+                (_, None) => None,
+            };
+            let options = owner::group::Options {
+                batch_size: opts.batch_size,
+                until_idle: opts.until_idle,
+                advertise: advertise.clone(),
+                ..Default::default()
+            };
             let shell = Shell::start(
-                opts.http,
+                listener,
                 AppState::new(Served {
                     ingest,
                     partitions: shared.clone(),
                     metrics: metrics.clone(),
+                    member: options.owner_id.clone(),
+                    advertise,
+                    forwarder: Some(Forwarder::default()),
+                    shutdown: shutdown.clone(),
                 }),
                 &shutdown,
             )?;
             summary.http = shell.http;
-            let options = owner::group::Options {
-                batch_size: opts.batch_size,
-                until_idle: opts.until_idle,
-                ..Default::default()
-            };
             let result =
                 owner::group::run(&kafka, n, &producer, &shared, &metrics, &options, &shutdown);
             shell.stop(&shutdown);
@@ -165,8 +186,22 @@ struct Shell {
 }
 
 impl Shell {
-    fn start(
+    /// Binds the HTTP listener (when asked for): the address it got.
+    fn bind(
         http: Option<SocketAddr>,
+    ) -> Result<Option<(std::net::TcpListener, SocketAddr)>, RunError> {
+        let Some(addr) = http else {
+            return Ok(None);
+        };
+        let listen = |source| RunError::Listen { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(listen)?;
+        listener.set_nonblocking(true).map_err(listen)?;
+        let local = listener.local_addr().map_err(listen)?;
+        Ok(Some((listener, local)))
+    }
+
+    fn start(
+        listener: Option<(std::net::TcpListener, SocketAddr)>,
         state: AppState,
         shutdown: &Shutdown,
     ) -> Result<Shell, RunError> {
@@ -176,14 +211,17 @@ impl Shell {
             .enable_all()
             .build()
             .map_err(RunError::Runtime)?;
-        let bound = match http {
-            Some(addr) => {
-                let listener = runtime
-                    .block_on(tokio::net::TcpListener::bind(addr))
-                    .map_err(|source| RunError::Listen { addr, source })?;
-                let local = listener
-                    .local_addr()
-                    .map_err(|source| RunError::Listen { addr, source })?;
+        let bound = match listener {
+            Some((listener, local)) => {
+                let listener = {
+                    let _entered = runtime.enter();
+                    tokio::net::TcpListener::from_std(listener).map_err(|source| {
+                        RunError::Listen {
+                            addr: local,
+                            source,
+                        }
+                    })?
+                };
                 // Tests and operators parse this line to find a port picked with `:0`.
                 eprintln!("ordo: http listening on {local}");
                 info!(addr = %local, "http listening");

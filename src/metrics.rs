@@ -40,6 +40,10 @@ pub struct Metrics {
     pub epoch: IntGaugeVec,
     /// `ordo_rebalances_total{kind}`: consumer-group assignments and revocations (Kafka).
     pub rebalances: IntCounterVec,
+    /// `ordo_http_request_duration_seconds{route,status}`: `route` is the route template.
+    pub http_requests: HistogramVec,
+    /// `ordo_forwarded_requests_total{outcome}`: relayed, no_owner, unreachable.
+    pub forwarded: IntCounterVec,
 }
 
 impl Metrics {
@@ -120,6 +124,24 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            http_requests: HistogramVec::new(
+                HistogramOpts::new(
+                    "ordo_http_request_duration_seconds",
+                    "HTTP requests, by route template and status",
+                )
+                .buckets(vec![
+                    1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5,
+                    1.0, 2.5, 5.0, 10.0,
+                ]),
+                &["route", "status"],
+            )?,
+            forwarded: IntCounterVec::new(
+                Opts::new(
+                    "ordo_forwarded_requests_total",
+                    "Requests for a partition another member owns, by outcome",
+                ),
+                &["outcome"],
+            )?,
             registry,
         };
         let r = &m.registry;
@@ -136,6 +158,8 @@ impl Metrics {
         r.register(Box::new(m.fenced.clone()))?;
         r.register(Box::new(m.epoch.clone()))?;
         r.register(Box::new(m.rebalances.clone()))?;
+        r.register(Box::new(m.http_requests.clone()))?;
+        r.register(Box::new(m.forwarded.clone()))?;
         Ok(m)
     }
 

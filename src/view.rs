@@ -4,13 +4,14 @@
 //! partition, and only after the batch that produced a change is durable.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
 
 use crate::core::changelog::Stored;
+use crate::core::ownership::{OwnerTable, OwnershipRecord};
 use crate::core::step::StateView;
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
 
@@ -48,26 +49,31 @@ pub fn publish(view: &View, users: &UserIndex, changes: &mut HashMap<Reservation
     }
 }
 
+/// What readers may wait on: whether the partition is ready here, and how far it has applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Restored, epoch taken, serving.
+    pub ready: bool,
+    /// The next input offset to process: every offset below it is applied and durable.
+    pub position: Offset,
+}
+
 /// What a partition's owner shares with the rest of the process.
 #[derive(Debug)]
 pub struct PartitionStatus {
     /// Set while this process owns the partition (from assignment, before the restore).
     owned: AtomicBool,
-    /// Set once the state is restored and the epoch taken.
-    ready: AtomicBool,
     /// The epoch this owner holds.
     epoch: AtomicU64,
-    /// The next input offset to process: every offset below it is applied and durable.
-    position: tokio::sync::watch::Sender<Offset>,
+    applied: tokio::sync::watch::Sender<Applied>,
 }
 
 impl Default for PartitionStatus {
     fn default() -> Self {
         PartitionStatus {
             owned: AtomicBool::new(false),
-            ready: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
-            position: tokio::sync::watch::channel(Offset(0)).0,
+            applied: tokio::sync::watch::channel(Applied::default()).0,
         }
     }
 }
@@ -80,7 +86,7 @@ impl PartitionStatus {
 
     /// Whether the partition is restored and its epoch taken.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.applied.borrow().ready
     }
 
     /// Owned but not ready yet.
@@ -101,29 +107,31 @@ impl PartitionStatus {
     /// Restored under `epoch`, resuming at `position`: ready.
     pub fn set_ready(&self, epoch: Epoch, position: Offset) {
         self.epoch.store(epoch.0, Ordering::Release);
-        self.set_position(position);
-        self.ready.store(true, Ordering::Release);
+        self.applied.send_replace(Applied {
+            ready: true,
+            position,
+        });
     }
 
     /// The partition is no longer this process's.
     pub fn set_released(&self) {
-        self.ready.store(false, Ordering::Release);
+        self.applied.send_modify(|a| a.ready = false);
         self.owned.store(false, Ordering::Release);
     }
 
     /// The next input offset to process.
     pub fn position(&self) -> Offset {
-        *self.position.borrow()
+        self.applied.borrow().position
     }
 
     /// Publishes a new position to waiting readers.
     pub fn set_position(&self, position: Offset) {
-        self.position.send_replace(position);
+        self.applied.send_modify(|a| a.position = position);
     }
 
-    /// Follows the position, for readers waiting to read their own writes.
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Offset> {
-        self.position.subscribe()
+    /// Follows readiness and position, for readers waiting to read their own writes.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Applied> {
+        self.applied.subscribe()
     }
 }
 
@@ -133,6 +141,9 @@ pub struct Partitions {
     pub views: Vec<Arc<View>>,
     pub users: Arc<UserIndex>,
     pub statuses: Vec<Arc<PartitionStatus>>,
+    /// Who serves each partition, from `reservation-owners` (Kafka; empty on the embedded log,
+    /// where every partition is this process's).
+    owners: RwLock<OwnerTable>,
 }
 
 impl Partitions {
@@ -145,7 +156,33 @@ impl Partitions {
                 .iter()
                 .map(|_| Arc::new(PartitionStatus::default()))
                 .collect(),
+            owners: RwLock::new(OwnerTable::new(n)),
         }
+    }
+
+    /// Folds an ownership record into the table.
+    pub fn apply_ownership(&self, record: OwnershipRecord) -> bool {
+        self.owners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .apply(record)
+    }
+
+    /// A copy of the ownership table.
+    pub fn owners(&self) -> OwnerTable {
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The URL serving `p` per the ownership table.
+    pub fn owner_url(&self, p: Partition) -> Option<String> {
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .url(p)
+            .map(str::to_owned)
     }
 
     /// The view of `p`.

@@ -495,6 +495,7 @@ fn broker_down_and_request_errors_lose_nothing() {
                     http: None,
                     until_idle: false,
                     batch_size: 200,
+                    advertise: None,
                 },
                 metrics,
                 shutdown,
@@ -541,67 +542,215 @@ fn broker_down_and_request_errors_lose_nothing() {
     }
 }
 
-/// With two members, the gateway and queries of one member answer correctly for partitions
-/// the other owns: appends go to the SPEC partition, reads follow that partition's changelog
-/// until it has passed the token, and the user lookup covers every partition.
+/// The ownership table as one member sees it: per partition, its owner's member id and URL.
+fn owners(m: &Running) -> Vec<(Option<String>, Option<String>)> {
+    let (code, body) = m.get("/v1/owners");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["owner"].as_str().map(str::to_owned),
+                r["url"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Two members of one group serve every key (SPEC §7): queries for a partition the other member
+/// owns are forwarded in one hop and say who served them; an association by user sent to one
+/// member finds a reservation the other owns; while a member does not answer, its keys and
+/// every user lookup answer 503 with Retry-After, never a wrong 404; afterwards all answer.
 #[test]
-fn a_member_answers_for_partitions_another_member_owns() {
+fn two_members_serve_every_key_through_its_owner() {
     let broker = Broker::start();
     broker.ok(&["topics", "apply", "--partitions", "4"]);
     let g = group();
     let a = start_member(&broker, &g);
     let b = start_member(&broker, &g);
-    let owned = |m: &Running| -> Vec<u32> {
-        let (_, metrics) = m.get("/metrics");
-        metrics
-            .lines()
-            .filter_map(|l| l.strip_prefix("ordo_epoch{partition=\""))
-            .filter_map(|rest| rest.split('"').next()?.parse().ok())
-            .collect()
-    };
-    wait_for("two partitions each", Duration::from_secs(60), || {
-        (a.metric_sum("ordo_partitions_owned", "") == 2.0
-            && b.metric_sum("ordo_partitions_owned", "") == 2.0)
-            .then_some(())
-    });
-    let b_owns = owned(&b);
-    assert_eq!(b_owns.len(), 2, "{b_owns:?}");
-    let n = ordo::core::PartitionCount::new(4).unwrap();
-    let key = (0..)
-        .map(|i| format!("R-remote-{i}"))
-        .find(|k| b_owns.contains(&Partitioner::AbsHashModN.partition(k, n).0))
-        .unwrap();
-    let body = format!(r#"{{"event_id":"x1","reservation_no":"{key}","user_id":"dora"}}"#);
-    let (code, r) = http(a.addr, "POST", "/v1/reservations", Some(&body), &[]);
-    assert_eq!(code, 202, "{r}");
-    let token = serde_json::from_str::<serde_json::Value>(&r).unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (code, got) = a.get(&format!("/v1/reservations/{key}?after={token}&wait=20000"));
-    assert_eq!(code, 200, "{got}");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&got).unwrap()["state"],
-        "reserved"
+    let a_url = format!("http://{}", a.addr);
+    let b_url = format!("http://{}", b.addr);
+    // Both members know who serves every partition, and each serves two.
+    let table = wait_for(
+        "every partition served, on both",
+        Duration::from_secs(60),
+        || {
+            let (ta, tb) = (owners(&a), owners(&b));
+            let urls: Vec<_> = ta.iter().map(|(_, u)| u.clone()).collect();
+            (ta == tb
+                && urls.iter().all(Option::is_some)
+                && urls.iter().filter(|u| u.as_deref() == Some(&a_url)).count() == 2
+                && urls.iter().filter(|u| u.as_deref() == Some(&b_url)).count() == 2)
+                .then_some(ta)
+        },
     );
+    let n = ordo::core::PartitionCount::new(4).unwrap();
+    let partition_of = |k: &str| Partitioner::AbsHashModN.partition(k, n).0 as usize;
+    // One key per partition, reserved through member A.
+    let keys: Vec<String> = (0..4)
+        .map(|p| {
+            (0..)
+                .map(|i| format!("R-{i}"))
+                .find(|k| partition_of(k) == p)
+                .unwrap()
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for (p, key) in keys.iter().enumerate() {
+        let body = format!(r#"{{"event_id":"r{p}","reservation_no":"{key}","user_id":"u{p}"}}"#);
+        let (code, r) = http(a.addr, "POST", "/v1/reservations", Some(&body), &[]);
+        assert_eq!(code, 202, "{r}");
+        tokens.push(json(&r)["token"].as_str().unwrap().to_owned());
+    }
+    // Every key, on either member, answers its owner's state, and says who served it.
+    for m in [&a, &b] {
+        for (p, key) in keys.iter().enumerate() {
+            let path = format!("/v1/reservations/{key}?after={}&wait=20000", tokens[p]);
+            let (code, headers, body) = http_full(m.addr, "GET", &path, None, &[]);
+            assert_eq!(code, 200, "{path}: {body}");
+            assert_eq!(json(&body)["state"], "reserved");
+            assert_eq!(
+                headers.get("ordo-served-by"),
+                table[p].0.as_ref(),
+                "{path} on {}",
+                m.addr
+            );
+        }
+    }
+    // An association by user sent to A, for a reservation B owns; read-your-writes on B.
+    let b_partition = table
+        .iter()
+        .position(|(_, u)| u.as_deref() == Some(&b_url))
+        .unwrap();
     let (code, r) = http(
         a.addr,
         "POST",
         "/v1/associations",
-        Some(r#"{"event_id":"x2","user_id":"dora","target":"d"}"#),
+        Some(&format!(
+            r#"{{"event_id":"x{b_partition}","user_id":"u{b_partition}","target":"d"}}"#
+        )),
         &[],
     );
     assert_eq!(code, 202, "{r}");
-    let v: serde_json::Value = serde_json::from_str(&r).unwrap();
-    assert_eq!(v["reservation_no"], key.as_str());
-    let (code, got) = a.get(&format!(
-        "/v1/reservations/{key}?after={}&wait=20000",
+    let v = json(&r);
+    assert_eq!(v["reservation_no"], keys[b_partition].as_str());
+    let path = format!(
+        "/v1/reservations/{}?after={}&wait=20000",
+        keys[b_partition],
         v["token"].as_str().unwrap()
-    ));
-    assert_eq!(code, 200, "{got}");
+    );
+    let (code, body) = b.get(&path);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["state"], "associated");
+    let (code, body) = a.get(&format!("/v1/users/u{b_partition}"));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["reservations"][0]["state"], "associated");
+
+    // Bad input on a forwarded path is still SPEC §7 JSON; a forwarded request is never
+    // forwarded again.
+    let remote = &keys[b_partition];
+    for (path, status, code) in [
+        (
+            format!("/v1/reservations/{remote}?after=garbage"),
+            400,
+            "invalid_token",
+        ),
+        (
+            format!("/v1/reservations/{remote}?wait=abc"),
+            400,
+            "invalid_query",
+        ),
+        ("/v1/nowhere".to_owned(), 404, "not_found"),
+    ] {
+        let (got, body) = a.get(&path);
+        assert_eq!(
+            (got, json(&body)["error"].as_str()),
+            (status, Some(code)),
+            "{path}"
+        );
+    }
+    let (code, headers, body) = http_full(
+        a.addr,
+        "GET",
+        &format!("/v1/reservations/{remote}"),
+        None,
+        &[("ordo-forwarded", "1")],
+    );
     assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&got).unwrap()["state"],
-        "associated"
+        (code, json(&body)["error"].as_str()),
+        (503, Some("no_owner"))
+    );
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+
+    // B stops answering: its keys, and every lookup by user (which could depend on B's
+    // partitions), answer 503 with Retry-After; A's own keys still answer.
+    b.signal("STOP");
+    let a_partition = table
+        .iter()
+        .position(|(_, u)| u.as_deref() == Some(&a_url))
+        .unwrap();
+    let (code, headers, body) = http_full(
+        a.addr,
+        "GET",
+        &format!("/v1/reservations/{remote}"),
+        None,
+        &[],
+    );
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (503, Some("owner_unreachable")),
+        "{body}"
+    );
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+    let (code, body) = a.get(&format!("/v1/reservations/{}", keys[a_partition]));
+    assert_eq!(code, 200, "{body}");
+    for user in [format!("u{a_partition}"), "nobody".to_owned()] {
+        let body = format!(r#"{{"event_id":"y-{user}","user_id":"{user}"}}"#);
+        let (code, headers, r) = http_full(a.addr, "POST", "/v1/associations", Some(&body), &[]);
+        assert_eq!(code, 503, "{user}: {r}");
+        assert!(
+            matches!(
+                json(&r)["error"].as_str(),
+                Some("owner_unreachable" | "no_owner")
+            ),
+            "{r}"
+        );
+        assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+    }
+    b.signal("CONT");
+    // Afterwards every key answers again, on both members.
+    wait_for("every key answers again", Duration::from_secs(60), || {
+        [&a, &b]
+            .iter()
+            .all(|m| {
+                keys.iter()
+                    .all(|k| m.get(&format!("/v1/reservations/{k}")).0 == 200)
+            })
+            .then_some(())
+    });
+    let (code, r) = http(
+        a.addr,
+        "POST",
+        "/v1/associations",
+        Some(r#"{"event_id":"z","user_id":"nobody"}"#),
+        &[],
+    );
+    assert_eq!(
+        (code, json(&r)["error"].as_str()),
+        (404, Some("no_reservation"))
+    );
+    let (_, metrics) = a.get("/metrics");
+    assert!(metrics.contains("ordo_forwarded_requests_total{outcome=\"relayed\"}"));
+    assert!(
+        metrics.contains("route=\"/v1/reservations/{no}\""),
+        "route templates, not paths"
     );
 }
 

@@ -274,6 +274,11 @@ pub struct RunArgs {
     /// Serve no HTTP.
     #[arg(long, env = "ORDO_NO_HTTP")]
     pub no_http: bool,
+    /// The base URL other members reach this member's HTTP listener at (Kafka), e.g.
+    /// `http://ordo-0.ordo-headless.default.svc:8080` [default: http:// + the --http address,
+    /// which must then be a concrete address].
+    #[arg(long, env = "ORDO_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
     /// Exit once every partition has caught up with its input.
     #[arg(long, env = "ORDO_UNTIL_IDLE")]
     pub until_idle: bool,

@@ -38,12 +38,23 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
 
 /// `ordo run`.
 pub fn run(a: RunArgs) -> Result<(), Error> {
-    let options = RunOptions {
+    let mut options = RunOptions {
         http: (!a.no_http).then_some(a.http),
         until_idle: a.until_idle,
         batch_size: a.batch_size,
+        advertise: a.advertise.as_deref().map(advertised).transpose()?,
     };
     if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+        if options.advertise.is_none() && !a.no_http && a.http.ip().is_unspecified() {
+            return Err(Error::usage(format!(
+                "--http {} listens on every interface, so other members cannot derive this \
+                 member's address from it; pass --advertise http://HOST:PORT (ORDO_ADVERTISE)",
+                a.http
+            )));
+        }
+        if a.no_http {
+            options.advertise = None;
+        }
         let n = kafka_partitions(&kafka, a.topology.count()?)?;
         let summary = app::run(
             Backend::Kafka { options: kafka, n },
@@ -76,6 +87,22 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         summary.restored
     );
     Ok(())
+}
+
+/// A valid `--advertise` URL, without a trailing slash.
+fn advertised(url: &str) -> Result<String, Error> {
+    let bad = || {
+        Error::usage(format!(
+            "--advertise {url}: expected a base URL like http://ordo-0.ordo-headless:8080"
+        ))
+    };
+    let uri: axum::http::Uri = url.parse().map_err(|_| bad())?;
+    match (uri.scheme_str(), uri.authority(), uri.path()) {
+        (Some("http"), Some(_), "" | "/") if uri.query().is_none() => {
+            Ok(url.trim_end_matches('/').to_owned())
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// `ordo produce`.

@@ -137,6 +137,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
     match e {
         KafkaLogError::MissingTopic { .. }
         | KafkaLogError::PartitionMismatch { .. }
+        | KafkaLogError::FixedPartitions { .. }
         | KafkaLogError::ConfigMismatch { .. } => true,
         KafkaLogError::Unreachable { .. }
         | KafkaLogError::Kafka { .. }

@@ -12,10 +12,12 @@
 //! * [`record`]: log records and dead-letter headers, whatever the backend.
 //! * [`changelog`]: state records, epoch markers, and the fencing rule every reader applies.
 //! * [`step`]: one input record in, its effects out.
+//! * [`ownership`]: ownership records and the table of who serves each partition.
 
 pub mod changelog;
 pub mod event;
 pub mod ids;
+pub mod ownership;
 pub mod partitioner;
 pub mod record;
 pub mod reference;

@@ -57,6 +57,15 @@ pub enum ApiError {
     /// 503 `not_ready`: partitions still restoring.
     #[error("{0}")]
     NotReady(String),
+    /// 503 `no_owner`: no member serves the partition now.
+    #[error("{0}")]
+    NoOwner(String),
+    /// 503 `owner_unreachable`: the partition's owner did not answer in time.
+    #[error("{0}")]
+    OwnerUnreachable(String),
+    /// 503 `shutting_down`: the member is stopping.
+    #[error("this member is shutting down; retry on another")]
+    ShuttingDown,
     /// 503 `append_failed`: the input log refused an append.
     #[error("cannot append to the input log: {0}")]
     AppendFailed(IngestError),
@@ -87,9 +96,12 @@ impl ApiError {
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Ambiguous(_) => StatusCode::CONFLICT,
-            Self::NotReady(_) | Self::AppendFailed(_) | Self::LogUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NotReady(_)
+            | Self::NoOwner(_)
+            | Self::OwnerUnreachable(_)
+            | Self::ShuttingDown
+            | Self::AppendFailed(_)
+            | Self::LogUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -112,6 +124,9 @@ impl ApiError {
             Self::NoReservation(_) => "no_reservation",
             Self::Ambiguous(_) => "ambiguous",
             Self::NotReady(_) => "not_ready",
+            Self::NoOwner(_) => "no_owner",
+            Self::OwnerUnreachable(_) => "owner_unreachable",
+            Self::ShuttingDown => "shutting_down",
             Self::AppendFailed(_) => "append_failed",
             Self::LogUnavailable(_) => "log_unavailable",
             Self::Timeout(_) => "timeout",

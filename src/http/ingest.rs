@@ -18,11 +18,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::query::{Token, lookup, user_records, wait_applied};
-use super::{ApiError, AppState};
+use super::query::{Token, local_record, user_records};
+use super::{ApiError, AppState, Route, Served};
+use crate::core::changelog::StateRecord;
 use crate::core::event::{Event, EventKind};
 use crate::core::record::NewRecord;
 use crate::core::state_machine::Status;
+use crate::core::{Offset, Partition};
 use crate::log::now_millis;
 
 /// How long an association without `reservation_no` waits for earlier appends to be applied.
@@ -125,7 +127,7 @@ async fn ingest(
     let event = Event::decode(&raw).map_err(|m| ApiError::InvalidEvent(m.to_string()))?;
     let partition = s.partition_of(event.reservation_no.as_str());
     // A retry of an event already applied: answer as a duplicate, append nothing.
-    if let Some(entry) = lookup(s, event.reservation_no.as_str()).await?
+    if let Some(entry) = current(s, partition, event.reservation_no.as_str()).await
         && entry.applied_event_ids.contains(&event.event_id)
     {
         let token = Token {
@@ -163,22 +165,54 @@ async fn ingest(
         .into_response())
 }
 
-/// The user's one open (`reserved`) reservation, after everything appended before this call
-/// has been applied; or, for a retry, the reservation that already applied `event_id`.
-async fn open_reservation(s: &AppState, user: &str, event_id: &str) -> Result<String, ApiError> {
-    let mut waits = Vec::new();
-    for p in s.count().iter() {
-        let end = s.ingest.input_end(p).map_err(ApiError::LogUnavailable)?;
-        waits.push((p, end));
-    }
-    for (p, end) in waits {
-        if !wait_applied(s, p, end, LOOKUP_WAIT).await {
-            return Err(ApiError::Timeout(format!(
-                "partition {p} did not catch up within {LOOKUP_WAIT:?}; retry"
-            )));
+/// The current state of `no`, for the duplicate check: from this member's view, or asked of
+/// the owner. Best effort: without an answer the event is appended, and the processor treats a
+/// repeat as the duplicate it is.
+async fn current(s: &Served, p: Partition, no: &str) -> Option<StateRecord> {
+    match s.route(p, false).ok()? {
+        Route::Local => local_record(s, p, no),
+        Route::Forward(url) => {
+            let path = format!("/v1/reservations/{}", super::query::encode(no));
+            let answer = s
+                .forwarder
+                .as_ref()?
+                .get(&s.metrics, p, &url, &path, super::forward::ANSWER_GRACE)
+                .await
+                .ok()?;
+            answer
+                .status
+                .is_success()
+                .then(|| serde_json::from_slice(&answer.body).ok())
+                .flatten()
         }
     }
-    let records = user_records(s, user).await?;
+}
+
+/// Where the input of every partition ends now, asked in parallel.
+async fn input_ends(s: &Served) -> Result<Vec<Offset>, ApiError> {
+    let mut asks = tokio::task::JoinSet::new();
+    for p in s.count().iter() {
+        let ingest = s.ingest.clone();
+        asks.spawn_blocking(move || (p, ingest.input_end(p)));
+    }
+    let mut ends = vec![Offset(0); s.count().get() as usize];
+    while let Some(joined) = asks.join_next().await {
+        let (p, end) = joined.map_err(|e| ApiError::Internal(e.to_string()))?;
+        ends[p.index()] = end.map_err(ApiError::LogUnavailable)?;
+    }
+    Ok(ends)
+}
+
+/// The user's one open (`reserved`) reservation, after everything appended before this call
+/// has been applied, asked of the owners of every partition; or, for a retry, the reservation
+/// that already applied `event_id`.
+async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<String, ApiError> {
+    // Refuse early, before waiting on any partition, while some partition has no owner.
+    for p in s.count().iter() {
+        s.route(p, false)?;
+    }
+    let ends = input_ends(s).await?;
+    let records = user_records(s, user, &ends, LOOKUP_WAIT).await?;
     if let Some(r) = records
         .iter()
         .find(|r| r.applied_event_ids.iter().any(|id| id == event_id))

@@ -5,19 +5,24 @@
 //! backend's [`Ingest`]; it never reaches into the owners themselves.
 
 pub mod error;
+pub mod forward;
 pub mod ingest;
 pub mod query;
 
 use std::sync::Arc;
 
+use std::time::Instant;
+
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::header;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 
 pub use error::{ApiError, MAX_BODY_BYTES};
+pub use forward::Forwarder;
 
 use crate::core::partitioner::Partitioner;
 use crate::core::{Partition, PartitionCount};
@@ -26,11 +31,29 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::view::Partitions;
 
-/// What every handler reads: the backend's input, the published partitions, the metrics.
+/// What every handler reads: the backend's input, the published partitions, the metrics, and
+/// how to reach the other members.
 pub struct Served {
     pub ingest: Arc<dyn Ingest>,
     pub partitions: Arc<Partitions>,
     pub metrics: Arc<Metrics>,
+    /// Who this member is (host/pid), sent as `ordo-served-by`.
+    pub member: String,
+    /// The base URL other members reach this one at (Kafka).
+    pub advertise: Option<String>,
+    /// The client to the other members; `None` where every partition is this process's (the
+    /// embedded log).
+    pub forwarder: Option<Forwarder>,
+    /// Set when the member is stopping: long polls end, new requests are turned away.
+    pub shutdown: Shutdown,
+}
+
+/// Where a request for one partition is answered.
+pub enum Route {
+    /// This member owns the partition.
+    Local,
+    /// The member at this base URL does.
+    Forward(String),
 }
 
 /// [`Served`] behind one `Arc`: axum clones the state for every request.
@@ -63,6 +86,31 @@ impl Served {
         let partitioner: Partitioner = self.ingest.partitioner();
         partitioner.partition(no, self.count())
     }
+
+    /// Where a request for partition `p` is answered; `forwarded` requests only here.
+    pub fn route(&self, p: Partition, forwarded: bool) -> Result<Route, ApiError> {
+        if self.forwarder.is_none() || self.partitions.status(p).is_owned() {
+            return Ok(Route::Local);
+        }
+        let no_owner = |message: String| {
+            self.metrics
+                .forwarded
+                .with_label_values(&["no_owner"])
+                .inc();
+            ApiError::NoOwner(message)
+        };
+        if forwarded {
+            return Err(no_owner(format!(
+                "partition {p} is not owned by this member (it moved); retry"
+            )));
+        }
+        match self.partitions.owner_url(p) {
+            Some(url) if self.advertise.as_deref() != Some(url.as_str()) => Ok(Route::Forward(url)),
+            _ => Err(no_owner(format!(
+                "no member serves partition {p} right now; retry"
+            ))),
+        }
+    }
 }
 
 /// The routes.
@@ -78,6 +126,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cancellations", post(ingest::cancellations))
         .route("/v1/reservations/{no}", get(query::reservation))
         .route("/v1/users/{id}", get(query::user))
+        .route("/v1/owners", get(owners))
+        .route("/v1/internal/users/{id}", get(query::user_partitions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -91,6 +142,54 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
         .await
     {
         tracing::error!(error = %e, "http server failed");
+    }
+}
+
+/// Times every routed request by its route template and status.
+async fn track(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    s.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /v1/owners`: who serves each partition, as this member knows it.
+async fn owners(State(s): State<AppState>) -> Response {
+    let table = s.owners_table();
+    axum::Json(json!({"member": s.member, "url": s.advertise, "partitions": table})).into_response()
+}
+
+impl Served {
+    /// The ownership table as JSON rows, one per partition.
+    fn owners_table(&self) -> Vec<serde_json::Value> {
+        let table = self.partitions.owners();
+        self.count()
+            .iter()
+            .map(|p| {
+                let status = self.partitions.status(p);
+                let here = status.is_owned();
+                match table.get(p) {
+                    Some(r) => json!({
+                        "partition": p.0, "epoch": r.epoch, "owner": r.owner, "url": r.url,
+                        "owned_here": here, "ready_here": status.is_ready(),
+                    }),
+                    None => json!({
+                        "partition": p.0,
+                        "epoch": here.then(|| status.epoch()),
+                        "owner": here.then(|| self.member.clone()),
+                        "url": if here { self.advertise.clone() } else { None },
+                        "owned_here": here, "ready_here": status.is_ready(),
+                    }),
+                }
+            })
+            .collect()
     }
 }
 

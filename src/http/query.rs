@@ -3,20 +3,24 @@
 //! `?after=<token>&wait=<ms>` a query is answered once the token's partition has applied the
 //! token's offset (read-your-writes), `504` if the wait runs out.
 //!
-//! A partition this member does not own (Kafka, several members) is read from its changelog.
+//! A query for a partition another member owns is forwarded to it in one hop; a query about a
+//! user asks the owners of every partition (this member's own first), each for its partitions,
+//! after each has applied what it is asked to have applied. No request reads a changelog.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState};
+use super::forward::{ANSWER_GRACE, SERVED_BY, is_forwarded};
+use super::{ApiError, AppState, Route, Served};
 use crate::core::changelog::StateRecord;
 use crate::core::{Offset, Partition};
-use crate::log::RemoteState;
 
 /// Default and largest `wait` of a query, in milliseconds.
 pub const DEFAULT_WAIT_MS: u64 = 1_000;
@@ -49,88 +53,27 @@ impl Token {
     }
 }
 
-/// The state record of `no`: from its partition's view when this process owns the partition,
-/// else from the partition's changelog (another member owns it).
-pub async fn lookup(s: &AppState, no: &str) -> Result<Option<StateRecord>, ApiError> {
-    let p = s.partition_of(no);
-    if s.partitions.status(p).is_owned() {
-        return Ok(s
-            .partitions
-            .view(p)
-            .get(no)
-            .map(|r| StateRecord::new(r.key().clone(), p, r.value())));
-    }
-    Ok(remote_state(s, p)
-        .await?
-        .and_then(|mut state| state.records.remove(no)))
+/// The state record of `no` in partition `p`, which this member owns.
+pub fn local_record(s: &Served, p: Partition, no: &str) -> Option<StateRecord> {
+    s.partitions
+        .view(p)
+        .get(no)
+        .map(|r| StateRecord::new(r.key().clone(), p, r.value()))
 }
 
-/// A partition's state from its changelog, off the async threads.
-pub async fn remote_state(s: &AppState, p: Partition) -> Result<Option<RemoteState>, ApiError> {
-    let ingest = s.ingest.clone();
-    match tokio::task::spawn_blocking(move || ingest.remote_state(p)).await {
-        Ok(result) => result.map_err(ApiError::LogUnavailable),
-        Err(e) => Err(ApiError::Internal(e.to_string())),
-    }
-}
-
-/// The state records of `user`: from the owner-maintained index for the partitions this
-/// process owns, and from the changelog of every other partition.
-pub async fn user_records(s: &AppState, user: &str) -> Result<Vec<StateRecord>, ApiError> {
-    let mut records = Vec::new();
-    let local: Vec<String> = s
-        .partitions
-        .users
-        .get(user)
-        .map(|list| list.iter().map(|n| n.to_string()).collect())
-        .unwrap_or_default();
-    for no in local {
-        let p = s.partition_of(&no);
-        if s.partitions.status(p).is_owned()
-            && let Some(r) = lookup(s, &no).await?
-        {
-            records.push(r);
-        }
-    }
-    for p in s.count().iter() {
-        if s.partitions.status(p).is_owned() {
-            continue;
-        }
-        if let Some(state) = remote_state(s, p).await? {
-            records.extend(state.records.into_values().filter(|r| r.user_id == user));
-        }
-    }
-    records.sort_by(|a, b| a.reservation_no.cmp(&b.reservation_no));
-    Ok(records)
-}
-
-/// Waits until `partition` has applied every offset below `until`; false on timeout. A
-/// partition owned here is followed through its owner's position; another member's, through
-/// its changelog.
+/// Waits until `partition`, owned here, is ready and has applied every offset below `until`;
+/// false on timeout or shutdown.
 pub async fn wait_applied(
-    s: &AppState,
+    s: &Served,
     partition: Partition,
     until: Offset,
     limit: Duration,
 ) -> bool {
-    let status = s.partitions.status(partition);
-    if status.is_owned() {
-        let mut rx = status.subscribe();
-        return tokio::time::timeout(limit, rx.wait_for(|position| *position >= until))
-            .await
-            .is_ok_and(|r| r.is_ok());
-    }
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match remote_state(s, partition).await {
-            Ok(Some(state)) if state.applied >= until => return true,
-            Ok(None) => return false,
-            _ => {}
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut rx = s.partitions.status(partition).subscribe();
+    let applied = rx.wait_for(|a| a.ready && a.position >= until);
+    tokio::select! {
+        r = tokio::time::timeout(limit, applied) => r.is_ok_and(|r| r.is_ok()),
+        () = s.shutdown.wait() => false,
     }
 }
 
@@ -141,50 +84,202 @@ pub struct ReadParams {
     wait: Option<u64>,
 }
 
-async fn read_after(s: &AppState, params: &ReadParams) -> Result<(), ApiError> {
-    let Some(after) = &params.after else {
-        return Ok(());
-    };
-    let token = Token::parse(after)
-        .filter(|t| s.count().contains(t.partition))
-        .ok_or_else(|| {
-            ApiError::InvalidToken(format!(
-                "`after={after}` is not a token from this deployment (`<partition>.<offset>`)"
-            ))
-        })?;
-    let wait = Duration::from_millis(params.wait.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
-    let until = token
-        .offset
-        .next()
-        .expect("Token::parse checks the successor");
-    if wait_applied(s, token.partition, until, wait).await {
-        Ok(())
-    } else {
-        Err(ApiError::Timeout(format!(
-            "partition {} has not applied offset {} within {} ms",
-            token.partition,
-            token.offset,
-            wait.as_millis()
-        )))
+impl ReadParams {
+    fn wait(&self) -> Duration {
+        Duration::from_millis(self.wait.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS))
+    }
+
+    fn token(&self, s: &Served) -> Result<Option<Token>, ApiError> {
+        let Some(after) = &self.after else {
+            return Ok(None);
+        };
+        Token::parse(after)
+            .filter(|t| s.count().contains(t.partition))
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::InvalidToken(format!(
+                    "`after={after}` is not a token from this deployment (`<partition>.<offset>`)"
+                ))
+            })
     }
 }
 
-/// `GET /v1/reservations/{no}`.
+fn timeout(p: Partition, offset: Offset, wait: Duration) -> ApiError {
+    ApiError::Timeout(format!(
+        "partition {p} has not applied offset {offset} within {} ms",
+        wait.as_millis()
+    ))
+}
+
+fn served_by(s: &Served, mut response: Response) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&s.member) {
+        response.headers_mut().insert(SERVED_BY, v);
+    }
+    response
+}
+
+/// `GET /v1/reservations/{no}`: answered by the owner of `no`'s partition.
 pub async fn reservation(
     State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(no) = path?;
     let Query(params) = params?;
-    read_after(&s, &params).await?;
-    match lookup(&s, &no).await? {
-        Some(record) => Ok(axum::Json(record).into_response()),
+    let token = params.token(&s)?;
+    let p = s.partition_of(&no);
+    if let Route::Forward(url) = s.route(p, is_forwarded(&headers))? {
+        let forwarder = s.forwarder.as_ref().expect("forwarding needs a forwarder");
+        let limit = token.map_or(Duration::ZERO, |_| params.wait()) + ANSWER_GRACE;
+        let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        return Ok(forwarder
+            .get(&s.metrics, p, &url, path, limit)
+            .await?
+            .into_response());
+    }
+    if let Some(t) = token {
+        // The token may name another partition than the key's: its owner must wait.
+        if s.route(t.partition, true).is_err() {
+            return Err(ApiError::NoOwner(format!(
+                "the token's partition {} is not served here; query its owner",
+                t.partition
+            )));
+        }
+        let until = t.offset.next().expect("Token::parse checks the successor");
+        if !wait_applied(&s, t.partition, until, params.wait()).await {
+            return Err(timeout(t.partition, t.offset, params.wait()));
+        }
+    }
+    match local_record(&s, p, &no) {
+        Some(record) => Ok(served_by(&s, axum::Json(record).into_response())),
         None => Err(ApiError::NotFound(format!("no reservation {no}"))),
     }
 }
 
-/// `GET /v1/users/{id}`.
+/// The state records of `user` in `partitions`, all owned here, each once it has applied
+/// every offset below its `until`.
+async fn local_user_records(
+    s: &Served,
+    user: &str,
+    partitions: &BTreeMap<Partition, Offset>,
+    wait: Duration,
+) -> Result<Vec<StateRecord>, ApiError> {
+    for (&p, &until) in partitions {
+        if !s.partitions.status(p).is_owned() {
+            return Err(ApiError::NoOwner(format!(
+                "partition {p} is not owned by this member (it moved); retry"
+            )));
+        }
+        if !wait_applied(s, p, until, wait).await {
+            return Err(timeout(p, Offset(until.0.saturating_sub(1)), wait));
+        }
+    }
+    let nos: Vec<String> = s
+        .partitions
+        .users
+        .get(user)
+        .map(|list| list.iter().map(|n| n.to_string()).collect())
+        .unwrap_or_default();
+    Ok(nos
+        .iter()
+        .filter_map(|no| {
+            let p = s.partition_of(no);
+            partitions
+                .contains_key(&p)
+                .then(|| local_record(s, p, no))
+                .flatten()
+        })
+        .collect())
+}
+
+/// The state records of `user` in every partition, each partition having applied every offset
+/// below `until[p]` (asked of its owner, in parallel). Any partition without a reachable owner
+/// makes the whole answer `503`: a partial answer could wrongly say "none".
+pub async fn user_records(
+    s: &Served,
+    user: &str,
+    until: &[Offset],
+    wait: Duration,
+) -> Result<Vec<StateRecord>, ApiError> {
+    let mut local = BTreeMap::new();
+    let mut remote: BTreeMap<String, Vec<(Partition, Offset)>> = BTreeMap::new();
+    for p in s.count().iter() {
+        match s.route(p, false)? {
+            Route::Local => {
+                local.insert(p, until[p.index()]);
+            }
+            Route::Forward(url) => remote.entry(url).or_default().push((p, until[p.index()])),
+        }
+    }
+    let mut asks = tokio::task::JoinSet::new();
+    if let Some(forwarder) = &s.forwarder {
+        for (url, parts) in remote {
+            let spec: Vec<String> = parts.iter().map(|(p, u)| format!("{p}:{u}")).collect();
+            let path = format!(
+                "/v1/internal/users/{}?partitions={}&wait={}",
+                encode(user),
+                spec.join(","),
+                wait.as_millis()
+            );
+            let (forwarder, metrics, first) = (forwarder.clone(), s.metrics.clone(), parts[0].0);
+            asks.spawn(async move {
+                let answer = forwarder
+                    .get(&metrics, first, &url, &path, wait + ANSWER_GRACE)
+                    .await?;
+                remote_records(&url, answer)
+            });
+        }
+    }
+    let mut records = local_user_records(s, user, &local, wait).await?;
+    while let Some(joined) = asks.join_next().await {
+        records.extend(joined.map_err(|e| ApiError::Internal(e.to_string()))??);
+    }
+    records.sort_by(|a, b| a.reservation_no.cmp(&b.reservation_no));
+    Ok(records)
+}
+
+/// The records in an owner's answer to `/v1/internal/users/…`, or its error as ours.
+fn remote_records(url: &str, answer: super::forward::Answer) -> Result<Vec<StateRecord>, ApiError> {
+    #[derive(Deserialize)]
+    struct Body {
+        reservations: Vec<StateRecord>,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        error: String,
+        message: String,
+    }
+    if answer.status.is_success() {
+        return serde_json::from_slice::<Body>(&answer.body)
+            .map(|b| b.reservations)
+            .map_err(|e| ApiError::Internal(format!("bad answer from {url}: {e}")));
+    }
+    let e: Error = serde_json::from_slice(&answer.body).map_err(|e| {
+        ApiError::OwnerUnreachable(format!("{url} answered {}: {e}", answer.status))
+    })?;
+    Err(match e.error.as_str() {
+        "timeout" => ApiError::Timeout(e.message),
+        "no_owner" => ApiError::NoOwner(e.message),
+        _ => ApiError::OwnerUnreachable(format!("{url} answered {}: {}", answer.status, e.message)),
+    })
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `GET /v1/users/{id}`: every reservation of the user, from every partition's owner.
 pub async fn user(
     State(s): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -192,12 +287,57 @@ pub async fn user(
 ) -> Result<Response, ApiError> {
     let Path(id) = path?;
     let Query(params) = params?;
-    read_after(&s, &params).await?;
-    let records = user_records(&s, &id).await?;
+    let mut until = vec![Offset(0); s.count().get() as usize];
+    if let Some(t) = params.token(&s)? {
+        until[t.partition.index()] = t.offset.next().expect("Token::parse checks the successor");
+    }
+    let records = user_records(&s, &id, &until, params.wait()).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound(format!("no reservations for user {id}")));
     }
-    Ok(axum::Json(json!({"user_id": id, "reservations": records})).into_response())
+    Ok(served_by(
+        &s,
+        axum::Json(json!({"user_id": id, "reservations": records})).into_response(),
+    ))
+}
+
+/// Query parameters of [`user_partitions`].
+#[derive(Debug, Deserialize)]
+pub struct PartitionParams {
+    /// `p:until,…`: the partitions to answer for, each once it has applied below `until`.
+    partitions: String,
+    wait: Option<u64>,
+}
+
+/// `GET /v1/internal/users/{id}?partitions=p:until,…&wait=ms`: the user's reservations in the
+/// listed partitions, which this member must own; asked by the member a user query came to.
+pub async fn user_partitions(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<PartitionParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path?;
+    let Query(params) = params?;
+    let mut partitions = BTreeMap::new();
+    for item in params.partitions.split(',').filter(|i| !i.is_empty()) {
+        let parsed = item.split_once(':').and_then(|(p, u)| {
+            let p = Partition(p.parse().ok()?);
+            s.count().contains(p).then_some(())?;
+            Some((p, Offset(u.parse().ok()?)))
+        });
+        let (p, until) = parsed.ok_or_else(|| {
+            ApiError::InvalidQuery(format!(
+                "`partitions` item `{item}`: expected <partition>:<offset> of this deployment"
+            ))
+        })?;
+        partitions.insert(p, until);
+    }
+    let wait = Duration::from_millis(params.wait.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+    let records = local_user_records(&s, &id, &partitions, wait).await?;
+    Ok(served_by(
+        &s,
+        axum::Json(json!({"reservations": records})).into_response(),
+    ))
 }
 
 #[cfg(test)]
@@ -224,5 +364,11 @@ mod tests {
         ] {
             assert_eq!(Token::parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn path_segments_are_percent_encoded() {
+        assert_eq!(encode("user-1"), "user-1");
+        assert_eq!(encode("a b/ü"), "a%20b%2F%C3%BC");
     }
 }

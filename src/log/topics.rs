@@ -17,11 +17,13 @@ pub enum Role {
     State,
     /// `reservation-events.dlq`: dead letters.
     DeadLetters,
+    /// `reservation-owners`: who serves each partition (Kafka only; one partition).
+    Owners,
 }
 
 impl Role {
     /// Every role, in a fixed order.
-    pub const ALL: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
+    pub const ALL: [Role; 4] = [Role::Events, Role::State, Role::DeadLetters, Role::Owners];
 }
 
 /// One topic definition.
@@ -30,7 +32,7 @@ impl Role {
 pub struct TopicDef {
     pub name: String,
     pub role: Role,
-    /// Always `"N"`: every topic has the partition count of the deployment.
+    /// `"N"` (the partition count of the deployment) or a fixed count.
     pub partitions: String,
     pub key: String,
     pub value: String,
@@ -39,7 +41,7 @@ pub struct TopicDef {
 }
 
 /// The files of `topics/`, as compiled into the binary.
-const SOURCES: [(&str, &str); 3] = [
+const SOURCES: [(&str, &str); 4] = [
     (
         "topics/reservation-events.toml",
         include_str!("../../topics/reservation-events.toml"),
@@ -51,6 +53,10 @@ const SOURCES: [(&str, &str); 3] = [
     (
         "topics/reservation-events.dlq.toml",
         include_str!("../../topics/reservation-events.dlq.toml"),
+    ),
+    (
+        "topics/reservation-owners.toml",
+        include_str!("../../topics/reservation-owners.toml"),
     ),
 ];
 
@@ -66,6 +72,25 @@ pub fn all() -> Vec<TopicDef> {
     defs
 }
 
+impl TopicDef {
+    /// The topic's partition count in a deployment of `n` partitions.
+    pub fn partition_count(&self, n: PartitionCount) -> PartitionCount {
+        match self.partitions.as_str() {
+            "N" => n,
+            fixed => fixed
+                .parse()
+                .ok()
+                .and_then(PartitionCount::new)
+                .expect("topics/ gives N or a positive count; a test checks every file"),
+        }
+    }
+
+    /// Whether the topic has N partitions (co-partitioned with the input).
+    pub fn is_partitioned(&self) -> bool {
+        self.partitions == "N"
+    }
+}
+
 /// The definition of the topic with `role`.
 pub fn get(role: Role) -> TopicDef {
     all()
@@ -78,7 +103,7 @@ pub fn get(role: Role) -> TopicDef {
 pub fn describe(n: PartitionCount) -> Vec<(String, u32, BTreeMap<String, String>)> {
     all()
         .into_iter()
-        .map(|d| (d.name, n.get(), d.config))
+        .map(|d| (d.name.clone(), d.partition_count(n).get(), d.config))
         .collect()
 }
 
@@ -93,7 +118,12 @@ mod tests {
             defs.iter().map(|d| d.role).collect::<Vec<_>>(),
             Role::ALL.to_vec()
         );
-        assert!(defs.iter().all(|d| d.partitions == "N"));
+        let n = PartitionCount::new(6).unwrap();
+        for d in &defs {
+            let want = if d.role == Role::Owners { 1 } else { 6 };
+            assert_eq!(d.partition_count(n).get(), want, "{}", d.name);
+        }
+        assert_eq!(get(Role::Owners).config["cleanup.policy"], "compact");
         assert_eq!(get(Role::State).config["cleanup.policy"], "compact");
         assert_eq!(get(Role::Events).name, "reservation-events");
         assert_eq!(get(Role::DeadLetters).name, "reservation-events.dlq");

@@ -22,11 +22,13 @@ use tracing::{error, info, warn};
 
 use super::{DEFAULT_BATCH_SIZE, Driver, Fetch, Owner};
 use crate::core::changelog::{EpochMarker, Reader};
+use crate::core::ownership::OwnershipRecord;
 use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
-use crate::core::{Offset, Partition, PartitionCount};
+use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
-    KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, REQUEST_TIMEOUT, read_to_end, to_record,
+    KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, REQUEST_TIMEOUT, read_to_end, tail,
+    to_record,
 };
 use crate::log::now_millis;
 use crate::log::topics::{self, Role};
@@ -83,8 +85,10 @@ pub struct Options {
     pub batch_size: usize,
     /// Leave the group once every assigned partition has caught up with its input.
     pub until_idle: bool,
-    /// Who the owners are, written into their epoch markers.
+    /// Who the owners are, written into their epoch markers and ownership records.
     pub owner_id: String,
+    /// The base URL other members reach this member's HTTP listener at; `None` without HTTP.
+    pub advertise: Option<String>,
 }
 
 impl Default for Options {
@@ -93,6 +97,7 @@ impl Default for Options {
             batch_size: DEFAULT_BATCH_SIZE,
             until_idle: false,
             owner_id: super::owner_id(),
+            advertise: None,
         }
     }
 }
@@ -111,6 +116,7 @@ struct Member {
     events_topic: String,
     state_topic: String,
     dlq_topic: String,
+    owners_topic: String,
     producer: Arc<KafkaProducer>,
     shared: Arc<Partitions>,
     metrics: Arc<Metrics>,
@@ -221,6 +227,8 @@ struct KafkaDriver<'a> {
     /// The group's committed offset at assignment.
     committed: Offset,
     rx: Receiver<Msg>,
+    /// The epoch taken, once its marker is durable.
+    epoch: Option<Epoch>,
 }
 
 impl Driver for KafkaDriver<'_> {
@@ -254,6 +262,14 @@ impl Driver for KafkaDriver<'_> {
                 headers: Vec::new(),
             },
         }])?;
+        // The marker is durable: tell every member where this partition is served, before
+        // reporting ready.
+        self.epoch = Some(marker.epoch);
+        self.member.publish_ownership(
+            self.partition,
+            marker.epoch,
+            self.member.options.advertise.clone(),
+        )?;
         Ok(marker)
     }
 
@@ -324,9 +340,47 @@ impl Driver for KafkaDriver<'_> {
     fn committed(&mut self, position: Offset) {
         self.member.commit_async(self.partition, position);
     }
+
+    fn release(&mut self) {
+        if let Some(epoch) = self.epoch.take()
+            && let Err(e) = self.member.publish_ownership(self.partition, epoch, None)
+        {
+            // The next owner's record (a higher epoch) replaces this one anyway.
+            warn!(partition = self.partition.0, error = %e, "cannot publish the release of a partition");
+        }
+    }
 }
 
 impl Member {
+    /// Publishes who serves `p` under `epoch` (`url: None`: nobody, any more).
+    fn publish_ownership(
+        &self,
+        p: Partition,
+        epoch: Epoch,
+        url: Option<String>,
+    ) -> Result<(), KafkaLogError> {
+        let record = OwnershipRecord {
+            partition: p.0,
+            epoch,
+            owner: self.options.owner_id.clone(),
+            url,
+            ts: now_millis(),
+        };
+        self.producer.send_all(&[Outgoing {
+            topic: &self.owners_topic,
+            partition: Partition(0),
+            record: NewRecord {
+                key: record.key().into_bytes(),
+                value: record.to_json(),
+                timestamp: record.ts,
+                headers: Vec::new(),
+            },
+        }])?;
+        // This member knows at once; the others when their follower reads it.
+        self.shared.apply_ownership(record);
+        Ok(())
+    }
+
     fn start_owner(self: &Arc<Self>, p: Partition, committed: Offset) {
         let (tx, rx) = sync_channel(CHANNEL_BOUND);
         let member = self.clone();
@@ -346,6 +400,7 @@ impl Member {
                     partition: p,
                     committed,
                     rx,
+                    epoch: None,
                 };
                 match owner.run(&mut driver) {
                     Ok(report) => Some(report.position),
@@ -484,6 +539,7 @@ pub fn run(
         events_topic: topics::get(Role::Events).name,
         state_topic: topics::get(Role::State).name,
         dlq_topic: topics::get(Role::DeadLetters).name,
+        owners_topic: topics::get(Role::Owners).name,
         shared: shared.clone(),
         metrics: metrics.clone(),
         owners: Mutex::new(HashMap::new()),
@@ -512,6 +568,18 @@ pub fn run(
             op: "subscribe",
             source,
         })?;
+
+    // Follow `reservation-owners` for the table of who serves what.
+    let follower = {
+        let (kafka, shared, stop) = (kafka.clone(), shared.clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("ordo-owners".into())
+            .spawn(move || follow_owners(&kafka, &shared, &stop))
+            .map_err(|source| GroupError::Spawn {
+                partition: Partition(0),
+                source,
+            })?
+    };
 
     let started = Instant::now();
     let mut consumed = 0u64;
@@ -549,6 +617,10 @@ pub fn run(
     consumer.unsubscribe();
     drop(consumer);
     producer.flush();
+    shutdown.trigger();
+    if let Ok(Err(e)) = follower.join() {
+        warn!(error = %e, "following reservation-owners failed");
+    }
     info!(
         consumed,
         secs = started.elapsed().as_secs_f64(),
@@ -558,4 +630,26 @@ pub fn run(
         Some(e) => Err(e),
         None => Ok(Summary { consumed }),
     }
+}
+
+/// Reads `reservation-owners` from its beginning and folds every record into the table, until
+/// `shutdown`.
+fn follow_owners(
+    kafka: &KafkaOptions,
+    shared: &Partitions,
+    shutdown: &Shutdown,
+) -> Result<(), KafkaLogError> {
+    let topic = topics::get(Role::Owners).name;
+    tail(
+        kafka,
+        &topic,
+        Partition(0),
+        |r| match OwnershipRecord::decode(&r.value) {
+            Ok(record) => {
+                shared.apply_ownership(record);
+            }
+            Err(e) => warn!(offset = r.offset.0, error = %e, "skipping a bad ownership record"),
+        },
+        || shutdown.is_triggered(),
+    )
 }

@@ -70,6 +70,9 @@ pub trait Driver {
 
     /// Everything below `position` is durable and visible.
     fn committed(&mut self, _position: Offset) {}
+
+    /// The partition is let go (after the last batch, or after a failure).
+    fn release(&mut self) {}
 }
 
 /// One partition's owner: the partition, the routing it checks, and where it publishes.
@@ -105,6 +108,7 @@ impl Owner<'_> {
             self.metrics.partitions_owned.dec();
         }
         status.set_released();
+        driver.release();
         result
     }
 

@@ -134,6 +134,7 @@ pub fn run(a: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
             http: None,
             until_idle: true,
             batch_size: DEFAULT_BATCH_SIZE,
+            advertise: None,
         },
         metrics,
         Shutdown::new(),

@@ -117,8 +117,13 @@ impl Running {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends `SIG<name>` (`STOP`, `CONT`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status()
             .expect("kill runs");
         assert!(status.success());
@@ -150,6 +155,18 @@ pub fn http(
     body: Option<&str>,
     extra_headers: &[(&str, &str)],
 ) -> (u16, String) {
+    let (status, _, body) = http_full(addr, method, path, body, extra_headers);
+    (status, body)
+}
+
+/// Like [`http`], with the response headers (names in lower case).
+pub fn http_full(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    extra_headers: &[(&str, &str)],
+) -> (u16, BTreeMap<String, String>, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or("");
@@ -173,7 +190,13 @@ pub fn http(
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let headers: BTreeMap<String, String> = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
     // Small responses only: undo chunked encoding if present.
     let body = if resp
         .to_ascii_lowercase()
@@ -183,7 +206,7 @@ pub fn http(
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, headers, body)
 }
 
 fn dechunk(mut s: &str) -> String {

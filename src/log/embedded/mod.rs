@@ -37,6 +37,9 @@ type TopicTable = TableDefinition<'static, (u32, u64), Row<'static>>;
 const EVENTS: TopicTable = TableDefinition::new("reservation-events");
 const STATE: TopicTable = TableDefinition::new("reservation-state");
 const DEAD_LETTERS: TopicTable = TableDefinition::new("reservation-events.dlq");
+/// Kept for the topic's sake only: one process owns every partition of a data dir, so nothing
+/// is ever written here.
+const OWNERS: TopicTable = TableDefinition::new("reservation-owners");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// partition → next input offset to process.
 const POSITIONS: TableDefinition<u32, u64> = TableDefinition::new("positions");
@@ -48,6 +51,7 @@ fn table(role: Role) -> TopicTable {
         Role::Events => EVENTS,
         Role::State => STATE,
         Role::DeadLetters => DEAD_LETTERS,
+        Role::Owners => OWNERS,
     }
 }
 
@@ -538,6 +542,7 @@ impl EmbeddedLog {
             let mut dlq = txn
                 .open_table(DEAD_LETTERS)
                 .map_err(store("open dead letters"))?;
+            let mut owners = txn.open_table(OWNERS).map_err(store("open owners"))?;
             let mut positions = txn.open_table(POSITIONS).map_err(store("open positions"))?;
             for work in batches {
                 match work {
@@ -546,6 +551,7 @@ impl EmbeddedLog {
                             Role::Events => &mut events,
                             Role::State => &mut state,
                             Role::DeadLetters => &mut dlq,
+                            Role::Owners => &mut owners,
                         };
                         offsets.push(append_to(t, records, self.partitions)?);
                     }

@@ -53,7 +53,11 @@ pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
         .iter()
         .map(|d| {
             d.config.iter().fold(
-                NewTopic::new(&d.name, n.get() as i32, TopicReplication::Fixed(-1)),
+                NewTopic::new(
+                    &d.name,
+                    d.partition_count(n).get() as i32,
+                    TopicReplication::Fixed(-1),
+                ),
                 |t, (k, v)| t.set(k, v),
             )
         })
@@ -66,7 +70,13 @@ pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     let mut lines = Vec::new();
     for r in results {
         match r {
-            Ok(name) => lines.push(format!("created {name} ({n} partitions)")),
+            Ok(name) => {
+                let count = defs
+                    .iter()
+                    .find(|d| d.name == name)
+                    .map_or(n, |d| d.partition_count(n));
+                lines.push(format!("created {name} ({count} partitions)"))
+            }
             Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 lines.push(format!("exists  {name}"))
             }
@@ -88,11 +98,18 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     for d in topics::all() {
         match partition_count(&client, opts, &d.name)? {
             None => return Err(KafkaLogError::MissingTopic { topic: d.name }),
-            Some(actual) if actual != n.get() => {
+            Some(actual) if actual != n.get() && d.is_partitioned() => {
                 return Err(KafkaLogError::PartitionMismatch {
                     topic: d.name,
                     actual,
                     expected: n.get(),
+                });
+            }
+            Some(actual) if actual != d.partition_count(n).get() => {
+                return Err(KafkaLogError::FixedPartitions {
+                    expected: d.partition_count(n).get(),
+                    topic: d.name,
+                    actual,
                 });
             }
             Some(_) => {}
@@ -151,7 +168,11 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
         } else {
             format!(" (not reported by the broker: {})", unreported.join(", "))
         };
-        lines.push(format!("ok      {} ({n} partitions){note}", d.name));
+        lines.push(format!(
+            "ok      {} ({} partitions){note}",
+            d.name,
+            d.partition_count(n)
+        ));
     }
     Ok(lines)
 }

@@ -46,6 +46,14 @@ pub enum KafkaLogError {
         expected: u32,
     },
     #[error(
+        "topic {topic} has {actual} partitions but topics/ says {expected}; delete it and run `ordo topics apply`"
+    )]
+    FixedPartitions {
+        topic: String,
+        actual: u32,
+        expected: u32,
+    },
+    #[error(
         "topic {topic}: {key} is {actual:?} but topics/ says {expected:?}; change the topic config to match"
     )]
     ConfigMismatch {

@@ -62,6 +62,34 @@ pub fn read_to_end(
     }
 }
 
+/// Reads `topic`/`partition` from the beginning and follows it, calling `f` on each record,
+/// until `stop` says so (checked at least every 100 ms).
+pub fn tail(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Partition,
+    mut f: impl FnMut(Record),
+    stop: impl Fn() -> bool,
+) -> Result<(), KafkaLogError> {
+    let consumer: BaseConsumer<QuietEof> = opts
+        .reader_config()
+        .create_with_context(QuietEof)
+        .map_err(kafka("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition.0 as i32, KafkaOffset::Beginning)
+        .map_err(kafka("assign"))?;
+    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    while !stop() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => f(to_record(&m)),
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            // Transient: librdkafka reconnects by itself.
+            Some(Err(e)) => tracing::debug!(error = %e, topic, "follow"),
+        }
+    }
+    Ok(())
+}
+
 /// Reads every partition of `topic` to its end with one plain consumer and counts the records:
 /// the raw consume rate that the Kafka benchmark compares against.
 pub fn count_all(

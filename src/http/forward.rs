@@ -1,0 +1,118 @@
+//! Forwarding to a partition's owner (several members on Kafka, SPEC §7): one hop over a pooled
+//! keep-alive HTTP/1 client. A forwarded request carries `ordo-forwarded: 1` and is never
+//! forwarded again; the owner's answer is relayed as it came, with its `ordo-served-by`.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use super::ApiError;
+use crate::core::Partition;
+use crate::metrics::Metrics;
+
+/// Header set on a forwarded request.
+pub const FORWARDED: &str = "ordo-forwarded";
+/// Header naming the member that served a query.
+pub const SERVED_BY: &str = "ordo-served-by";
+/// How long connecting to an owner may take before it counts as unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an owner may take to answer beyond the wait the request itself asks for.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether `headers` mark a request as forwarded by another member.
+pub fn is_forwarded(headers: &HeaderMap) -> bool {
+    headers.get(FORWARDED).is_some_and(|v| v == "1")
+}
+
+/// An owner's answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Body::from(self.body)).into_response();
+        for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+            if let Some(v) = self.headers.get(&name) {
+                response.headers_mut().insert(name, v.clone());
+            }
+        }
+        if let Some(v) = self.headers.get(SERVED_BY) {
+            response.headers_mut().insert(SERVED_BY, v.clone());
+        }
+        response
+    }
+}
+
+/// The pooled client to the other members.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.set_nodelay(true);
+        Forwarder {
+            client: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(64)
+                .build(connector),
+        }
+    }
+}
+
+impl Forwarder {
+    /// `GET base + path_and_query` on the owner of `partition`, within `limit`; an owner that
+    /// cannot be reached in time is `503 owner_unreachable`.
+    pub async fn get(
+        &self,
+        metrics: &Metrics,
+        partition: Partition,
+        base: &str,
+        path_and_query: &str,
+        limit: Duration,
+    ) -> Result<Answer, ApiError> {
+        let unreachable = |detail: String| {
+            metrics.forwarded.with_label_values(&["unreachable"]).inc();
+            ApiError::OwnerUnreachable(format!(
+                "the owner of partition {partition} at {base} did not answer: {detail}; retry"
+            ))
+        };
+        let request = Request::get(format!("{base}{path_and_query}"))
+            .header(FORWARDED, HeaderValue::from_static("1"))
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ApiError::Internal(format!("cannot build a forwarded request: {e}")))?;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Answer {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            })
+        };
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok(answer)) => {
+                metrics.forwarded.with_label_values(&["relayed"]).inc();
+                Ok(answer)
+            }
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable(format!(
+                "no answer within {} ms",
+                limit.as_millis()
+            ))),
+        }
+    }
+}
