@@ -110,11 +110,13 @@ def test_strimzi_topics_and_service_monitor_switch_on():
     definitions = {}
     for path in (ROOT / "topics").glob("*.toml"):
         d = tomllib.loads(path.read_text())
-        definitions[d["name"]] = d["config"]
+        definitions[d["name"]] = d
     assert set(topics) == set(definitions)
-    for name, config in definitions.items():
-        assert topics[name]["spec"]["partitions"] == 12
-        assert topics[name]["spec"]["config"] == config, f"{name} differs from topics/"
+    assert "reservation-owners" in topics
+    for name, d in definitions.items():
+        want = 12 if d["partitions"] == "N" else int(d["partitions"])
+        assert topics[name]["spec"]["partitions"] == want, name
+        assert topics[name]["spec"]["config"] == d["config"], f"{name} differs from topics/"
     assert one(objects, "ServiceMonitor")["spec"]["endpoints"][0]["path"] == "/metrics"
 
 
@@ -124,3 +126,21 @@ def test_kafka_properties_reach_the_pods():
     cm = one(objects, "ConfigMap")["data"]
     assert cm["brokers"] == "k:9093"
     assert cm["kafka-properties"] == "sasl.mechanisms=SCRAM-SHA-512,security.protocol=SASL_SSL"
+
+
+def test_members_advertise_their_stable_name_through_the_headless_service():
+    objects, _ = render({"servers": 3})
+    sts = one(objects, "StatefulSet")
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    headless = [o for o in objects if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"]
+    assert len(headless) == 1
+    name = headless[0]["metadata"]["name"]
+    assert sts["spec"]["serviceName"] == name
+    assert headless[0]["spec"]["publishNotReadyAddresses"] is True
+    port = container["ports"][0]["containerPort"]
+    assert env["ORDO_ADVERTISE"]["value"] == f"http://$(POD_NAME).{name}.streams.svc:{port}"
+    # Kubernetes expands $(POD_NAME) only from variables defined before it.
+    names = [e["name"] for e in container["env"]]
+    assert names.index("POD_NAME") < names.index("ORDO_ADVERTISE")
