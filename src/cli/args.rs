@@ -180,12 +180,19 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = DEFAULT_BATCH_SIZE)]
         batch_size: usize,
     },
-    /// Drive the gateway over loopback: ingest, then read-your-writes queries.
+    /// Drive the gateway over loopback: ingest, then read-your-writes queries. With
+    /// `--brokers`: two members of one group on that broker (which must hold no ordo topics),
+    /// queries for local and forwarded keys and associations by user.
     Gateway {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events to generate first (with --brokers).
+        #[arg(long, default_value_t = 200_000)]
+        events: usize,
         /// Concurrent keep-alive connections.
         #[arg(long, default_value_t = 16)]
         clients: usize,
-        /// Reservations to send (and then query).
+        /// Reservations to send (and then query); with --brokers, requests of each kind.
         #[arg(long, default_value_t = 40_000)]
         requests: usize,
         /// N.

@@ -267,9 +267,42 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             )?;
         }
         BenchWhat::Gateway {
+            kafka,
+            events,
             clients,
             requests,
             partitions,
+        } if kafka.brokers.is_some() => {
+            let opts = kafka.options(None)?.expect("--brokers given");
+            let r = bench::members::run(
+                &opts,
+                events,
+                count(partitions)?,
+                clients.max(1),
+                requests.min(20_000),
+            )?;
+            writeln!(
+                out,
+                "gateway, two members on Kafka: {} events ({} reservations), N = {}, {} clients",
+                r.events, r.reservations, r.partitions, r.clients
+            )?;
+            for (what, p) in [
+                ("queries, keys member A owns", &r.local),
+                ("queries, keys member B owns (forwarded)", &r.remote),
+                ("associations by user (lookup + append)", &r.lookups),
+            ] {
+                writeln!(
+                    out,
+                    "  {what:<42} {:>6} requests {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+                    p.requests, p.per_sec, p.p50_ms, p.p99_ms, p.errors
+                )?;
+            }
+        }
+        BenchWhat::Gateway {
+            clients,
+            requests,
+            partitions,
+            ..
         } => {
             let r = bench::gateway(clients.max(1), requests, count(partitions)?)?;
             writeln!(

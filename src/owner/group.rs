@@ -1,17 +1,22 @@
 //! The consumer-group driver (`ordo run --brokers …`): a member of a Kafka consumer group with
 //! one dedicated owner thread per assigned partition.
 //!
-//! The main thread polls the group consumer (rebalance callbacks, commits and errors are served
-//! only there) and hands each record to the bounded channel of its partition's owner thread.
+//! The group consumer only says which partitions are this member's: its assigned partitions
+//! are paused at once, and the main thread polls it for rebalance callbacks, offset commits and
+//! errors. Each owner thread reads its partition itself, with a reader of its own that starts
+//! exactly where the owner resumes, so what an owner reads never depends on how the group
+//! consumer's fetch queue behaves across rebalances.
+//!
 //! On assignment an owner restores its partition's state from `reservation-state` to the end,
-//! writes an epoch marker above every earlier one, and resumes after the last offset applied
-//! (the later of the group's committed offset and the changelog's own record of it). Each batch's
-//! state records and dead letters are produced (idempotent, `acks=all`) and acknowledged before
-//! its offset is committed and its states become visible. On revocation the owner finishes its
-//! batch and the main thread commits its position synchronously before the partition moves.
+//! writes an epoch marker above every earlier one, publishes who serves the partition to
+//! `reservation-owners`, and resumes after the last offset applied (the later of the group's
+//! committed offset and the changelog's own record of it). Each batch's dead letters and state
+//! records are produced (idempotent, `acks=all`) and acknowledged before its offset is committed
+//! and its states become visible. On revocation the owner finishes its batch and the main
+//! thread commits its position synchronously before the partition moves.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,8 +32,8 @@ use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
-    KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, REQUEST_TIMEOUT, read_to_end, tail,
-    to_record,
+    KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, PartitionReader, REQUEST_TIMEOUT,
+    read_to_end, tail,
 };
 use crate::log::now_millis;
 use crate::log::topics::{self, Role};
@@ -36,19 +41,8 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::view::Partitions;
 
-/// What the poll thread has seen of a partition.
-#[derive(Default)]
-struct Fetched {
-    /// The offset after the last record handed to the owner.
-    next: Offset,
-    /// A partition-EOF event came after that record.
-    at_end: bool,
-}
-
-/// Records buffered per owner thread before the poll thread waits.
-const CHANNEL_BOUND: usize = 20_000;
-/// How long an owner waits for records before it looks again.
-const RECV_WAIT: Duration = Duration::from_millis(100);
+/// How long an owner waits for input before it looks at its stop flag again.
+const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 /// What went wrong in the group member.
 #[derive(Debug, thiserror::Error)]
@@ -67,15 +61,18 @@ pub enum GroupError {
     },
 }
 
-enum Msg {
-    Record(Record),
-    /// Finish the current batch and return the position.
-    Stop,
+/// What the member and an owner thread share about its partition.
+#[derive(Default)]
+struct Flags {
+    /// Asks the owner to finish its batch and let the partition go.
+    stop: AtomicBool,
+    /// The owner's last fetch found nothing more: it has applied its partition to the end.
+    caught_up: AtomicBool,
 }
 
-/// The owner thread of one assigned partition, as the poll thread sees it.
+/// The owner thread of one assigned partition, as the member sees it.
 struct OwnerThread {
-    tx: SyncSender<Msg>,
+    flags: Arc<Flags>,
     handle: JoinHandle<Option<Offset>>,
 }
 
@@ -105,7 +102,7 @@ impl Default for Options {
 /// What a member did.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Summary {
-    /// Input records consumed.
+    /// Input records processed by this member's owners.
     pub consumed: u64,
 }
 
@@ -124,9 +121,12 @@ struct Member {
     owners: Mutex<HashMap<Partition, OwnerThread>>,
     consumer: OnceLock<Weak<BaseConsumer<MemberContext>>>,
     failures: Mutex<Vec<GroupError>>,
+    /// Input records processed by owners that have finished.
+    processed: std::sync::atomic::AtomicU64,
 }
 
-/// The consumer's context: rebalance callbacks hand work to the owners.
+/// The group consumer's context: rebalance callbacks hand partitions to owners and take them
+/// back.
 pub struct MemberContext {
     member: Arc<Member>,
 }
@@ -138,32 +138,6 @@ impl ClientContext for MemberContext {
 
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
         crate::log::kafka::log_client_message(level, fac, message);
-    }
-
-    /// Consumer lag per partition: the high watermark from the latest fetch responses (sent
-    /// every `statistics.interval.ms`) minus the owner's applied position.
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        let m = &self.member;
-        let Some(topic) = statistics.topics.get(&m.events_topic) else {
-            return;
-        };
-        for (p, part) in &topic.partitions {
-            let Some(status) = u32::try_from(*p)
-                .ok()
-                .map(Partition)
-                .filter(|p| m.n.contains(*p))
-                .map(|p| m.shared.status(p))
-            else {
-                continue;
-            };
-            if part.hi_offset >= 0 && status.is_ready() {
-                let lag = status.position().distance_to(Offset(part.hi_offset as u64));
-                m.metrics
-                    .lag
-                    .with_label_values(&[&p.to_string()])
-                    .set(lag as i64);
-            }
-        }
     }
 }
 
@@ -194,11 +168,18 @@ impl ConsumerContext for MemberContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            if tpl.count() == 0 {
+                return;
+            }
             self.member
                 .metrics
                 .rebalances
                 .with_label_values(&["assign"])
                 .inc();
+            // The owners read their partitions themselves: the group consumer fetches nothing.
+            if let Err(e) = consumer.pause(tpl) {
+                warn!(error = %e, "cannot pause the group consumer's partitions");
+            }
             let committed = consumer
                 .committed_offsets((*tpl).clone(), REQUEST_TIMEOUT)
                 .ok();
@@ -220,13 +201,16 @@ impl ConsumerContext for MemberContext {
 }
 
 /// One assigned partition, driven for its owner: restore through a reader of the changelog,
-/// input from the poll thread's channel, effects through the idempotent producer.
+/// input through a reader of its own from the resume offset, effects through the idempotent
+/// producer.
 struct KafkaDriver<'a> {
     member: &'a Member,
     partition: Partition,
     /// The group's committed offset at assignment.
     committed: Offset,
-    rx: Receiver<Msg>,
+    flags: Arc<Flags>,
+    /// The input reader, from the first fetch on.
+    reader: Option<PartitionReader>,
     /// The epoch taken, once its marker is durable.
     epoch: Option<Epoch>,
 }
@@ -275,26 +259,25 @@ impl Driver for KafkaDriver<'_> {
 
     fn fetch(
         &mut self,
-        _position: Offset,
+        position: Offset,
         records: &mut Vec<Record>,
     ) -> Result<Fetch, KafkaLogError> {
-        let first = match self.rx.recv_timeout(RECV_WAIT) {
-            Ok(m) => m,
-            Err(RecvTimeoutError::Timeout) => return Ok(Fetch::More),
-            Err(RecvTimeoutError::Disconnected) => return Ok(Fetch::Last),
-        };
-        let mut next = Some(first);
-        while let Some(m) = next {
-            match m {
-                Msg::Record(r) => records.push(r),
-                Msg::Stop => return Ok(Fetch::Last),
-            }
-            next = if records.len() < self.member.options.batch_size {
-                self.rx.try_recv().ok()
-            } else {
-                None
-            };
+        if self.flags.stop.load(Ordering::Acquire) {
+            return Ok(Fetch::Last);
         }
+        let reader = match &mut self.reader {
+            Some(r) => r,
+            None => self.reader.insert(PartitionReader::new(
+                &self.member.kafka,
+                &self.member.events_topic,
+                self.partition,
+                position,
+            )?),
+        };
+        let at_end = reader.fetch(self.member.options.batch_size, FETCH_WAIT, records)?;
+        self.flags
+            .caught_up
+            .store(at_end && records.is_empty(), Ordering::Release);
         Ok(Fetch::More)
     }
 
@@ -339,9 +322,25 @@ impl Driver for KafkaDriver<'_> {
 
     fn committed(&mut self, position: Offset) {
         self.member.commit_async(self.partition, position);
+        if let Some(high) = self
+            .reader
+            .as_ref()
+            .and_then(PartitionReader::high_watermark)
+        {
+            self.member
+                .metrics
+                .lag
+                .with_label_values(&[&self.partition.to_string()])
+                .set(position.distance_to(high) as i64);
+        }
     }
 
     fn release(&mut self) {
+        self.member
+            .metrics
+            .lag
+            .with_label_values(&[&self.partition.to_string()])
+            .set(0);
         if let Some(epoch) = self.epoch.take()
             && let Err(e) = self.member.publish_ownership(self.partition, epoch, None)
         {
@@ -382,8 +381,9 @@ impl Member {
     }
 
     fn start_owner(self: &Arc<Self>, p: Partition, committed: Offset) {
-        let (tx, rx) = sync_channel(CHANNEL_BOUND);
+        let flags = Arc::new(Flags::default());
         let member = self.clone();
+        let owner_flags = flags.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("ordo-p{p}"))
             .spawn(move || {
@@ -399,11 +399,17 @@ impl Member {
                     member: &member,
                     partition: p,
                     committed,
-                    rx,
+                    flags: owner_flags,
+                    reader: None,
                     epoch: None,
                 };
                 match owner.run(&mut driver) {
-                    Ok(report) => Some(report.position),
+                    Ok(report) => {
+                        member
+                            .processed
+                            .fetch_add(report.processed, Ordering::Relaxed);
+                        Some(report.position)
+                    }
                     Err(e) => {
                         error!(partition = p.0, error = %e, "partition owner failed");
                         member.lock_failures().push(GroupError::Owner {
@@ -416,7 +422,7 @@ impl Member {
             });
         match spawned {
             Ok(handle) => {
-                self.lock_owners().insert(p, OwnerThread { tx, handle });
+                self.lock_owners().insert(p, OwnerThread { flags, handle });
             }
             Err(source) => {
                 error!(partition = p.0, error = %source, "cannot start a partition owner thread");
@@ -445,10 +451,11 @@ impl Member {
                 .filter_map(|p| map.remove(p).map(|o| (*p, o)))
                 .collect()
         };
+        for (_, owner) in &owners {
+            owner.flags.stop.store(true, Ordering::Release);
+        }
         let mut tpl = TopicPartitionList::new();
         for (p, owner) in owners {
-            let _ = owner.tx.send(Msg::Stop);
-            drop(owner.tx);
             if let Ok(Some(position)) = owner.handle.join()
                 && tpl
                     .add_partition_offset(
@@ -465,23 +472,6 @@ impl Member {
             && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
         {
             warn!(error = %e, "commit on release failed; the next owner resumes from the changelog");
-        }
-    }
-
-    fn dispatch(&self, record: Record) {
-        let tx = self
-            .lock_owners()
-            .get(&record.partition)
-            .map(|o| o.tx.clone());
-        match tx {
-            // A send fails only when the owner is gone; its failure is reported by the poll loop.
-            Some(tx) => {
-                let _ = tx.send(Msg::Record(record));
-            }
-            None => warn!(
-                partition = record.partition.0,
-                "record for a partition without owner"
-            ),
         }
     }
 
@@ -504,22 +494,18 @@ impl Member {
         }
     }
 
-    /// Every assigned partition has been fetched to its end (a partition-EOF event after its
-    /// last record) and its owner has applied everything handed to it.
-    fn caught_up(
-        &self,
-        consumer: &BaseConsumer<MemberContext>,
-        fetched: &HashMap<Partition, Fetched>,
-    ) -> bool {
+    /// Every assigned partition's owner is ready and has applied its input to the end.
+    fn caught_up(&self, consumer: &BaseConsumer<MemberContext>) -> bool {
         let Ok(assignment) = consumer.assignment() else {
             return false;
         };
+        let owners = self.lock_owners();
         assignment.count() > 0
             && partitions_of(&assignment).into_iter().all(|p| {
-                let status = self.shared.status(p);
-                fetched
-                    .get(&p)
-                    .is_some_and(|f| f.at_end && status.is_ready() && status.position() >= f.next)
+                self.shared.status(p).is_ready()
+                    && owners
+                        .get(&p)
+                        .is_some_and(|o| o.flags.caught_up.load(Ordering::Acquire))
             })
     }
 }
@@ -545,6 +531,7 @@ pub fn run(
         owners: Mutex::new(HashMap::new()),
         consumer: OnceLock::new(),
         failures: Mutex::new(Vec::new()),
+        processed: std::sync::atomic::AtomicU64::new(0),
         producer: producer.clone(),
         options: options.clone(),
         kafka: kafka.clone(),
@@ -582,28 +569,16 @@ pub fn run(
     };
 
     let started = Instant::now();
-    let mut consumed = 0u64;
     let mut failure = None;
-    let mut fetched: HashMap<Partition, Fetched> = HashMap::new();
     while !shutdown.is_triggered() {
-        let mut quiet = true;
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                quiet = false;
-                consumed += 1;
-                let record = to_record(&m);
-                let f = fetched.entry(record.partition).or_default();
-                f.next = record.offset.next().unwrap_or(record.offset);
-                f.at_end = false;
-                member.dispatch(record);
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                fetched.entry(Partition(p as u32)).or_default().at_end = true;
-            }
+        // Rebalance callbacks, commits and errors are served here; the assigned partitions are
+        // paused, so a record is a rare leftover fetched before the pause and is dropped (its
+        // owner reads it itself).
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
             Some(Err(e)) => warn!(error = %e, "consumer error"),
-            None => {}
         }
-        if quiet && options.until_idle && member.caught_up(&consumer, &fetched) {
+        if options.until_idle && member.caught_up(&consumer) {
             break;
         }
         if let Some(e) = member.lock_failures().pop() {
@@ -621,6 +596,7 @@ pub fn run(
     if let Ok(Err(e)) = follower.join() {
         warn!(error = %e, "following reservation-owners failed");
     }
+    let consumed = member.processed.load(Ordering::Relaxed);
     info!(
         consumed,
         secs = started.elapsed().as_secs_f64(),

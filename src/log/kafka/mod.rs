@@ -19,4 +19,4 @@ pub use config::{
     log_client_message,
 };
 pub use producer::{KafkaProducer, Outgoing};
-pub use reader::{KafkaIngest, count_all, read_to_end, snapshot, tail, to_record};
+pub use reader::{KafkaIngest, PartitionReader, count_all, read_to_end, snapshot, tail, to_record};

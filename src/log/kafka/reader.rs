@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -225,4 +226,265 @@ pub fn snapshot(opts: &KafkaOptions) -> Result<Snapshot, KafkaLogError> {
         })?;
     }
     Ok(snapshot)
+}
+
+/// The client context of a [`PartitionReader`]: keeps the partition's high watermark from the
+/// fetch statistics.
+pub struct WatermarkContext {
+    high: std::sync::atomic::AtomicI64,
+}
+
+impl ClientContext for WatermarkContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::config::log_client_error(error, reason);
+    }
+
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        super::config::log_client_message(level, fac, message);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let high = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .map(|p| p.hi_offset)
+            .max()
+            .unwrap_or(-1);
+        if high >= 0 {
+            self.high.store(high, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for WatermarkContext {}
+
+/// One partition of a topic read from a given offset on, by one owner thread: a consumer of its
+/// own, outside any group, so what it reads is exactly the partition from that offset, whatever
+/// the group does.
+///
+/// Some Kafka-compatible brokers (tansu 0.6) answer a fetch at an offset inside a record batch
+/// with the batches *after* it, silently skipping the rest of that batch. So the reader makes
+/// sure its first record is at or before the offset asked for: where it is not, it starts
+/// again further back (1, 16, 256, … records) and drops what comes before the offset.
+pub struct PartitionReader {
+    consumer: BaseConsumer<WatermarkContext>,
+    topic: String,
+    partition: Partition,
+    /// Records read while positioning, not handed out yet.
+    pending: std::collections::VecDeque<Record>,
+    /// The offset of the next record to hand out.
+    next: Offset,
+    /// The last poll that said anything said "end of partition".
+    ended: bool,
+}
+
+/// How long positioning waits for a first record before it takes the start as one the broker
+/// skips (inside a batch) or as the partition's end.
+const POSITION_WAIT: Duration = Duration::from_millis(250);
+/// How much further back each positioning attempt starts: reading a few batches too many costs
+/// microseconds a record, an attempt costs a fetch round.
+const POSITION_BACKOFF: u64 = 16;
+
+impl PartitionReader {
+    /// A reader of `topic`/`partition` from `from` on.
+    pub fn new(
+        opts: &KafkaOptions,
+        topic: &str,
+        partition: Partition,
+        from: Offset,
+    ) -> Result<Self, KafkaLogError> {
+        let mut config = opts.reader_config();
+        config.set("enable.partition.eof", "true");
+        config.set("auto.offset.reset", "earliest");
+        config.set("queued.max.messages.kbytes", "16384");
+        config.set("statistics.interval.ms", "1000");
+        for (k, v) in &opts.properties {
+            config.set(k, v);
+        }
+        let consumer: BaseConsumer<WatermarkContext> = config
+            .create_with_context(WatermarkContext {
+                high: std::sync::atomic::AtomicI64::new(-1),
+            })
+            .map_err(kafka("create reader"))?;
+        let mut reader = PartitionReader {
+            consumer,
+            topic: topic.to_owned(),
+            partition,
+            pending: std::collections::VecDeque::new(),
+            next: from,
+            ended: false,
+        };
+        reader.position(from)?;
+        Ok(reader)
+    }
+
+    fn assign(&self, at: Offset) -> Result<(), KafkaLogError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            &self.topic,
+            self.partition.0 as i32,
+            KafkaOffset::Offset(at.0 as i64),
+        )
+        .map_err(kafka("assign"))?;
+        self.consumer.assign(&tpl).map_err(kafka("assign"))
+    }
+
+    /// Positions the reader so that the next record it hands out is the one at `from`.
+    fn position(&mut self, from: Offset) -> Result<(), KafkaLogError> {
+        self.pending.clear();
+        self.next = from;
+        let mut back = 0u64;
+        loop {
+            let start = Offset(from.0.saturating_sub(back));
+            self.assign(start)?;
+            let first = self.first_record()?;
+            match first {
+                // At or before `from`: the batch holding `from` was delivered whole.
+                Some(r) if r.offset <= from => {
+                    self.pending.push_back(r);
+                    break;
+                }
+                // The partition is empty from the very start asked for.
+                None if start.0 == 0 => break,
+                // From the start of the log on there is nothing before `from` to find.
+                Some(r) if start.0 == 0 => {
+                    tracing::error!(
+                        topic = %self.topic,
+                        partition = self.partition.0,
+                        expected = from.0,
+                        got = r.offset.0,
+                        "input records are gone from the log (retention?); skipping them"
+                    );
+                    self.next = r.offset;
+                    self.pending.push_back(r);
+                    break;
+                }
+                // Nothing, or a later record: `from` may sit inside a batch; start further back.
+                _ => back = (back * POSITION_BACKOFF).max(1),
+            }
+        }
+        // What precedes `from` is dropped by `fetch`, which hands out `next` first.
+        Ok(())
+    }
+
+    /// One poll of the consumer.
+    fn poll(&self, wait: Duration) -> Result<Polled, KafkaLogError> {
+        loop {
+            return match self.consumer.poll(wait) {
+                Some(Ok(m)) => Ok(Polled::Record(to_record(&m))),
+                Some(Err(KafkaError::PartitionEOF(_))) => Ok(Polled::End),
+                Some(Err(e)) if is_transient(&e) => {
+                    tracing::debug!(error = %e, topic = %self.topic, partition = self.partition.0, "read");
+                    continue;
+                }
+                Some(Err(e)) => Err(KafkaLogError::Kafka {
+                    op: "read input",
+                    source: e,
+                }),
+                None => Ok(Polled::Nothing),
+            };
+        }
+    }
+
+    /// The first record after an assign, or `None` at the partition's end.
+    fn first_record(&self) -> Result<Option<Record>, KafkaLogError> {
+        let deadline = std::time::Instant::now() + POSITION_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.consumer.poll(left.min(Duration::from_millis(100))) {
+                Some(Ok(m)) => return Ok(Some(to_record(&m))),
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+                Some(Err(e)) if is_transient(&e) => {}
+                Some(Err(e)) => {
+                    return Err(KafkaLogError::Kafka {
+                        op: "read input",
+                        source: e,
+                    });
+                }
+                None if left.is_zero() => return Ok(None),
+                None => {}
+            }
+        }
+    }
+
+    /// Waits up to `wait` for records, then takes what is there, up to `max`, into `out`, in
+    /// offset order without gaps: input offsets are contiguous, so a record past the next one
+    /// expected means the broker skipped some, and the reader positions itself again. Returns
+    /// whether the partition's end was reached after them.
+    pub fn fetch(
+        &mut self,
+        max: usize,
+        wait: Duration,
+        out: &mut Vec<Record>,
+    ) -> Result<bool, KafkaLogError> {
+        let mut wait = wait;
+        while out.len() < max {
+            let polled = match self.pending.pop_front() {
+                Some(r) => Polled::Record(r),
+                None => self.poll(wait)?,
+            };
+            match polled {
+                Polled::Record(r) if r.offset == self.next => {
+                    self.next = r.offset.next().unwrap_or(r.offset);
+                    self.ended = false;
+                    out.push(r);
+                }
+                // Read again while positioning: already handed out.
+                Polled::Record(r) if r.offset < self.next => {}
+                Polled::Record(r) => {
+                    tracing::warn!(
+                        topic = %self.topic,
+                        partition = self.partition.0,
+                        expected = self.next.0,
+                        got = r.offset.0,
+                        "the broker skipped records; reading them again"
+                    );
+                    let next = self.next;
+                    self.position(next)?;
+                }
+                Polled::End => {
+                    self.ended = true;
+                    return Ok(true);
+                }
+                // librdkafka reports the end once; it stays the end until a record comes.
+                Polled::Nothing => return Ok(self.ended),
+            }
+            wait = Duration::ZERO;
+        }
+        Ok(false)
+    }
+
+    /// The partition's high watermark as of the latest fetch statistics.
+    pub fn high_watermark(&self) -> Option<Offset> {
+        let high = self
+            .consumer
+            .context()
+            .high
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (high >= 0).then_some(Offset(high as u64))
+    }
+}
+
+/// One poll's outcome.
+enum Polled {
+    Record(Record),
+    End,
+    Nothing,
+}
+
+/// Errors librdkafka recovers from by itself (reconnects, retries).
+fn is_transient(e: &KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+        )
+    )
 }

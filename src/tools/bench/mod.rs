@@ -5,6 +5,8 @@
 //! * `restore`: write N state records to a changelog, restore them as `ordo run` does (one
 //!   thread per partition), and report the time and the process's resident memory.
 
+pub mod members;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +31,8 @@ pub enum BenchError {
     Produce(#[from] ProduceError),
     #[error(transparent)]
     Run(#[from] RunError),
+    #[error(transparent)]
+    Kafka(#[from] crate::log::kafka::KafkaLogError),
     #[error("benchmark i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -199,12 +203,12 @@ pub struct Gateway {
 }
 
 /// A keep-alive HTTP/1.1 client for one connection, enough for the benchmark.
-struct Client {
+pub(crate) struct Client {
     stream: std::io::BufReader<std::net::TcpStream>,
 }
 
 impl Client {
-    fn connect(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+    pub(crate) fn connect(addr: std::net::SocketAddr) -> std::io::Result<Self> {
         let s = std::net::TcpStream::connect(addr)?;
         s.set_nodelay(true)?;
         Ok(Client {
@@ -212,7 +216,12 @@ impl Client {
         })
     }
 
-    fn request(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    pub(crate) fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
         use std::io::{BufRead, Read, Write};
         let req = format!(
             "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -248,7 +257,7 @@ impl Client {
 /// One client's latencies (ms) and accepted (reservation, token) pairs.
 type ClientRun = (Vec<f64>, Vec<(String, String)>);
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
