@@ -211,8 +211,15 @@ async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<Stri
     for p in s.count().iter() {
         s.route(p, false)?;
     }
+    let t0 = std::time::Instant::now();
     let ends = input_ends(s).await?;
+    let t1 = std::time::Instant::now();
     let records = user_records(s, user, &ends, LOOKUP_WAIT).await?;
+    tracing::debug!(
+        ends_ms = (t1 - t0).as_secs_f64() * 1e3,
+        owners_ms = t1.elapsed().as_secs_f64() * 1e3,
+        "association lookup"
+    );
     if let Some(r) = records
         .iter()
         .find(|r| r.applied_event_ids.iter().any(|id| id == event_id))

@@ -135,7 +135,9 @@ impl KafkaOptions {
         self.base(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
-            ("linger.ms", "2"),
+            // A batch's records are handed over together and wait for their acknowledgements,
+            // so lingering only adds latency (association lookups wait on it).
+            ("linger.ms", "0"),
             ("message.timeout.ms", "30000"),
         ])
     }

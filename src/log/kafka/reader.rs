@@ -299,6 +299,9 @@ impl PartitionReader {
         config.set("auto.offset.reset", "earliest");
         config.set("queued.max.messages.kbytes", "16384");
         config.set("statistics.interval.ms", "1000");
+        // Some brokers hold every fetch this long even when records are there (tansu): it is
+        // the floor of the time from an append to its owner seeing it.
+        config.set("fetch.wait.max.ms", "5");
         for (k, v) in &opts.properties {
             config.set(k, v);
         }
