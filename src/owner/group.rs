@@ -275,9 +275,22 @@ impl Driver for KafkaDriver<'_> {
             )?),
         };
         let at_end = reader.fetch(self.member.options.batch_size, FETCH_WAIT, records)?;
-        self.flags
-            .caught_up
-            .store(at_end && records.is_empty(), Ordering::Release);
+        let caught_up = at_end && records.is_empty();
+        self.flags.caught_up.store(caught_up, Ordering::Release);
+        // Lag from the reader's latest fetch statistics, refreshed on every fetch (idle ones
+        // included, so at least every FETCH_WAIT); none at the partition's end.
+        let lag = match reader.high_watermark() {
+            _ if caught_up => Some(0),
+            Some(high) => Some(position.distance_to(high)),
+            None => None,
+        };
+        if let Some(lag) = lag {
+            self.member
+                .metrics
+                .lag
+                .with_label_values(&[&self.partition.to_string()])
+                .set(lag as i64);
+        }
         Ok(Fetch::More)
     }
 
@@ -322,17 +335,6 @@ impl Driver for KafkaDriver<'_> {
 
     fn committed(&mut self, position: Offset) {
         self.member.commit_async(self.partition, position);
-        if let Some(high) = self
-            .reader
-            .as_ref()
-            .and_then(PartitionReader::high_watermark)
-        {
-            self.member
-                .metrics
-                .lag
-                .with_label_values(&[&self.partition.to_string()])
-                .set(position.distance_to(high) as i64);
-        }
     }
 
     fn release(&mut self) {
