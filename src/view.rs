@@ -66,6 +66,8 @@ pub struct PartitionStatus {
     /// The epoch this owner holds.
     epoch: AtomicU64,
     applied: tokio::sync::watch::Sender<Applied>,
+    /// The owner stopped on an error it cannot continue after: the process is ending.
+    failed: AtomicBool,
 }
 
 impl Default for PartitionStatus {
@@ -74,6 +76,7 @@ impl Default for PartitionStatus {
             owned: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
             applied: tokio::sync::watch::channel(Applied::default()).0,
+            failed: AtomicBool::new(false),
         }
     }
 }
@@ -117,6 +120,16 @@ impl PartitionStatus {
     pub fn set_released(&self) {
         self.applied.send_modify(|a| a.ready = false);
         self.owned.store(false, Ordering::Release);
+    }
+
+    /// The owner failed: readiness is gone for good.
+    pub fn set_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+    }
+
+    /// Whether the owner failed.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The next input offset to process.
@@ -193,6 +206,13 @@ impl Partitions {
     /// The status of `p`.
     pub fn status(&self, p: Partition) -> &Arc<PartitionStatus> {
         &self.statuses[p.index()]
+    }
+
+    /// Partitions whose owner failed.
+    pub fn failed(&self) -> Vec<u32> {
+        (0..self.statuses.len() as u32)
+            .filter(|p| self.statuses[*p as usize].has_failed())
+            .collect()
     }
 
     /// Partitions owned here that are not restored yet.

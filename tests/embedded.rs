@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -431,4 +432,128 @@ fn demo_passes_its_own_check() {
     let out = ok(&["demo", "--events", "20000"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("check     OK"), "{text}");
+}
+
+/// Output to a reader that went away ends the command quietly with status 0 (as ripgrep does);
+/// a full disk is one error line and status 1; never a panic.
+#[test]
+fn closed_or_full_stdout_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "2",
+        "--generate",
+        "20000",
+    ]);
+    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    for args in [
+        vec!["state", "--data-dir", s(&d)],
+        vec!["plan", "--containers", "2", "--servers", "3"],
+    ] {
+        let mut child = ordo()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before the first write
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(err.is_empty(), "{args:?} wrote to stderr: {err}");
+    }
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = ordo()
+        .args(["partition", "R-1", "--partitions", "3"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// `ordo demo` writes synthetic events, so it refuses a data dir that holds anything.
+#[test]
+fn demo_refuses_a_data_dir_that_holds_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "2",
+        "--generate",
+        "100",
+    ]);
+    let before = std::fs::read(d.join("ordo.redb")).unwrap();
+    let out = ordo()
+        .args(["demo", "--events", "100", "--data-dir", s(&d)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--data-dir"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(d.join("ordo.redb")).unwrap(),
+        before,
+        "nothing written"
+    );
+    // A new directory is fine.
+    ok(&[
+        "demo",
+        "--events",
+        "2000",
+        "--data-dir",
+        s(&dir.path().join("fresh")),
+    ]);
+}
+
+/// A value typed on the command line wins over an `ORDO_*` variable for the same setting:
+/// `--to-partitions` over the N that `ORDO_CONTAINERS × ORDO_SERVERS` (set in every pod) gives.
+#[test]
+fn a_typed_target_wins_over_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--generate",
+        "1000",
+    ]);
+    let out = ordo()
+        .env("ORDO_CONTAINERS", "2")
+        .env("ORDO_SERVERS", "2")
+        .args(["repartition", "--data-dir", s(&d), "--to-partitions", "6"])
+        .output()
+        .unwrap();
+    let (stdout, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(stdout.contains("N 4 → 6"), "{stdout}");
+    // Typed on both sides, a disagreement is still an error naming the flags.
+    let out = ordo()
+        .args(["repartition", "--data-dir", s(&d), "--to-partitions", "6"])
+        .args(["--containers", "2", "--servers", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--to-partitions 6"));
 }

@@ -266,3 +266,37 @@ fn load_nothing_accepted_is_lost() {
     }
     assert!(dead_letters(&d).is_empty());
 }
+
+/// What the HTTP framework rejects is SPEC §7 JSON too, and a token that could never be waited
+/// for (its offset has no successor) is refused rather than answered at once.
+#[test]
+fn framework_rejections_and_overflowing_tokens_are_json_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(&dir.path().join("d"));
+    for (path, code) in [
+        (
+            "/v1/reservations/R?after=0.18446744073709551615",
+            "invalid_token",
+        ),
+        (
+            "/v1/reservations/R?after=0.18446744073709551616",
+            "invalid_token",
+        ),
+        ("/v1/reservations/R?wait=abc", "invalid_query"),
+        ("/v1/reservations/R?wait=-1", "invalid_query"),
+        ("/v1/reservations/R?wait=5&wait=6", "invalid_query"),
+        ("/v1/users/u?wait=abc", "invalid_query"),
+        ("/v1/reservations/%FF%FE", "invalid_path"),
+    ] {
+        let (status, headers, body) = http_full(run.addr, "GET", path, None, &[]);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(
+            headers.get("content-type").map(String::as_str),
+            Some("application/json"),
+            "{path}"
+        );
+        let v = json(&body);
+        assert_eq!(v["error"], code, "{path}: {body}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}

@@ -15,15 +15,18 @@ pub mod replay;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 pub use args::{Cli, Command};
 pub use error::Error;
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -50,7 +53,8 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match execute(cli.command) {
+    let typed = Typed::of(&matches);
+    match execute(cli.command, &typed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_quiet() {
@@ -61,8 +65,35 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Which of the subcommand's values were typed on the command line (rather than taken from an
+/// `ORDO_*` variable or a default): a typed value wins over a variable for the same setting.
+#[derive(Debug, Default)]
+pub struct Typed(std::collections::BTreeSet<String>);
+
+impl Typed {
+    /// The values typed for the subcommand of `matches`.
+    pub fn of(matches: &clap::ArgMatches) -> Typed {
+        let Some((_, sub)) = matches.subcommand() else {
+            return Typed::default();
+        };
+        Typed(
+            sub.ids()
+                .filter(|id| {
+                    sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .map(|id| id.to_string())
+                .collect(),
+        )
+    }
+
+    /// Whether the value of argument `id` was typed.
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+}
+
 /// Runs one command.
-pub fn execute(command: Command) -> Result<(), Error> {
+pub fn execute(command: Command, typed: &Typed) -> Result<(), Error> {
     match command {
         Command::Demo(a) => commands::demo(a),
         Command::Run(a) => commands::run(a),
@@ -73,7 +104,7 @@ pub fn execute(command: Command) -> Result<(), Error> {
         Command::Topics(a) => commands::topics(a),
         Command::Export(a) => replay::export(a),
         Command::Replay(a) => replay::replay(a),
-        Command::Repartition(a) => replay::repartition(a),
+        Command::Repartition(a) => replay::repartition(a, typed),
         Command::Bench(a) => commands::bench(a),
     }
 }

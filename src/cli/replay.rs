@@ -197,15 +197,25 @@ fn print_plan(
 }
 
 /// `ordo repartition`.
-pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
-    let to = match (a.to_partitions, a.containers, a.servers) {
+pub fn repartition(a: RepartitionArgs, typed: &super::Typed) -> Result<(), Error> {
+    // A typed --to-partitions wins over ORDO_CONTAINERS / ORDO_SERVERS (set in every pod).
+    let (containers, servers) = if typed.contains("to_partitions") {
+        (
+            a.containers.filter(|_| typed.contains("containers")),
+            a.servers.filter(|_| typed.contains("servers")),
+        )
+    } else {
+        (a.containers, a.servers)
+    };
+    let to = match (a.to_partitions, containers, servers) {
         (None, None, None) => {
             return Err(Error::usage(
                 "no target; pass --to-partitions M or --containers C --servers S",
             ));
         }
         (p, c, s) => from_flags(c, s, p)
-            .map_err(|e| Error::usage(e.to_string()))?
+            // The target's flag here is --to-partitions.
+            .map_err(|e| Error::usage(e.to_string().replace("--partitions", "--to-partitions")))?
             .ok_or_else(|| Error::usage("pass --to-partitions M or --containers C --servers S"))?,
     };
     let dir = &a.store.data_dir;

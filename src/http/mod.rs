@@ -206,6 +206,12 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let failed = s.partitions.failed();
+    if !failed.is_empty() {
+        return Err(ApiError::NotReady(format!(
+            "the owners of partitions {failed:?} failed; the process is stopping (see its log)"
+        )));
+    }
     let restoring = s.partitions.restoring();
     if restoring.is_empty() {
         Ok(

@@ -104,6 +104,9 @@ impl Owner<'_> {
         let status = self.shared.status(self.partition);
         status.set_owned();
         let result = self.own(driver);
+        if result.is_err() {
+            status.set_failed();
+        }
         if status.is_ready() {
             self.metrics.partitions_owned.dec();
         }
