@@ -557,3 +557,53 @@ fn a_typed_target_wins_over_the_environment() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--to-partitions 6"));
 }
+
+/// A store file damaged on disk never makes a command panic at the user: one error line naming
+/// the way back, a status of 1 (or the command succeeds where the damage is not on its path).
+#[test]
+fn a_damaged_store_is_an_error_line_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--partitions",
+        "4",
+        "--generate",
+        "20000",
+    ]);
+    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    let file = d.join("ordo.redb");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    for (i, b) in bytes[middle..middle + 4096].iter_mut().enumerate() {
+        *b = (i * 131 % 251) as u8;
+    }
+    let damaged = bytes;
+    for args in [
+        vec!["state"],
+        vec!["export"],
+        vec!["replay"],
+        vec!["replay", "--diff"],
+        vec!["repartition", "--to-partitions", "6"],
+    ] {
+        std::fs::write(&file, &damaged).unwrap();
+        let out = ordo()
+            .args(&args)
+            .args(["--data-dir", s(&d)])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked at"), "{args:?}: {err}");
+        assert!(
+            matches!(out.status.code(), Some(0..=3)),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+        assert!(err.lines().count() <= 1, "{args:?}: {err}");
+        if !out.status.success() {
+            assert!(err.starts_with("ordo: error:"), "{args:?}: {err}");
+        }
+    }
+}

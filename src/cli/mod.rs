@@ -54,15 +54,61 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let typed = Typed::of(&matches);
-    match execute(cli.command, &typed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    quiet_panics();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        execute(cli.command, &typed)
+    }));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             if !e.is_quiet() {
                 eprintln!("ordo: error: {e}");
             }
             e.exit()
         }
+        Err(_) => {
+            eprintln!(
+                "ordo: error: internal error: {}; where it came from the data dir's store, the \
+                 file may be damaged: restore ordo.redb from a .bak, or rebuild the state from \
+                 the input with `ordo replay --apply`",
+                last_panic().unwrap_or_else(|| "unknown".to_owned())
+            );
+            ExitCode::from(1)
+        }
     }
+}
+
+/// The message and place of the latest panic, kept by the hook of [`quiet_panics`].
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Panics (in ordo, or inside a crate such as the store on a damaged file) are caught at the
+/// command's boundary (and at every owner thread's join) and reported as one error line; the
+/// hook only records them instead of printing a backtrace at the user.
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".to_owned());
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let text = format!("{message}{place}");
+        // The main thread's panic is the command's one error line; another thread's (a
+        // partition owner's) is logged here, and its owner's error names it.
+        if std::thread::current().name() != Some("main") {
+            tracing::error!(panic = %text, "internal error");
+        }
+        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(text);
+    }));
+}
+
+/// The latest panic's message and place.
+pub fn last_panic() -> Option<String> {
+    LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Which of the subcommand's values were typed on the command line (rather than taken from an

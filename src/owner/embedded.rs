@@ -116,7 +116,11 @@ pub enum OwnersError {
         partition: Partition,
         source: LogError,
     },
-    #[error("partition {partition} owner panicked")]
+    #[error(
+        "partition {partition} owner stopped on an internal error (see the log); where it came \
+         from the store, ordo.redb may be damaged: restore it from a .bak, or rebuild the state \
+         with `ordo replay --apply`"
+    )]
     Panicked { partition: Partition },
     #[error("cannot start the owner thread of partition {partition}: {source}")]
     Spawn {
