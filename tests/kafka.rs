@@ -721,11 +721,18 @@ fn two_members_serve_every_key_through_its_owner() {
 
     // B stops answering: its keys, and every lookup by user (which could depend on B's
     // partitions), answer 503 with Retry-After; A's own keys still answer.
-    b.signal("STOP");
-    let a_partition = table
+    // Who serves what right now (under load a rebalance may have moved partitions since).
+    let now = owners(&a);
+    let b_now = now
+        .iter()
+        .position(|(_, u)| u.as_deref() == Some(&b_url))
+        .expect("B serves a partition");
+    let a_partition = now
         .iter()
         .position(|(_, u)| u.as_deref() == Some(&a_url))
-        .unwrap();
+        .expect("A serves a partition");
+    let remote = &keys[b_now];
+    b.signal("STOP");
     let (code, headers, body) = http_full(
         a.addr,
         "GET",

@@ -115,11 +115,41 @@ struct MarkerWire {
     epoch_marker: EpochMarker,
 }
 
+/// Key of a position mark; one key, so compaction keeps the latest.
+pub const POSITION_KEY: &str = "__ordo.position";
+
+/// Written by an owner after a batch's state records, in the same ordered send: every input
+/// offset below `resume_offset` is applied, including a batch's trailing records that left no
+/// state record (rejects, duplicates, bad records). Where the broker loses an offset commit, a
+/// new owner still resumes exactly there.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionMark {
+    pub epoch: Epoch,
+    pub partition: u32,
+    pub resume_offset: Offset,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PositionWire {
+    position: PositionMark,
+}
+
+impl PositionMark {
+    /// The mark as JSON, wrapped so it cannot be mistaken for a state record.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&PositionWire {
+            position: self.clone(),
+        })
+        .expect("a position mark always serialises")
+    }
+}
+
 /// One changelog record, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
     State(StateRecord),
     Marker(EpochMarker),
+    Position(PositionMark),
 }
 
 /// A changelog record that is neither a state record nor a marker.
@@ -134,6 +164,11 @@ impl Entry {
             && let Ok(m) = serde_json::from_slice::<MarkerWire>(value)
         {
             return Ok(Entry::Marker(m.epoch_marker));
+        }
+        if key == POSITION_KEY.as_bytes()
+            && let Ok(p) = serde_json::from_slice::<PositionWire>(value)
+        {
+            return Ok(Entry::Position(p.position));
         }
         serde_json::from_slice(value)
             .map(Entry::State)
@@ -174,6 +209,12 @@ impl Reader {
             Entry::State(r) if r.epoch < self.highest_marker => {
                 self.fenced += 1;
                 Verdict::Fenced
+            }
+            // A zombie's position is fenced like its state records: what it applied is not.
+            Entry::Position(p) if p.epoch < self.highest_marker => Verdict::Fenced,
+            Entry::Position(p) => {
+                self.resume_offset = self.resume_offset.max(p.resume_offset);
+                Verdict::Marker
             }
             Entry::State(r) => {
                 let after = r.source_offset.next().unwrap_or(r.source_offset);
@@ -299,6 +340,28 @@ mod tests {
         assert_eq!(reader.resume_offset(), Offset(2));
     }
 
+    #[test]
+    fn positions_move_the_resume_offset_unless_fenced() {
+        let mut reader = Reader::default();
+        let position = |epoch, resume| PositionMark {
+            epoch: Epoch(epoch),
+            partition: 0,
+            resume_offset: Offset(resume),
+        };
+        let decoded = Entry::decode(POSITION_KEY.as_bytes(), &position(1, 7).to_json()).unwrap();
+        assert_eq!(decoded, Entry::Position(position(1, 7)));
+        assert_eq!(reader.next(Entry::Marker(marker(1, 0))), Verdict::Marker);
+        assert_eq!(reader.next(decoded), Verdict::Marker);
+        assert_eq!(reader.resume_offset(), Offset(7));
+        assert_eq!(reader.next(Entry::Marker(marker(2, 7))), Verdict::Marker);
+        // The zombie (epoch 1) went on and says it applied up to 20: not so.
+        assert_eq!(
+            reader.next(Entry::Position(position(1, 20))),
+            Verdict::Fenced
+        );
+        assert_eq!(reader.resume_offset(), Offset(7));
+    }
+
     proptest! {
         /// Whatever a zombie (epoch 1) interleaves after the new owner's marker (epoch 2), the
         /// state read back equals the state the new owner alone wrote.
@@ -328,6 +391,7 @@ mod tests {
             for entry in log {
                 let (key, value) = match entry {
                     Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
+                    Entry::Position(p) => (POSITION_KEY.as_bytes().to_vec(), p.to_json()),
                     Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
                 };
                 snapshot.push(&mut reader, &key, &value);

@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 use super::{DEFAULT_BATCH_SIZE, Driver, Fetch, Owner};
-use crate::core::changelog::{EpochMarker, Reader};
+use crate::core::changelog::{EpochMarker, POSITION_KEY, PositionMark, Reader};
 use crate::core::ownership::OwnershipRecord;
 use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
@@ -294,7 +294,7 @@ impl Driver for KafkaDriver<'_> {
         Ok(Fetch::More)
     }
 
-    fn commit(&mut self, effects: &mut Effects, _next: Offset) -> Result<(), KafkaLogError> {
+    fn commit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), KafkaLogError> {
         let m = self.member;
         let p = self.partition;
         // Dead letters first: once any state record of this batch is in the changelog (which a
@@ -328,7 +328,25 @@ impl Driver for KafkaDriver<'_> {
             })
             .collect();
         // In order per partition (idempotent producer): a state record in the changelog means
-        // every earlier one of the batch is there too.
+        // every earlier one of the batch is there too; the position mark comes last.
+        let mut state = state;
+        if let Some(epoch) = self.epoch {
+            let mark = PositionMark {
+                epoch,
+                partition: p.0,
+                resume_offset: next,
+            };
+            state.push(Outgoing {
+                topic: &m.state_topic,
+                partition: p,
+                record: NewRecord {
+                    key: POSITION_KEY.as_bytes().to_vec(),
+                    value: mark.to_json(),
+                    timestamp: now,
+                    headers: Vec::new(),
+                },
+            });
+        }
         m.producer.send_all(&state)?;
         Ok(())
     }
