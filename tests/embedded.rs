@@ -440,16 +440,7 @@ fn demo_passes_its_own_check() {
 fn closed_or_full_stdout_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
-    ok(&[
-        "produce",
-        "--data-dir",
-        s(&d),
-        "--partitions",
-        "2",
-        "--generate",
-        "20000",
-    ]);
-    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    processed(&d, "2", "20000");
     for args in [
         vec!["state", "--data-dir", s(&d)],
         vec!["plan", "--containers", "2", "--servers", "3"],
@@ -486,15 +477,7 @@ fn closed_or_full_stdout_never_panics() {
 fn demo_refuses_a_data_dir_that_holds_anything() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
-    ok(&[
-        "produce",
-        "--data-dir",
-        s(&d),
-        "--partitions",
-        "2",
-        "--generate",
-        "100",
-    ]);
+    generated(&d, "2", "100");
     let before = std::fs::read(d.join("ordo.redb")).unwrap();
     let out = ordo()
         .args(["demo", "--events", "100", "--data-dir", s(&d)])
@@ -527,15 +510,7 @@ fn demo_refuses_a_data_dir_that_holds_anything() {
 fn a_typed_target_wins_over_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
-    ok(&[
-        "produce",
-        "--data-dir",
-        s(&d),
-        "--partitions",
-        "4",
-        "--generate",
-        "1000",
-    ]);
+    generated(&d, "4", "1000");
     let out = ordo()
         .env("ORDO_CONTAINERS", "2")
         .env("ORDO_SERVERS", "2")
@@ -564,16 +539,7 @@ fn a_typed_target_wins_over_the_environment() {
 fn a_damaged_store_is_an_error_line_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("d");
-    ok(&[
-        "produce",
-        "--data-dir",
-        s(&d),
-        "--partitions",
-        "4",
-        "--generate",
-        "20000",
-    ]);
-    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    processed(&d, "4", "20000");
     let file = d.join("ordo.redb");
     let mut bytes = std::fs::read(&file).unwrap();
     let middle = bytes.len() / 2;

@@ -285,3 +285,22 @@ pub fn project(v: &serde_json::Value) -> serde_json::Value {
         "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
     })
 }
+
+/// A data dir at `d` with N = `partitions` and `events` generated events appended.
+pub fn generated(d: &Path, partitions: &str, events: &str) {
+    ok(&[
+        "produce",
+        "--data-dir",
+        s(d),
+        "--partitions",
+        partitions,
+        "--generate",
+        events,
+    ]);
+}
+
+/// Like [`generated`], then processed until idle.
+pub fn processed(d: &Path, partitions: &str, events: &str) {
+    generated(d, partitions, events);
+    ok(&["run", "--data-dir", s(d), "--until-idle", "--no-http"]);
+}

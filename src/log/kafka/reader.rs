@@ -21,6 +21,27 @@ use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::topics::{self, Role};
 use crate::log::{Ingest, IngestError, RemoteState};
 
+/// A consumer outside any group, reporting partition ends, assigned to `partitions` of `topic`
+/// from their beginning.
+fn from_beginning(
+    opts: &KafkaOptions,
+    topic: &str,
+    partitions: impl IntoIterator<Item = Partition>,
+) -> Result<BaseConsumer<QuietEof>, KafkaLogError> {
+    let mut config = opts.reader_config();
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer<QuietEof> = config
+        .create_with_context(QuietEof)
+        .map_err(kafka("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        tpl.add_partition_offset(topic, p.0 as i32, KafkaOffset::Beginning)
+            .map_err(kafka("assign"))?;
+    }
+    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    Ok(consumer)
+}
+
 /// Reads `topic`/`partition` from the beginning to its end, calling `f` on each record.
 ///
 /// The end is the partition-EOF event, not the high watermark fetched up front: some
@@ -32,15 +53,7 @@ pub fn read_to_end(
     partition: Partition,
     mut f: impl FnMut(Record),
 ) -> Result<(), KafkaLogError> {
-    let mut config = opts.reader_config();
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<QuietEof> = config
-        .create_with_context(QuietEof)
-        .map_err(kafka("create reader"))?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition.0 as i32, KafkaOffset::Beginning)
-        .map_err(kafka("assign"))?;
-    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    let consumer = from_beginning(opts, topic, [partition])?;
     let stall = Duration::from_secs(60);
     let mut last_progress = Instant::now();
     loop {
@@ -72,14 +85,7 @@ pub fn tail(
     mut f: impl FnMut(Record),
     stop: impl Fn() -> bool,
 ) -> Result<(), KafkaLogError> {
-    let consumer: BaseConsumer<QuietEof> = opts
-        .reader_config()
-        .create_with_context(QuietEof)
-        .map_err(kafka("create reader"))?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition.0 as i32, KafkaOffset::Beginning)
-        .map_err(kafka("assign"))?;
-    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    let consumer = from_beginning(opts, topic, [partition])?;
     while !stop() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => f(to_record(&m)),
@@ -98,17 +104,7 @@ pub fn count_all(
     topic: &str,
     n: PartitionCount,
 ) -> Result<u64, KafkaLogError> {
-    let mut config = opts.reader_config();
-    config.set("enable.partition.eof", "true");
-    let consumer: BaseConsumer<QuietEof> = config
-        .create_with_context(QuietEof)
-        .map_err(kafka("create reader"))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in n.iter() {
-        tpl.add_partition_offset(topic, p.0 as i32, KafkaOffset::Beginning)
-            .map_err(kafka("assign"))?;
-    }
-    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    let consumer = from_beginning(opts, topic, n.iter())?;
     let (mut count, mut ended) = (0u64, std::collections::HashSet::new());
     let mut last_progress = Instant::now();
     while ended.len() < n.get() as usize {
