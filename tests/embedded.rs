@@ -562,6 +562,12 @@ fn a_damaged_store_is_an_error_line_not_a_panic() {
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked at"), "{args:?}: {err}");
+        // A command that only reads opens the store read-only: the file is left as it was.
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            damaged,
+            "{args:?} wrote to the store"
+        );
         assert!(
             matches!(out.status.code(), Some(0..=3)),
             "{args:?}: {:?} {err}",

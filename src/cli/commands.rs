@@ -163,13 +163,13 @@ pub fn produce(a: ProduceArgs) -> Result<(), Error> {
 
 /// N of an existing data dir, read without holding it open.
 fn stored_partitions(dir: &std::path::Path) -> Option<PartitionCount> {
-    EmbeddedLog::open(dir, OpenOptions::default())
+    EmbeddedLog::open(dir, OpenOptions::reading())
         .ok()
         .map(|l| l.partitions())
 }
 
 fn stored_partitioner(dir: &std::path::Path) -> Option<Partitioner> {
-    EmbeddedLog::open(dir, OpenOptions::default())
+    EmbeddedLog::open(dir, OpenOptions::reading())
         .ok()
         .map(|l| l.partitioner())
 }
@@ -179,7 +179,7 @@ pub fn state(a: StateArgs) -> Result<(), Error> {
     let snapshot = match a.kafka.options(None)? {
         Some(kafka) => crate::log::kafka::snapshot(&kafka)?.states,
         None => {
-            EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?
+            EmbeddedLog::open(&a.store.data_dir, OpenOptions::reading())?
                 .snapshot()?
                 .states
         }

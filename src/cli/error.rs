@@ -128,6 +128,7 @@ fn log_is_usage(e: &LogError) -> bool {
         LogError::InUse { .. }
         | LogError::CreateDir { .. }
         | LogError::GroupCommit { .. }
+        | LogError::ReadOnly
         | LogError::Store { .. } => false,
     }
 }

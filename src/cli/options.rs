@@ -90,6 +90,7 @@ impl TopologyArgs {
             partitioner: self.partitioner,
             create,
             cache_bytes: None,
+            read_only: false,
         })
     }
 }

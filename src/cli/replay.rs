@@ -31,7 +31,7 @@ fn role_of(topic: &str) -> Result<Role, Error> {
 pub fn export(a: ExportArgs) -> Result<(), Error> {
     let role = role_of(&a.topic)?;
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
-    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::default())?;
+    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::reading())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     export::export(&log, role, a.partition, spec, a.count, &mut out)?;
     out.flush()?;
@@ -61,7 +61,11 @@ pub fn replay(a: ReplayArgs) -> Result<(), Error> {
     let log = if needs_log {
         Some(EmbeddedLog::open(
             &a.store.data_dir,
-            a.topology.open_options(false)?,
+            OpenOptions {
+                // Only --apply writes.
+                read_only: !a.apply,
+                ..a.topology.open_options(false)?
+            },
         )?)
     } else {
         None
@@ -221,7 +225,7 @@ pub fn repartition(a: RepartitionArgs, typed: &super::Typed) -> Result<(), Error
     let dir = &a.store.data_dir;
     let mut out = io::stdout().lock();
     if !a.apply {
-        let log = EmbeddedLog::open(dir, OpenOptions::default())?;
+        let log = EmbeddedLog::open(dir, OpenOptions::reading())?;
         if log.partitions() == to {
             writeln!(
                 out,

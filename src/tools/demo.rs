@@ -121,6 +121,7 @@ pub fn run(a: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
             partitioner: Some(partitioner),
             create: true,
             cache_bytes: None,
+            read_only: false,
         },
     )?);
     let total = records.len() as f64;

@@ -11,11 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 mod group_commit;
+mod store;
 
 use self::group_commit::{Failed, GroupCommit};
+use self::store::Store;
 use super::Signal;
 use super::topics::Role;
 use crate::core::changelog::{EpochMarker, Reader, Snapshot};
@@ -33,6 +35,7 @@ const FORMAT: &str = "1";
 /// A record as stored: key, value, timestamp, headers (JSON array of pairs, empty when none).
 type Row<'a> = (&'a [u8], &'a [u8], i64, &'a [u8]);
 type TopicTable = TableDefinition<'static, (u32, u64), Row<'static>>;
+type TopicReadTable = redb::ReadOnlyTable<(u32, u64), Row<'static>>;
 
 const EVENTS: TopicTable = TableDefinition::new("reservation-events");
 const STATE: TopicTable = TableDefinition::new("reservation-state");
@@ -93,6 +96,8 @@ pub enum LogError {
     },
     #[error("embedded log: group commit failed: {message}")]
     GroupCommit { message: String },
+    #[error("embedded log: the data dir was opened read-only; this command cannot write to it")]
+    ReadOnly,
     #[error("embedded log: {op}: {source}")]
     Store {
         op: &'static str,
@@ -118,11 +123,23 @@ pub struct OpenOptions {
     pub create: bool,
     /// redb page cache in bytes.
     pub cache_bytes: Option<usize>,
+    /// Open without ever writing to the file (commands that only read).
+    pub read_only: bool,
+}
+
+impl OpenOptions {
+    /// An existing data dir, read-only, whatever its N and partitioner.
+    pub fn reading() -> Self {
+        OpenOptions {
+            read_only: true,
+            ..OpenOptions::default()
+        }
+    }
 }
 
 /// The embedded log of one data directory.
 pub struct EmbeddedLog {
-    db: Database,
+    db: Store,
     path: PathBuf,
     partitions: PartitionCount,
     partitioner: Partitioner,
@@ -149,6 +166,20 @@ impl EmbeddedLog {
     /// Opens (or creates) the database `file` of data directory `dir`; `ordo repartition`
     /// builds the next generation of a data dir beside the live one this way.
     pub fn open_file(dir: &Path, file: &Path, opts: OpenOptions) -> Result<Self, LogError> {
+        let cache = opts.cache_bytes.unwrap_or(64 << 20);
+        if opts.read_only {
+            let db = store::open_read_only(dir, file, cache)?;
+            let (partitions, partitioner) = read_meta(&db, dir, opts)?;
+            return Ok(Self {
+                db,
+                path: dir.to_path_buf(),
+                partitions,
+                partitioner,
+                appended: Arc::new(Signal::default()),
+                group_commit: GroupCommit::default(),
+            });
+        }
+        store::check_not_empty(dir, file)?;
         if !file.exists() {
             if !opts.create {
                 return Err(LogError::NotFound {
@@ -161,7 +192,7 @@ impl EmbeddedLog {
             })?;
         }
         let db = Database::builder()
-            .set_cache_size(opts.cache_bytes.unwrap_or(64 << 20))
+            .set_cache_size(cache)
             .create(file)
             .map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => LogError::InUse {
@@ -242,7 +273,7 @@ impl EmbeddedLog {
         txn.open_table(EPOCHS).map_err(store("create epochs"))?;
         txn.commit().map_err(store("commit"))?;
         Ok(Self {
-            db,
+            db: Store::Writer(db),
             path: dir.to_path_buf(),
             partitions,
             partitioner,
@@ -321,8 +352,10 @@ impl EmbeddedLog {
         from: Offset,
         mut f: impl FnMut(Record) -> Result<bool, LogError>,
     ) -> Result<(), LogError> {
-        let txn = self.db.begin_read().map_err(store("begin read"))?;
-        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        let txn = self.db.begin_read()?;
+        let Some(t) = open_topic(&txn, role)? else {
+            return Ok(());
+        };
         let range = t
             .range((partition.0, from.0)..=(partition.0, u64::MAX))
             .map_err(store("read"))?;
@@ -371,15 +404,19 @@ impl EmbeddedLog {
 
     /// The offset the next record of `partition` will get.
     pub fn end_offset(&self, role: Role, partition: Partition) -> Result<Offset, LogError> {
-        let txn = self.db.begin_read().map_err(store("begin read"))?;
-        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
-        end_of(&t, partition.0).map(Offset)
+        let txn = self.db.begin_read()?;
+        match open_topic(&txn, role)? {
+            Some(t) => end_of(&t, partition.0).map(Offset),
+            None => Ok(Offset(0)),
+        }
     }
 
     /// The offset of the first record of `partition` still held.
     pub fn start_offset(&self, role: Role, partition: Partition) -> Result<Offset, LogError> {
-        let txn = self.db.begin_read().map_err(store("begin read"))?;
-        let t = txn.open_table(table(role)).map_err(store("open topic"))?;
+        let txn = self.db.begin_read()?;
+        let Some(t) = open_topic(&txn, role)? else {
+            return Ok(Offset(0));
+        };
         let mut r = t
             .range((partition.0, 0)..=(partition.0, u64::MAX))
             .map_err(store("read"))?;
@@ -391,7 +428,7 @@ impl EmbeddedLog {
 
     /// The next input offset `partition` will process.
     pub fn position(&self, partition: Partition) -> Result<Offset, LogError> {
-        let txn = self.db.begin_read().map_err(store("begin read"))?;
+        let txn = self.db.begin_read()?;
         let t = txn.open_table(POSITIONS).map_err(store("open positions"))?;
         Ok(Offset(
             t.get(partition.0)
@@ -409,7 +446,7 @@ impl EmbeddedLog {
         records: impl FnOnce(Epoch) -> Vec<(Vec<u8>, Vec<u8>)>,
         position: Offset,
     ) -> Result<Epoch, LogError> {
-        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let txn = self.db.begin_write()?;
         let epoch = {
             let mut epochs = txn.open_table(EPOCHS).map_err(store("open epochs"))?;
             let epoch = Epoch(
@@ -464,7 +501,7 @@ impl EmbeddedLog {
         owner: &str,
         at_least: Epoch,
     ) -> Result<EpochMarker, LogError> {
-        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let txn = self.db.begin_write()?;
         let marker = {
             let mut epochs = txn.open_table(EPOCHS).map_err(store("open epochs"))?;
             let last = epochs
@@ -534,7 +571,7 @@ impl EmbeddedLog {
 
     fn write_batches(&self, batches: &[Work]) -> Result<Vec<Vec<Offset>>, LogError> {
         let now = super::now_millis();
-        let txn = self.db.begin_write().map_err(store("begin write"))?;
+        let txn = self.db.begin_write()?;
         let mut offsets = Vec::with_capacity(batches.len());
         {
             let mut events = txn.open_table(EVENTS).map_err(store("open input"))?;
@@ -625,6 +662,67 @@ fn append_refs(
     Ok(offsets)
 }
 
+/// A topic's table in a read transaction; `None` where a data dir written by an earlier version
+/// (opened read-only, so never upgraded) has no such table.
+fn open_topic(txn: &redb::ReadTransaction, role: Role) -> Result<Option<TopicReadTable>, LogError> {
+    match txn.open_table(table(role)) {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(store("open topic")(e)),
+    }
+}
+
+/// N and the partitioner stored in a data dir opened read-only, checked against `opts`.
+fn read_meta(
+    db: &Store,
+    dir: &Path,
+    opts: OpenOptions,
+) -> Result<(PartitionCount, Partitioner), LogError> {
+    let foreign = |detail: &str| LogError::Foreign {
+        path: dir.to_path_buf(),
+        detail: detail.to_owned(),
+    };
+    let txn = db.begin_read()?;
+    let meta = txn.open_table(META).map_err(|_| foreign("no metadata"))?;
+    let get = |key: &str| -> Result<Option<String>, LogError> {
+        Ok(meta
+            .get(key)
+            .map_err(store("read meta"))?
+            .map(|v| v.value().to_owned()))
+    };
+    match get("format")?.as_deref() {
+        Some(FORMAT) => {}
+        Some(other) => return Err(foreign(&format!("format {other}"))),
+        None => return Err(foreign("no format")),
+    }
+    let partitions = get("partitions")?
+        .and_then(|v| v.parse().ok())
+        .and_then(PartitionCount::new)
+        .ok_or_else(|| foreign("no partition count"))?;
+    let partitioner: Partitioner = get("partitioner")?
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| foreign("no partitioner"))?;
+    if let Some(requested) = opts.partitions
+        && requested != partitions
+    {
+        return Err(LogError::PartitionMismatch {
+            path: dir.to_path_buf(),
+            stored: partitions.get(),
+            requested: requested.get(),
+        });
+    }
+    if let Some(requested) = opts.partitioner
+        && requested != partitioner
+    {
+        return Err(LogError::PartitionerMismatch {
+            path: dir.to_path_buf(),
+            stored: partitioner,
+            requested,
+        });
+    }
+    Ok((partitions, partitioner))
+}
+
 fn end_of<T: ReadableTable<(u32, u64), Row<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
     let mut r = t.range((p, 0)..=(p, u64::MAX)).map_err(store("read"))?;
     match r.next_back() {
@@ -650,136 +748,4 @@ fn decode_headers(bytes: &[u8]) -> Vec<(String, String)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rec(key: &str, value: &str) -> NewRecord {
-        NewRecord {
-            key: key.into(),
-            value: value.into(),
-            timestamp: 7,
-            headers: vec![("h".into(), "v".into())],
-        }
-    }
-
-    fn opts(n: u32) -> OpenOptions {
-        OpenOptions {
-            partitions: PartitionCount::new(n),
-            create: true,
-            ..OpenOptions::default()
-        }
-    }
-
-    #[test]
-    fn append_read_and_offsets_per_partition() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedLog::open(dir.path(), opts(2)).unwrap();
-        let offsets = log
-            .append(
-                Role::Events,
-                vec![
-                    (Partition(0), rec("a", "1")),
-                    (Partition(1), rec("b", "2")),
-                    (Partition(0), rec("c", "3")),
-                ],
-            )
-            .unwrap();
-        assert_eq!(offsets, [0, 0, 1].map(Offset));
-        let offsets = log
-            .append(Role::Events, vec![(Partition(0), rec("d", "4"))])
-            .unwrap();
-        assert_eq!(offsets, [Offset(2)]);
-        let read = log.read(Role::Events, Partition(0), Offset(1), 10).unwrap();
-        assert_eq!(
-            read.iter()
-                .map(|r| (r.offset, r.key.clone()))
-                .collect::<Vec<_>>(),
-            vec![(Offset(1), b"c".to_vec()), (Offset(2), b"d".to_vec())]
-        );
-        assert_eq!(read[0].headers, vec![("h".to_owned(), "v".to_owned())]);
-        assert_eq!(
-            log.end_offset(Role::Events, Partition(0)).unwrap(),
-            Offset(3)
-        );
-        assert_eq!(
-            log.end_offset(Role::Events, Partition(1)).unwrap(),
-            Offset(1)
-        );
-        assert_eq!(
-            log.end_offset(Role::State, Partition(1)).unwrap(),
-            Offset(0)
-        );
-    }
-
-    #[test]
-    fn reopening_checks_n_and_keeps_data() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let log = EmbeddedLog::open(dir.path(), opts(4)).unwrap();
-            log.append(Role::Events, vec![(Partition(3), rec("a", "1"))])
-                .unwrap();
-        }
-        let err = EmbeddedLog::open(dir.path(), opts(6)).unwrap_err();
-        assert!(matches!(
-            err,
-            LogError::PartitionMismatch {
-                stored: 4,
-                requested: 6,
-                ..
-            }
-        ));
-        assert!(err.to_string().contains("ordo repartition"), "{err}");
-        let log = EmbeddedLog::open(dir.path(), OpenOptions::default()).unwrap();
-        assert_eq!(log.partitions().get(), 4);
-        assert_eq!(
-            log.end_offset(Role::Events, Partition(3)).unwrap(),
-            Offset(1)
-        );
-    }
-
-    #[test]
-    fn a_second_open_is_refused_while_the_first_holds_the_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let _first = EmbeddedLog::open(dir.path(), opts(1)).unwrap();
-        let err = EmbeddedLog::open(dir.path(), opts(1)).unwrap_err();
-        assert!(matches!(err, LogError::InUse { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn missing_dir_is_not_created_unless_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = EmbeddedLog::open(&dir.path().join("nope"), OpenOptions::default()).unwrap_err();
-        assert!(matches!(err, LogError::NotFound { .. }));
-    }
-
-    #[test]
-    fn epochs_grow_and_commit_moves_position_atomically() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = EmbeddedLog::open(dir.path(), opts(1)).unwrap();
-        let m1 = log.begin_epoch(Partition(0), "a", Epoch(0)).unwrap();
-        let m2 = log.begin_epoch(Partition(0), "b", Epoch(0)).unwrap();
-        assert!(m2.epoch > m1.epoch);
-        let m3 = log.begin_epoch(Partition(0), "c", Epoch(10)).unwrap();
-        assert_eq!(m3.epoch, Epoch(11));
-        let (_, r) = log.commit(
-            Partition(0),
-            Effects {
-                state: vec![(b"k".to_vec(), b"{}".to_vec())],
-                dead_letters: vec![rec("x", "bad")],
-            },
-            Offset(5),
-        );
-        r.unwrap();
-        assert_eq!(log.position(Partition(0)).unwrap(), Offset(5));
-        assert_eq!(
-            log.end_offset(Role::State, Partition(0)).unwrap(),
-            Offset(4)
-        );
-        assert_eq!(
-            log.end_offset(Role::DeadLetters, Partition(0)).unwrap(),
-            Offset(1)
-        );
-        let m4 = log.begin_epoch(Partition(0), "d", Epoch(0)).unwrap();
-        assert_eq!(m4.resume_offset, Offset(5));
-    }
-}
+mod tests;

@@ -155,6 +155,7 @@ pub fn apply(
             partitioner: Some(partitioner),
             create: true,
             cache_bytes: None,
+            read_only: false,
         },
     )?;
 
