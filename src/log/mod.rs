@@ -14,10 +14,9 @@ pub mod topics;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::core::changelog::StateRecord;
 use crate::core::partitioner::Partitioner;
 use crate::core::record::NewRecord;
-use crate::core::{Offset, Partition, PartitionCount, ReservationNo};
+use crate::core::{Offset, Partition, PartitionCount};
 
 /// Milliseconds since the Unix epoch, for record timestamps.
 pub fn now_millis() -> i64 {
@@ -75,21 +74,6 @@ pub trait Ingest: Send + Sync {
     fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError>;
     /// The offset the next input record of `partition` will get.
     fn input_end(&self, partition: Partition) -> Result<Offset, IngestError>;
-
-    /// For a partition this process does not own: its current state read from the changelog
-    /// (fencing applied) and the input offset after the last one it reflects. `None` where
-    /// every partition is local (the embedded log).
-    fn remote_state(&self, _partition: Partition) -> Result<Option<RemoteState>, IngestError> {
-        Ok(None)
-    }
-}
-
-/// A partition's state as read from its changelog.
-#[derive(Debug, Default)]
-pub struct RemoteState {
-    pub records: std::collections::BTreeMap<ReservationNo, StateRecord>,
-    /// Every input offset below this is reflected.
-    pub applied: Offset,
 }
 
 impl Ingest for embedded::EmbeddedLog {

@@ -19,7 +19,7 @@ use crate::core::partitioner::Partitioner;
 use crate::core::record::{NewRecord, Record};
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::topics::{self, Role};
-use crate::log::{Ingest, IngestError, RemoteState};
+use crate::log::{Ingest, IngestError};
 
 /// A consumer outside any group, reporting partition ends, assigned to `partitions` of `topic`
 /// from their beginning.
@@ -188,19 +188,6 @@ impl Ingest for KafkaIngest {
             .fetch_watermarks(&topic, partition.0 as i32, REQUEST_TIMEOUT)
             .map_err(|e| unreachable_or(&self.opts, e, "fetch watermarks"))?;
         Ok(Offset(high.max(0) as u64))
-    }
-
-    fn remote_state(&self, partition: Partition) -> Result<Option<RemoteState>, IngestError> {
-        let topic = topics::get(Role::State).name;
-        let mut reader = Reader::default();
-        let mut snapshot = Snapshot::default();
-        read_to_end(&self.opts, &topic, partition, |r| {
-            snapshot.push(&mut reader, &r.key, &r.value)
-        })?;
-        Ok(Some(RemoteState {
-            records: snapshot.states,
-            applied: reader.resume_offset(),
-        }))
     }
 }
 
