@@ -245,24 +245,7 @@ impl EmbeddedLog {
                     });
                 }
             };
-            if let Some(requested) = opts.partitions
-                && requested != partitions
-            {
-                return Err(LogError::PartitionMismatch {
-                    path: dir.to_path_buf(),
-                    stored: partitions.get(),
-                    requested: requested.get(),
-                });
-            }
-            if let Some(requested) = opts.partitioner
-                && requested != partitioner
-            {
-                return Err(LogError::PartitionerMismatch {
-                    path: dir.to_path_buf(),
-                    stored: partitioner,
-                    requested,
-                });
-            }
+            check_requested(dir, opts, partitions, partitioner)?;
             (partitions, partitioner)
         };
         for role in Role::ALL {
@@ -702,6 +685,17 @@ fn read_meta(
     let partitioner: Partitioner = get("partitioner")?
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| foreign("no partitioner"))?;
+    check_requested(dir, opts, partitions, partitioner)?;
+    Ok((partitions, partitioner))
+}
+
+/// Refuses a data dir whose stored N or partitioner differs from what the caller asked for.
+fn check_requested(
+    dir: &Path,
+    opts: OpenOptions,
+    partitions: PartitionCount,
+    partitioner: Partitioner,
+) -> Result<(), LogError> {
     if let Some(requested) = opts.partitions
         && requested != partitions
     {
@@ -720,7 +714,7 @@ fn read_meta(
             requested,
         });
     }
-    Ok((partitions, partitioner))
+    Ok(())
 }
 
 fn end_of<T: ReadableTable<(u32, u64), Row<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
