@@ -118,7 +118,7 @@ pub fn run(
                 wake.appended().notify();
             });
             summary.http = shell.http;
-            let options = owner::embedded::Options {
+            let options = owner::Options {
                 batch_size: opts.batch_size,
                 until_idle: opts.until_idle,
                 ..Default::default()
@@ -149,7 +149,7 @@ pub fn run(
                 (None, Some(addr)) => Some(format!("http://{addr}")),
                 (_, None) => None,
             };
-            let options = owner::group::Options {
+            let options = owner::Options {
                 batch_size: opts.batch_size,
                 until_idle: opts.until_idle,
                 advertise: advertise.clone(),

@@ -2,45 +2,53 @@
 //! names no shell crate, and no two top-level modules import each other (directly or not).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// `crate::<module>` references per top-level module, outside `#[cfg(test)]` sections.
-fn imports() -> BTreeMap<String, BTreeSet<String>> {
-    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+/// Every file below `src/`.
+fn sources() -> Vec<PathBuf> {
+    let mut files = Vec::new();
     let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 stack.push(path);
-                continue;
+            } else {
+                files.push(path);
             }
-            let rel = path
-                .strip_prefix(Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
-                .unwrap();
-            let top = rel
-                .components()
-                .next()
-                .unwrap()
-                .as_os_str()
-                .to_string_lossy()
-                .trim_end_matches(".rs")
-                .to_owned();
-            if top == "lib" || top == "main" {
-                continue;
-            }
-            let text = std::fs::read_to_string(&path).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap();
-            let set = deps.entry(top.clone()).or_default();
-            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
-                for piece in line.split("crate::").skip(1) {
-                    let module: String = piece
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    if !module.is_empty() && module != top {
-                        set.insert(module);
-                    }
+        }
+    }
+    files
+}
+
+/// `crate::<module>` references per top-level module, outside `#[cfg(test)]` sections.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let mut deps: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for path in sources() {
+        let rel = path.strip_prefix(&src).unwrap();
+        let top = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if top == "lib" || top == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        let set = deps.entry(top.clone()).or_default();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for piece in line.split("crate::").skip(1) {
+                let module: String = piece
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !module.is_empty() && module != top {
+                    set.insert(module);
                 }
             }
         }
@@ -126,16 +134,8 @@ fn the_core_names_no_shell_crate() {
 
 #[test]
 fn no_source_file_over_800_lines() {
-    let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let lines = std::fs::read_to_string(&path).unwrap().lines().count();
-                assert!(lines <= 800, "{} has {lines} lines", path.display());
-            }
-        }
+    for path in sources() {
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= 800, "{} has {lines} lines", path.display());
     }
 }

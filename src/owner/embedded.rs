@@ -8,7 +8,7 @@ use std::time::Duration;
 use prometheus::IntGauge;
 use tracing::error;
 
-use super::{DEFAULT_BATCH_SIZE, Driver, Fetch, Owner, OwnerReport};
+use super::{Driver, Fetch, Options, Owner, OwnerReport};
 use crate::core::changelog::{EpochMarker, Reader};
 use crate::core::record::Record;
 use crate::core::step::Effects;
@@ -22,26 +22,6 @@ use crate::view::Partitions;
 /// How long an idle owner sleeps before it looks again; appends and shutdown wake it sooner,
 /// this only bounds a missed wake-up.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
-
-/// How the owners of a data dir run.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub batch_size: usize,
-    /// Release every partition once it has caught up with its input.
-    pub until_idle: bool,
-    /// Who the owners are, written into their epoch markers.
-    pub owner_id: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            batch_size: DEFAULT_BATCH_SIZE,
-            until_idle: false,
-            owner_id: super::owner_id(),
-        }
-    }
-}
 
 /// One partition of the embedded log, driven for its owner.
 struct EmbeddedDriver<'a> {

@@ -25,7 +25,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 use tracing::{error, info, warn};
 
-use super::{DEFAULT_BATCH_SIZE, Driver, Fetch, Owner};
+use super::{Driver, Fetch, Options, Owner};
 use crate::core::changelog::{EpochMarker, POSITION_KEY, PositionMark, Reader};
 use crate::core::ownership::OwnershipRecord;
 use crate::core::record::{NewRecord, Record};
@@ -74,29 +74,6 @@ struct Flags {
 struct OwnerThread {
     flags: Arc<Flags>,
     handle: JoinHandle<Option<Offset>>,
-}
-
-/// How a member runs.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub batch_size: usize,
-    /// Leave the group once every assigned partition has caught up with its input.
-    pub until_idle: bool,
-    /// Who the owners are, written into their epoch markers and ownership records.
-    pub owner_id: String,
-    /// The base URL other members reach this member's HTTP listener at; `None` without HTTP.
-    pub advertise: Option<String>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            batch_size: DEFAULT_BATCH_SIZE,
-            until_idle: false,
-            owner_id: super::owner_id(),
-            advertise: None,
-        }
-    }
 }
 
 /// What a member did.

@@ -41,6 +41,30 @@ pub fn owner_id() -> String {
     format!("{host}/{}", std::process::id())
 }
 
+/// How the owners of a process run, whichever the driver.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub batch_size: usize,
+    /// Release every partition once it has caught up with its input.
+    pub until_idle: bool,
+    /// Who the owners are, written into their epoch markers and ownership records.
+    pub owner_id: String,
+    /// The base URL other members reach this process's HTTP listener at (Kafka; `None`
+    /// without HTTP, and unused on the embedded log).
+    pub advertise: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            batch_size: DEFAULT_BATCH_SIZE,
+            until_idle: false,
+            owner_id: owner_id(),
+            advertise: None,
+        }
+    }
+}
+
 /// Whether the owner goes on after the records of a fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fetch {

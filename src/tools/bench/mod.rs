@@ -157,7 +157,7 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
         &log,
         &shared,
         &Arc::new(Metrics::fresh()),
-        &crate::owner::embedded::Options {
+        &crate::owner::Options {
             until_idle: true,
             ..Default::default()
         },
