@@ -427,6 +427,81 @@ fn flags_read_ordo_env_vars_and_bad_flags_exit_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The environment's rules: an empty variable is unset, a boolean variable takes the usual
+/// spellings, and an error names the variable the bad value came from, not a flag nobody typed.
+#[test]
+fn environment_variables_empty_boolean_and_named_in_errors() {
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut c = ordo();
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Empty counts as unset: --partitions decides alone.
+    let (code, out, err) = run(
+        &[("ORDO_CONTAINERS", ""), ("ORDO_SERVERS", "")],
+        &["partition", "polygenelubricants", "--partitions", "10"],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "8"), "{err}");
+    // A bad value from a variable names the variable.
+    let (code, _, err) = run(&[("ORDO_CONTAINERS", "x")], &["plan", "--servers", "2"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'ORDO_CONTAINERS'"), "{err}");
+    let (code, _, err) = run(&[], &["plan", "--containers", "x", "--servers", "2"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--containers"), "{err}");
+    // ordo's own errors name each setting as it was given.
+    let (code, _, err) = run(
+        &[("ORDO_CONTAINERS", "2"), ("ORDO_SERVERS", "2")],
+        &["partition", "k", "--partitions", "5"],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("--partitions 5 does not equal ORDO_CONTAINERS=2 × ORDO_SERVERS=2"),
+        "{err}"
+    );
+    // Booleans: 1/yes/true/on are true, 0/no/false/off false; anything else is refused by name.
+    let dir = tempfile::tempdir().unwrap();
+    for value in ["1", "yes", "true", "on"] {
+        let d = dir.path().join(format!("d-{value}"));
+        let (code, _, err) = run(
+            &[("ORDO_UNTIL_IDLE", value)],
+            &["run", "--no-http", "--partitions", "1", "--data-dir", s(&d)],
+        );
+        assert_eq!(code, Some(0), "ORDO_UNTIL_IDLE={value}: {err}");
+    }
+    for value in ["0", "no", "false", "off"] {
+        // Not until-idle: the process serves until told to stop.
+        let d = dir.path().join(format!("d-{value}"));
+        let mut ordo = {
+            let mut r = Running::start_with(
+                &[("ORDO_UNTIL_IDLE", value)],
+                &["--partitions", "1", "--data-dir", s(&d)],
+            );
+            r.wait_ready();
+            assert!(
+                r.child.try_wait().unwrap().is_none(),
+                "ORDO_UNTIL_IDLE={value}"
+            );
+            r.terminate();
+            r
+        };
+        assert!(ordo.child.wait().unwrap().success());
+    }
+    let (code, _, err) = run(
+        &[("ORDO_UNTIL_IDLE", "bogus")],
+        &["run", "--no-http", "--data-dir", s(&dir.path().join("x"))],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'ORDO_UNTIL_IDLE'"), "{err}");
+}
+
 #[test]
 fn demo_passes_its_own_check() {
     let out = ok(&["demo", "--events", "20000"]);

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod error;
 pub mod options;
 pub mod replay;
+pub mod sources;
 
 use std::process::ExitCode;
 
@@ -22,12 +23,16 @@ pub use error::Error;
 
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> ExitCode {
-    let parsed = Cli::command()
-        .try_get_matches()
+    let cmd = sources::command(Cli::command());
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let parsed = cmd
+        .clone()
+        .try_get_matches_from(&argv)
         .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
     let (cli, matches) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
+            let e = sources::name_variable(e, &cmd, &argv);
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::from(2)
@@ -53,11 +58,9 @@ pub fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let typed = Typed::of(&matches);
+    sources::install(sources::Sources::of(&cmd, &matches));
     quiet_panics();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        execute(cli.command, &typed)
-    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(cli.command)));
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -111,35 +114,8 @@ pub fn last_panic() -> Option<String> {
     LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Which of the subcommand's values were typed on the command line (rather than taken from an
-/// `ORDO_*` variable or a default): a typed value wins over a variable for the same setting.
-#[derive(Debug, Default)]
-pub struct Typed(std::collections::BTreeSet<String>);
-
-impl Typed {
-    /// The values typed for the subcommand of `matches`.
-    pub fn of(matches: &clap::ArgMatches) -> Typed {
-        let Some((_, sub)) = matches.subcommand() else {
-            return Typed::default();
-        };
-        Typed(
-            sub.ids()
-                .filter(|id| {
-                    sub.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
-                })
-                .map(|id| id.to_string())
-                .collect(),
-        )
-    }
-
-    /// Whether the value of argument `id` was typed.
-    pub fn contains(&self, id: &str) -> bool {
-        self.0.contains(id)
-    }
-}
-
 /// Runs one command.
-pub fn execute(command: Command, typed: &Typed) -> Result<(), Error> {
+pub fn execute(command: Command) -> Result<(), Error> {
     match command {
         Command::Demo(a) => commands::demo(a),
         Command::Run(a) => commands::run(a),
@@ -150,7 +126,7 @@ pub fn execute(command: Command, typed: &Typed) -> Result<(), Error> {
         Command::Topics(a) => commands::topics(a),
         Command::Export(a) => replay::export(a),
         Command::Replay(a) => replay::replay(a),
-        Command::Repartition(a) => replay::repartition(a, typed),
+        Command::Repartition(a) => replay::repartition(a),
         Command::Bench(a) => commands::bench(a),
     }
 }

@@ -3,63 +3,84 @@
 
 use super::Error;
 use super::args::{KafkaArgs, TopologyArgs};
+use super::sources::{Sources, sources};
 use crate::core::PartitionCount;
 use crate::core::partitioner::Partitioner;
 use crate::log::embedded::OpenOptions;
 use crate::log::kafka::{KafkaLogError, KafkaOptions, partition_count};
 use crate::log::topics::{self, Role};
 
-/// Why a partition count could not be formed from the flags.
+/// Why a partition count could not be formed from the flags. Each names its setting as the
+/// user gave it: the flag, or the `ORDO_*` variable the value came from.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CountError {
-    #[error("--{flag} must be at least 1; pass a positive number")]
-    Zero { flag: &'static str },
-    #[error("--containers {containers} × --servers {servers} overflows; use smaller numbers")]
-    Overflow { containers: u32, servers: u32 },
+    #[error("{setting} must be at least 1; pass a positive number")]
+    Zero { setting: String },
+    #[error("{containers} × {servers} overflows; use smaller numbers")]
+    Overflow { containers: String, servers: String },
     #[error(
-        "--partitions {partitions} does not equal --containers {containers} × --servers {servers} = {product}; \
-         drop --partitions or make them agree"
+        "{partitions} does not equal {containers} × {servers} = {product}; drop {drop} or make them agree"
     )]
     Mismatch {
-        partitions: u32,
-        containers: u32,
-        servers: u32,
+        partitions: String,
+        containers: String,
+        servers: String,
         product: u64,
+        drop: String,
     },
+}
+
+/// One setting of N: its argument id (for naming it, see [`Sources`]) and value.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting<'a> {
+    pub id: &'a str,
+    pub value: Option<u32>,
+}
+
+impl<'a> Setting<'a> {
+    pub fn new(id: &'a str, value: Option<u32>) -> Setting<'a> {
+        Setting { id, value }
+    }
 }
 
 /// `N` from the flags: `containers × servers`, or `partitions`, which must equal the product
 /// when all three are given. `None` when no flag was given at all.
 pub fn from_flags(
-    containers: Option<u32>,
-    servers: Option<u32>,
-    partitions: Option<u32>,
+    containers: Setting<'_>,
+    servers: Setting<'_>,
+    partitions: Setting<'_>,
+    sources: &Sources,
 ) -> Result<Option<PartitionCount>, CountError> {
-    let nonzero = |v: Option<u32>, flag| match v {
-        Some(0) => Err(CountError::Zero { flag }),
+    let nonzero = |s: Setting<'_>| match s.value {
+        Some(0) => Err(CountError::Zero {
+            setting: sources.label(s.id),
+        }),
         other => Ok(other),
     };
-    let containers = nonzero(containers, "containers")?;
-    let servers = nonzero(servers, "servers")?;
-    let partitions = nonzero(partitions, "partitions")?;
-    let product = match (containers, servers) {
+    let (c, s, p) = (
+        nonzero(containers)?,
+        nonzero(servers)?,
+        nonzero(partitions)?,
+    );
+    let product = match (c, s) {
         (None, None) => None,
         (c, s) => {
             let (c, s) = (c.unwrap_or(1), s.unwrap_or(1));
-            let product = PartitionCount::product(c, s).ok_or(CountError::Overflow {
-                containers: c,
-                servers: s,
+            let product = PartitionCount::product(c, s).ok_or_else(|| CountError::Overflow {
+                containers: sources.show(containers.id, c),
+                servers: sources.show(servers.id, s),
             })?;
             Some((c, s, product.get()))
         }
     };
-    let n = match (partitions, product) {
+    let n = match (p, product) {
         (Some(p), Some((c, s, product))) if p != product => {
             return Err(CountError::Mismatch {
-                partitions: p,
-                containers: c,
-                servers: s,
+                partitions: sources.show(partitions.id, p),
+                containers: sources.show(containers.id, c),
+                servers: sources.show(servers.id, s),
                 product: u64::from(product),
+                drop: sources.label(partitions.id),
             });
         }
         (Some(p), _) => Some(p),
@@ -71,16 +92,26 @@ pub fn from_flags(
 
 /// `containers × servers`, both given.
 pub fn product(containers: u32, servers: u32) -> Result<PartitionCount, Error> {
-    from_flags(Some(containers), Some(servers), None)
-        .map_err(|e| Error::usage(e.to_string()))?
-        .ok_or_else(|| Error::usage("pass --containers C --servers S"))
+    from_flags(
+        Setting::new("containers", Some(containers)),
+        Setting::new("servers", Some(servers)),
+        Setting::new("partitions", None),
+        sources(),
+    )
+    .map_err(|e| Error::usage(e.to_string()))?
+    .ok_or_else(|| Error::usage("pass --containers C --servers S"))
 }
 
 impl TopologyArgs {
     /// N from the flags, if any was given.
     pub fn count(&self) -> Result<Option<PartitionCount>, Error> {
-        from_flags(self.containers, self.servers, self.partitions)
-            .map_err(|e| Error::usage(e.to_string()))
+        from_flags(
+            Setting::new("containers", self.containers),
+            Setting::new("servers", self.servers),
+            Setting::new("partitions", self.partitions),
+            sources(),
+        )
+        .map_err(|e| Error::usage(e.to_string()))
     }
 
     /// How to open the data dir: the flags' N and partitioner, if given, must match it.
@@ -154,7 +185,16 @@ mod tests {
 
     #[test]
     fn partition_count_from_flags() {
-        let ok = |c, s, p| from_flags(c, s, p).map(|n| n.map(PartitionCount::get));
+        let flags = Sources::default();
+        let count = |c, s, p| {
+            from_flags(
+                Setting::new("containers", c),
+                Setting::new("servers", s),
+                Setting::new("partitions", p),
+                &flags,
+            )
+        };
+        let ok = |c, s, p| count(c, s, p).map(|n| n.map(PartitionCount::get));
         assert_eq!(ok(Some(3), Some(2), None), Ok(Some(6)));
         assert_eq!(ok(Some(3), Some(2), Some(6)), Ok(Some(6)));
         assert_eq!(ok(None, None, Some(5)), Ok(Some(5)));
@@ -162,16 +202,22 @@ mod tests {
         assert_eq!(ok(None, None, None), Ok(None));
         assert_eq!(
             ok(Some(0), Some(2), None),
-            Err(CountError::Zero { flag: "containers" })
+            Err(CountError::Zero {
+                setting: "--containers".into()
+            })
         );
         assert_eq!(
             ok(None, None, Some(0)),
-            Err(CountError::Zero { flag: "partitions" })
+            Err(CountError::Zero {
+                setting: "--partitions".into()
+            })
         );
-        assert!(matches!(
-            ok(Some(3), Some(2), Some(7)),
-            Err(CountError::Mismatch { product: 6, .. })
-        ));
+        let mismatch = count(Some(3), Some(2), Some(7)).unwrap_err();
+        assert_eq!(
+            mismatch.to_string(),
+            "--partitions 7 does not equal --containers 3 × --servers 2 = 6; drop --partitions \
+             or make them agree"
+        );
         assert!(matches!(
             ok(Some(u32::MAX), Some(2), None),
             Err(CountError::Overflow { .. })

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use super::Error;
 use super::args::{ExportArgs, RepartitionArgs, ReplayArgs};
-use super::options::{from_flags, kafka_partitions};
+use super::options::{Setting, from_flags, kafka_partitions};
+use super::sources::sources;
 use crate::core::changelog::StateRecord;
 use crate::core::{PartitionCount, ReservationNo};
 use crate::log::embedded::{DB_FILE, EmbeddedLog, OpenOptions};
@@ -201,12 +202,13 @@ fn print_plan(
 }
 
 /// `ordo repartition`.
-pub fn repartition(a: RepartitionArgs, typed: &super::Typed) -> Result<(), Error> {
+pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
+    let sources = sources();
     // A typed --to-partitions wins over ORDO_CONTAINERS / ORDO_SERVERS (set in every pod).
-    let (containers, servers) = if typed.contains("to_partitions") {
+    let (containers, servers) = if sources.typed("to_partitions") {
         (
-            a.containers.filter(|_| typed.contains("containers")),
-            a.servers.filter(|_| typed.contains("servers")),
+            a.containers.filter(|_| sources.typed("containers")),
+            a.servers.filter(|_| sources.typed("servers")),
         )
     } else {
         (a.containers, a.servers)
@@ -217,10 +219,14 @@ pub fn repartition(a: RepartitionArgs, typed: &super::Typed) -> Result<(), Error
                 "no target; pass --to-partitions M or --containers C --servers S",
             ));
         }
-        (p, c, s) => from_flags(c, s, p)
-            // The target's flag here is --to-partitions.
-            .map_err(|e| Error::usage(e.to_string().replace("--partitions", "--to-partitions")))?
-            .ok_or_else(|| Error::usage("pass --to-partitions M or --containers C --servers S"))?,
+        (p, c, s) => from_flags(
+            Setting::new("containers", c),
+            Setting::new("servers", s),
+            Setting::new("to_partitions", p),
+            sources,
+        )
+        .map_err(|e| Error::usage(e.to_string()))?
+        .ok_or_else(|| Error::usage("pass --to-partitions M or --containers C --servers S"))?,
     };
     let dir = &a.store.data_dir;
     let mut out = io::stdout().lock();

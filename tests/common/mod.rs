@@ -62,7 +62,13 @@ pub struct Running {
 impl Running {
     /// Starts `ordo run --http 127.0.0.1:0 extra…` and waits for its listen line.
     pub fn start(extra: &[&str]) -> Running {
+        Running::start_with(&[], extra)
+    }
+
+    /// [`Running::start`] with variables `env` set.
+    pub fn start_with(env: &[(&str, &str)], extra: &[&str]) -> Running {
         let mut child = ordo()
+            .envs(env.iter().copied())
             .arg("run")
             .args(["--http", "127.0.0.1:0"])
             .args(extra)
