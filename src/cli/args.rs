@@ -21,6 +21,40 @@ fn partitioner_parser() -> impl TypedValueParser<Value = Partitioner> {
     })
 }
 
+/// `--http`: `HOST:PORT`, `[V6]:PORT`, or `:PORT` (loopback). A host name is resolved, its
+/// first IPv4 address preferred.
+pub fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let bad = |why: &str| {
+        format!(
+            "{why}; expected HOST:PORT, e.g. 127.0.0.1:8080, localhost:8080, :8080 (loopback) or \
+             0.0.0.0:8080 (all interfaces)"
+        )
+    };
+    if let Some(port) = text.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad("not a port number"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err(bad("no port"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(bad("not a port number"));
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(text)
+        .map_err(|e| bad(&format!("cannot resolve {host}: {e}")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| bad(&format!("{host} has no address")))
+}
+
 /// Default HTTP listen address.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:8080";
 
@@ -275,8 +309,10 @@ pub struct RunArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub topology: TopologyArgs,
-    /// HTTP listen address (`127.0.0.1:0` picks a free port).
-    #[arg(long, env = "ORDO_HTTP", default_value = DEFAULT_HTTP)]
+    /// HTTP listen address: `HOST:PORT` (a name such as `localhost` is resolved), `:PORT` for
+    /// loopback only; all interfaces only when asked for with `0.0.0.0:PORT` or `[::]:PORT`.
+    /// Port 0 picks a free port.
+    #[arg(long, env = "ORDO_HTTP", default_value = DEFAULT_HTTP, value_parser = listen_address)]
     pub http: SocketAddr,
     /// Serve no HTTP.
     #[arg(long, env = "ORDO_NO_HTTP")]
@@ -383,4 +419,24 @@ pub struct DemoArgs {
     /// Keep the data dir here instead of a temporary one.
     #[arg(long, env = "ORDO_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |s: &str| listen_address(s).unwrap().to_string();
+        assert_eq!(ok("127.0.0.1:8080"), "127.0.0.1:8080");
+        assert_eq!(ok("0.0.0.0:9"), "0.0.0.0:9");
+        assert_eq!(ok("[::1]:8080"), "[::1]:8080");
+        // `:PORT` is loopback; all interfaces must be asked for.
+        assert_eq!(ok(":8080"), "127.0.0.1:8080");
+        assert!(listen_address("localhost:8080").unwrap().ip().is_loopback());
+        for bad in ["8080", "localhost", ":http", "localhost:99999", ""] {
+            let err = listen_address(bad).unwrap_err();
+            assert!(err.contains("expected HOST:PORT"), "{bad}: {err}");
+        }
+    }
 }
