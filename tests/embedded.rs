@@ -134,6 +134,65 @@ fn a_bad_line_fails_the_file_with_its_number_and_writes_nothing() {
     );
 }
 
+/// A record over `--max-record-bytes` is refused (or skipped) without holding the line: a file
+/// with no newline at all (`/dev/zero`) fails at once instead of growing without bound.
+#[test]
+fn oversized_records_are_refused_without_buffering_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let out = ordo()
+        .args(["produce", "--data-dir", s(&d), "--file", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/zero:1: the record is over 1048576 bytes")
+            && err.contains("--max-record-bytes"),
+        "{err}"
+    );
+    assert!(!d.exists(), "nothing written");
+
+    let file = dir.path().join("in.ndjson");
+    let event = |id: &str| {
+        format!(
+            r#"{{"type":"reservation","event_id":"{id}","reservation_no":"R{id}","user_id":"u"}}"#
+        )
+    };
+    let long = format!(
+        r#"{{"type":"reservation","event_id":"x","reservation_no":"RX","user_id":"{}"}}"#,
+        "u".repeat(2000)
+    );
+    std::fs::write(&file, format!("{}\n{long}\n{}\n", event("1"), event("2"))).unwrap();
+    let out = ordo()
+        .args(["produce", "--data-dir", s(&d), "--file", s(&file)])
+        .args(["--max-record-bytes", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":2: the record is over 1000 bytes"));
+    let out = ok(&[
+        "produce",
+        "--data-dir",
+        s(&d),
+        "--file",
+        s(&file),
+        "--max-record-bytes",
+        "1000",
+        "--skip-invalid",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("skipped line 2: the record is over 1000 bytes"),
+        "{err}"
+    );
+    ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    assert_eq!(
+        state(&d).keys().cloned().collect::<Vec<_>>(),
+        vec!["R1", "R2"]
+    );
+}
+
 #[test]
 fn poison_records_are_dead_lettered_and_the_partition_goes_on() {
     let dir = tempfile::tempdir().unwrap();

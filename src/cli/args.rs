@@ -12,6 +12,7 @@ use crate::app::DEFAULT_DATA_DIR;
 use crate::core::partitioner::Partitioner;
 use crate::log::kafka::DEFAULT_GROUP;
 use crate::owner::DEFAULT_BATCH_SIZE;
+use crate::tools::produce::DEFAULT_MAX_RECORD_BYTES;
 
 /// `--partitioner`: the names of [`Partitioner`], listed in `--help`.
 fn partitioner_parser() -> impl TypedValueParser<Value = Partitioner> {
@@ -356,6 +357,11 @@ pub struct ProduceArgs {
     /// Append lines unvalidated (bad records then reach the dead-letter log).
     #[arg(long, env = "ORDO_RAW")]
     pub raw: bool,
+    /// The largest record accepted, in bytes; a longer line is an error (or skipped with
+    /// --skip-invalid) and is never held in memory whole.
+    #[arg(long, env = "ORDO_MAX_RECORD_BYTES", default_value_t = DEFAULT_MAX_RECORD_BYTES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=(64 << 20)))]
+    pub max_record_bytes: usize,
 }
 
 /// Output formats of `ordo state`.

@@ -127,7 +127,8 @@ pub fn produce(a: ProduceArgs) -> Result<(), Error> {
                 .partitioner
                 .or_else(|| stored_partitioner(&a.store.data_dir))
                 .unwrap_or_default();
-            let (records, skipped) = produce::read_file(path, validation, log_n, partitioner)?;
+            let (records, skipped) =
+                produce::read_file(path, validation, log_n, partitioner, a.max_record_bytes)?;
             let log = EmbeddedLog::open(
                 &a.store.data_dir,
                 OpenOptions {
@@ -146,7 +147,7 @@ pub fn produce(a: ProduceArgs) -> Result<(), Error> {
         (None, None) => unreachable!("clap requires --file or --generate"),
     };
     for s in &report.skipped {
-        eprintln!("ordo: skipped line {}: {}", s.line, s.error);
+        eprintln!("ordo: skipped line {}: {}", s.line, s.reason);
     }
     eprintln!(
         "ordo: appended {} events to {}{}",
@@ -387,7 +388,9 @@ fn produce_kafka(
 ) -> Result<(), Error> {
     let n = kafka_partitions(kafka, a.topology.count()?)?;
     let (records, skipped) = match (&a.file, a.generate) {
-        (Some(path), _) => produce::read_file(path, validation, n, kafka.partitioner)?,
+        (Some(path), _) => {
+            produce::read_file(path, validation, n, kafka.partitioner, a.max_record_bytes)?
+        }
         (None, Some(count)) => (
             Generator::new(a.seed)
                 .take(count)
@@ -417,7 +420,7 @@ fn produce_kafka(
         producer.send_all(&chunk)?;
     }
     for s in &skipped {
-        eprintln!("ordo: skipped line {}: {}", s.line, s.error);
+        eprintln!("ordo: skipped line {}: {}", s.line, s.reason);
     }
     eprintln!(
         "ordo: appended {total} events to {topic} on {}",

@@ -64,7 +64,9 @@ impl Error {
             Self::Log(e) => usage(log_is_usage(e)),
             Self::Kafka(e) => usage(kafka_is_usage(e)),
             Self::Produce(e) => usage(match e {
-                ProduceError::BadLine { .. } | ProduceError::Read { .. } => true,
+                ProduceError::BadLine { .. }
+                | ProduceError::TooLarge { .. }
+                | ProduceError::Read { .. } => true,
                 ProduceError::Log(e) => log_is_usage(e),
             }),
             Self::Run(e) => usage(match e {

@@ -25,6 +25,15 @@ pub enum ProduceError {
         line: usize,
         error: Malformed,
     },
+    #[error(
+        "{path}:{line}: the record is over {limit} bytes; split it, or raise --max-record-bytes \
+         (the broker's message.max.bytes must allow it too)"
+    )]
+    TooLarge {
+        path: String,
+        line: usize,
+        limit: usize,
+    },
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -50,8 +59,21 @@ pub enum Validation {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Skipped {
     pub line: usize,
-    pub error: Malformed,
+    pub reason: Invalid,
 }
+
+/// Why a line is not an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+    #[error("the record is over {limit} bytes (--max-record-bytes)")]
+    TooLarge { limit: usize },
+}
+
+/// The default cap on one input record (`--max-record-bytes`): Kafka's default
+/// `message.max.bytes` is about this.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// What an append did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -94,15 +116,17 @@ pub fn route_raw(line: &[u8], n: PartitionCount, partitioner: Partitioner) -> Ro
     }
 }
 
-/// Reads an NDJSON file (`-` for stdin) into routed records. Blank lines are skipped.
+/// Reads an NDJSON file (`-` for stdin) into routed records. Blank lines are skipped; a line
+/// over `max_record_bytes` is never held whole (the rest of it is read past, not buffered).
 pub fn read_file(
     path: &Path,
     validation: Validation,
     n: PartitionCount,
     partitioner: Partitioner,
+    max_record_bytes: usize,
 ) -> Result<(Vec<Routed>, Vec<Skipped>), ProduceError> {
     let name = display_path(path).display().to_string();
-    let reader: Box<dyn BufRead> = if path == Path::new("-") {
+    let mut reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
         let file = std::fs::File::open(path).map_err(|source| ProduceError::Read {
@@ -113,31 +137,60 @@ pub fn read_file(
     };
     let mut routed = Vec::new();
     let mut skipped = Vec::new();
-    for (i, line) in reader.split(b'\n').enumerate() {
-        let line_no = i + 1;
-        let mut line = line.map_err(|source| ProduceError::Read {
-            path: name.clone(),
-            source,
+    let mut line = Vec::new();
+    let mut line_no = 0;
+    loop {
+        line.clear();
+        let read = read_line(&mut reader, &mut line, max_record_bytes).map_err(|source| {
+            ProduceError::Read {
+                path: name.clone(),
+                source,
+            }
         })?;
+        let whole = match read {
+            Line::End => break,
+            Line::Whole => true,
+            Line::TooLarge => false,
+        };
+        line_no += 1;
         if line.last() == Some(&b'\r') {
             line.pop();
         }
-        if line.trim_ascii().is_empty() {
+        if whole && line.trim_ascii().is_empty() {
             continue;
         }
-        if validation == Validation::Raw {
+        let decoded = if !whole {
+            Err(Invalid::TooLarge {
+                limit: max_record_bytes,
+            })
+        } else if validation == Validation::Raw {
             routed.push(route_raw(&line, n, partitioner));
             continue;
-        }
-        match Event::decode(&line) {
-            Ok(event) => routed.push(route(&event, line, n, partitioner)),
-            Err(error) if validation == Validation::SkipInvalid => {
+        } else {
+            Event::decode(&line).map_err(Invalid::from)
+        };
+        match decoded {
+            Ok(event) => routed.push(route(&event, line.clone(), n, partitioner)),
+            Err(reason) if validation == Validation::SkipInvalid => {
+                if !whole {
+                    skip_line(&mut reader).map_err(|source| ProduceError::Read {
+                        path: name.clone(),
+                        source,
+                    })?;
+                }
                 skipped.push(Skipped {
                     line: line_no,
-                    error,
+                    reason,
                 });
             }
-            Err(error) => {
+            Err(Invalid::TooLarge { limit }) => {
+                return Err(ProduceError::TooLarge {
+                    path: name,
+                    line: line_no,
+                    limit,
+                });
+            }
+            Err(Invalid::Malformed(error)) => {
                 return Err(ProduceError::BadLine {
                     path: name,
                     line: line_no,
@@ -147,6 +200,77 @@ pub fn read_file(
         }
     }
     Ok((routed, skipped))
+}
+
+/// What [`read_line`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// No more input.
+    End,
+    /// A line (without its `\n`) in the buffer.
+    Whole,
+    /// A line over the limit: its first `limit + 1` bytes in the buffer, the rest not read yet
+    /// (see [`skip_line`]).
+    TooLarge,
+}
+
+/// Reads one line into `buf`, holding at most `limit + 1` of its bytes.
+fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usize) -> std::io::Result<Line> {
+    let mut any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(if any { Line::Whole } else { Line::End });
+        }
+        any = true;
+        let newline = available.iter().position(|&b| b == b'\n');
+        let chunk = &available[..newline.unwrap_or(available.len())];
+        let room = (limit + 1).saturating_sub(buf.len());
+        let take = chunk.len().min(room);
+        buf.extend_from_slice(&chunk[..take]);
+        if buf.len() > limit {
+            reader.consume(take);
+            return Ok(Line::TooLarge);
+        }
+        match newline {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(Line::Whole);
+            }
+            None => {
+                let n = available.len();
+                reader.consume(n);
+            }
+        }
+    }
+}
+
+/// Reads past the rest of a line, holding none of it.
+fn skip_line(reader: &mut dyn BufRead) -> std::io::Result<()> {
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return Ok(());
+        }
+        match available.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                reader.consume(i + 1);
+                return Ok(());
+            }
+            None => {
+                let n = available.len();
+                reader.consume(n);
+            }
+        }
+    }
 }
 
 /// Appends routed records to the input topic, in chunks.
@@ -165,7 +289,13 @@ pub fn produce_file(
     path: &Path,
     validation: Validation,
 ) -> Result<Report, ProduceError> {
-    let (records, skipped) = read_file(path, validation, log.partitions(), log.partitioner())?;
+    let (records, skipped) = read_file(
+        path,
+        validation,
+        log.partitions(),
+        log.partitioner(),
+        DEFAULT_MAX_RECORD_BYTES,
+    )?;
     let appended = append(log, records)?;
     Ok(Report { appended, skipped })
 }
@@ -204,5 +334,28 @@ pub fn display_path(path: &Path) -> PathBuf {
         PathBuf::from("<stdin>")
     } else {
         path.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_capped_and_the_rest_of_a_long_line_is_read_past() {
+        let input = b"ab\r\n\nabcdefgh\nxyz";
+        let mut reader: &[u8] = input;
+        let mut buf = Vec::new();
+        let mut next = |reader: &mut &[u8]| {
+            buf.clear();
+            let line = read_line(reader, &mut buf, 4).unwrap();
+            (line, String::from_utf8(buf.clone()).unwrap())
+        };
+        assert_eq!(next(&mut reader), (Line::Whole, "ab\r".into()));
+        assert_eq!(next(&mut reader), (Line::Whole, "".into()));
+        assert_eq!(next(&mut reader), (Line::TooLarge, "abcde".into()));
+        skip_line(&mut reader).unwrap();
+        assert_eq!(next(&mut reader), (Line::Whole, "xyz".into()));
+        assert_eq!(next(&mut reader), (Line::End, "".into()));
     }
 }

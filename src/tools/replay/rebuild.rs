@@ -143,7 +143,13 @@ pub fn replay_file(
     n: PartitionCount,
     partitioner: Partitioner,
 ) -> Result<Replay, ProduceError> {
-    let (records, _) = produce::read_file(path, Validation::Raw, n, partitioner)?;
+    let (records, _) = produce::read_file(
+        path,
+        Validation::Raw,
+        n,
+        partitioner,
+        produce::DEFAULT_MAX_RECORD_BYTES,
+    )?;
     let mut fold = Fold::new();
     let mut next = vec![Offset(0); n.get() as usize];
     for (p, r) in records {
