@@ -230,7 +230,7 @@ impl Shell {
             }
             None => None,
         };
-        // SIGINT / SIGTERM: finish the current batch, flush, exit.
+        // SIGINT / SIGTERM / SIGHUP: finish the current batch, flush, exit.
         let on_signal = shutdown.clone();
         runtime.spawn(async move {
             wait_for_signal().await;
@@ -255,13 +255,18 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
+        // SIGHUP (the terminal went away, or a supervisor's reload) stops as SIGTERM does:
+        // ordo has no configuration to reload.
+        let (Ok(mut term), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return std::future::pending().await;
         };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = hup.recv() => {}
         }
     }
     #[cfg(not(unix))]

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// `ordo_http_request_duration_seconds{route,status}`: `route` is the route template.
     pub http_requests: HistogramVec,
+    /// `ordo_http_requests_in_flight{route}`: requests being answered (long polls included).
+    pub http_in_flight: IntGaugeVec,
     /// `ordo_forwarded_requests_total{outcome}`: relayed, no_owner, unreachable.
     pub forwarded: IntCounterVec,
 }
@@ -135,6 +137,13 @@ impl Metrics {
                 ]),
                 &["route", "status"],
             )?,
+            http_in_flight: IntGaugeVec::new(
+                Opts::new(
+                    "ordo_http_requests_in_flight",
+                    "HTTP requests being answered, by route template",
+                ),
+                &["route"],
+            )?,
             forwarded: IntCounterVec::new(
                 Opts::new(
                     "ordo_forwarded_requests_total",
@@ -159,6 +168,7 @@ impl Metrics {
         r.register(Box::new(m.epoch.clone()))?;
         r.register(Box::new(m.rebalances.clone()))?;
         r.register(Box::new(m.http_requests.clone()))?;
+        r.register(Box::new(m.http_in_flight.clone()))?;
         r.register(Box::new(m.forwarded.clone()))?;
         Ok(m)
     }

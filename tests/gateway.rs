@@ -300,3 +300,61 @@ fn framework_rejections_and_overflowing_tokens_are_json_errors() {
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 }
+
+/// A body declared over the limit is refused before it is sent; a client that never finishes
+/// its headers is cut off; SIGHUP stops the member as SIGTERM does, answering a long poll in
+/// flight `503 shutting_down` before the process exits 0.
+#[test]
+fn oversized_bodies_slow_headers_and_shutdown_drain() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = start(&dir.path().join("d"));
+
+    let mut big = std::net::TcpStream::connect(run.addr).unwrap();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    big.write_all(
+        b"POST /v1/reservations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000000\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = [0u8; 512];
+    let n = big
+        .read(&mut answer)
+        .expect("answered before the body is sent");
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains(r#""error":"too_large""#), "{answer}");
+
+    let mut slow = std::net::TcpStream::connect(run.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut rest = Vec::new();
+    // The server closes the connection (EOF) rather than waiting for the headers forever.
+    slow.read_to_end(&mut rest)
+        .expect("closed by the server, not timed out");
+
+    let addr = run.addr;
+    let poll = std::thread::spawn(move || {
+        http(
+            addr,
+            "GET",
+            "/v1/reservations/R1?after=0.1000000&wait=30000",
+            None,
+            &[],
+        )
+    });
+    wait_for("the long poll in flight", Duration::from_secs(30), || {
+        (run.metric_sum(
+            "ordo_http_requests_in_flight",
+            "route=\"/v1/reservations/{no}\"",
+        ) >= 1.0)
+            .then_some(())
+    });
+    run.signal("HUP");
+    let (code, body) = poll.join().unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(json(&body)["error"], "shutting_down", "{body}");
+    assert!(run.child.wait().unwrap().success());
+}

@@ -69,10 +69,9 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         );
         return Ok(());
     }
-    let log = Arc::new(EmbeddedLog::open(
-        &a.store.data_dir,
-        a.topology.open_options(true)?,
-    )?);
+    let open = a.topology.open_options(true)?;
+    let log = Arc::new(EmbeddedLog::open(&a.store.data_dir, open)?);
+    say_created(&log, open.partitions.is_none());
     let summary = app::run(
         Backend::Embedded(log),
         options,
@@ -87,6 +86,23 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         summary.restored
     );
     Ok(())
+}
+
+/// Says so when an open created the data dir, with its N (for ever, until `ordo repartition`).
+fn say_created(log: &EmbeddedLog, defaulted: bool) {
+    if log.created() {
+        eprintln!(
+            "ordo: created {} with N = {} ({}){}",
+            log.path().display(),
+            log.partitions(),
+            log.partitioner(),
+            if defaulted {
+                "; to choose N, pass --partitions N or --containers C --servers S when creating it"
+            } else {
+                ""
+            }
+        );
+    }
 }
 
 /// A valid `--advertise` URL, without a trailing slash.
@@ -137,11 +153,13 @@ pub fn produce(a: ProduceArgs) -> Result<(), Error> {
                     ..open
                 },
             )?;
+            say_created(&log, open.partitions.is_none());
             let appended = produce::append(&log, records)?;
             produce::Report { appended, skipped }
         }
         (None, Some(count)) => {
             let log = EmbeddedLog::open(&a.store.data_dir, open)?;
+            say_created(&log, open.partitions.is_none());
             produce::produce_generated(&log, count, a.seed)?
         }
         (None, None) => unreachable!("clap requires --file or --generate"),

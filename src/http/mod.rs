@@ -132,17 +132,77 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(limit_length))
         .with_state(state)
 }
 
-/// Serves until `shutdown`.
+/// How long a client may take to send a request's headers; a slow or stalled one is
+/// disconnected.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long shutdown waits for in-flight requests (long polls answer at once on shutdown).
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves until `shutdown`, then drains: the listener closes, idle connections are closed,
+/// requests in flight finish (a long poll answers `503 shutting_down`), bounded by
+/// [`DRAIN_LIMIT`].
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown: Shutdown) {
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-    {
-        tracing::error!(error = %e, "http server failed");
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
+
+    let app = router(state);
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(error = %e, "http accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = shutdown.wait() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        });
     }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_LIMIT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            limit_s = DRAIN_LIMIT.as_secs(),
+            "http requests still in flight at exit"
+        );
+    }
+}
+
+/// A request whose `Content-Length` is over the limit is answered `413` at once, before its
+/// body is read.
+async fn limit_length(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return ApiError::TooLarge.into_response();
+    }
+    next.run(request).await
 }
 
 /// Times every routed request by its route template and status.
@@ -152,12 +212,34 @@ async fn track(State(s): State<AppState>, request: Request, next: Next) -> Respo
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
     let started = Instant::now();
+    let _in_flight = InFlight::enter(
+        s.metrics
+            .http_in_flight
+            .with_label_values(&[route.as_str()]),
+    );
     let response = next.run(request).await;
     s.metrics
         .http_requests
         .with_label_values(&[route.as_str(), response.status().as_str()])
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// One request counted in `ordo_http_requests_in_flight` until dropped, however the request
+/// ends (a client that goes away included).
+struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    fn enter(gauge: prometheus::IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// `GET /v1/owners`: who serves each partition, as this member knows it.

@@ -61,19 +61,27 @@ pub fn local_record(s: &Served, p: Partition, no: &str) -> Option<StateRecord> {
         .map(|r| StateRecord::new(r.key().clone(), p, r.value()))
 }
 
-/// Waits until `partition`, owned here, is ready and has applied every offset below `until`;
-/// false on timeout or shutdown.
+/// Waits until `partition`, owned here, is ready and has applied every offset below `until`:
+/// `504 timeout` after `limit`, `503 shutting_down` at once when the member begins to stop.
 pub async fn wait_applied(
     s: &Served,
     partition: Partition,
     until: Offset,
     limit: Duration,
-) -> bool {
+) -> Result<(), ApiError> {
     let mut rx = s.partitions.status(partition).subscribe();
     let applied = rx.wait_for(|a| a.ready && a.position >= until);
     tokio::select! {
-        r = tokio::time::timeout(limit, applied) => r.is_ok_and(|r| r.is_ok()),
-        () = s.shutdown.wait() => false,
+        r = tokio::time::timeout(limit, applied) => match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ApiError::ShuttingDown),
+            Err(_) => Err(ApiError::Timeout(format!(
+                "partition {partition} has not applied offset {} within {} ms",
+                until.0.saturating_sub(1),
+                limit.as_millis()
+            ))),
+        },
+        () = s.shutdown.wait() => Err(ApiError::ShuttingDown),
     }
 }
 
@@ -102,13 +110,6 @@ impl ReadParams {
                 ))
             })
     }
-}
-
-fn timeout(p: Partition, offset: Offset, wait: Duration) -> ApiError {
-    ApiError::Timeout(format!(
-        "partition {p} has not applied offset {offset} within {} ms",
-        wait.as_millis()
-    ))
 }
 
 fn served_by(s: &Served, mut response: Response) -> Response {
@@ -148,9 +149,7 @@ pub async fn reservation(
             )));
         }
         let until = t.offset.next().expect("Token::parse checks the successor");
-        if !wait_applied(&s, t.partition, until, params.wait()).await {
-            return Err(timeout(t.partition, t.offset, params.wait()));
-        }
+        wait_applied(&s, t.partition, until, params.wait()).await?;
     }
     match local_record(&s, p, &no) {
         Some(record) => Ok(served_by(&s, axum::Json(record).into_response())),
@@ -172,9 +171,7 @@ async fn local_user_records(
                 "partition {p} is not owned by this member (it moved); retry"
             )));
         }
-        if !wait_applied(s, p, until, wait).await {
-            return Err(timeout(p, Offset(until.0.saturating_sub(1)), wait));
-        }
+        wait_applied(s, p, until, wait).await?;
     }
     let nos: Vec<String> = s
         .partitions

@@ -143,6 +143,8 @@ pub struct EmbeddedLog {
     path: PathBuf,
     partitions: PartitionCount,
     partitioner: Partitioner,
+    /// Whether this open initialised a new store.
+    created: bool,
     appended: Arc<Signal>,
     group_commit: GroupCommit<Work, Vec<Offset>, LogError>,
 }
@@ -175,6 +177,7 @@ impl EmbeddedLog {
                 path: dir.to_path_buf(),
                 partitions,
                 partitioner,
+                created: false,
                 appended: Arc::new(Signal::default()),
                 group_commit: GroupCommit::default(),
             });
@@ -201,6 +204,7 @@ impl EmbeddedLog {
                 other => store("open")(other),
             })?;
         let txn = db.begin_write().map_err(store("begin write"))?;
+        let mut created = false;
         let (partitions, partitioner) = {
             let mut meta = txn.open_table(META).map_err(store("open meta"))?;
             let format = meta
@@ -218,6 +222,7 @@ impl EmbeddedLog {
                         .map_err(store("write meta"))?;
                     meta.insert("partitioner", p.name())
                         .map_err(store("write meta"))?;
+                    created = true;
                     (n, p)
                 }
                 Some(FORMAT) => {
@@ -260,9 +265,15 @@ impl EmbeddedLog {
             path: dir.to_path_buf(),
             partitions,
             partitioner,
+            created,
             appended: Arc::new(Signal::default()),
             group_commit: GroupCommit::default(),
         })
+    }
+
+    /// Whether this open created the data directory's store (it held nothing before).
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The data directory.
