@@ -713,3 +713,50 @@ fn a_damaged_store_is_an_error_line_not_a_panic() {
         }
     }
 }
+
+/// `ordo run` says when it creates a data dir, and with which N; a restart says how many
+/// reservations it restored (reservations, not changelog records).
+#[test]
+fn a_new_data_dir_is_announced_and_a_restart_counts_reservations() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let out = ok(&[
+        "run",
+        "--until-idle",
+        "--no-http",
+        "--partitions",
+        "3",
+        "--data-dir",
+        s(&d),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "created {} with N = 3 (abs-hash-mod-n)",
+            d.display()
+        )),
+        "{err}"
+    );
+    ok(&["produce", "--generate", "3000", "--data-dir", s(&d)]);
+    let out = ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&d)]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("created"));
+    let reservations = state(&d).len();
+    let out = ok(&[
+        "export",
+        "--data-dir",
+        s(&d),
+        "--topic",
+        "reservation-state",
+    ]);
+    let records = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(
+        records > reservations,
+        "{records} changelog records, {reservations} reservations"
+    );
+    let out = ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&d)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("restored {reservations} reservations")),
+        "{err}"
+    );
+}
