@@ -72,6 +72,23 @@ pub enum RunError {
     },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(
+        "N = {n} would need {n} partition threads in this process, over the limit of \
+         {MAX_PARTITION_THREADS}; choose a smaller N (--partitions, or --containers × --servers)"
+    )]
+    TooManyPartitions { n: PartitionCount },
+}
+
+/// The most partition threads one process runs: each member must be able to own every
+/// partition (the only member of a group, or the embedded log's one process).
+pub const MAX_PARTITION_THREADS: u32 = 1024;
+
+/// Refuses an N that would need more than [`MAX_PARTITION_THREADS`] owner threads.
+pub fn check_thread_bound(n: PartitionCount) -> Result<(), RunError> {
+    if n.get() > MAX_PARTITION_THREADS {
+        return Err(RunError::TooManyPartitions { n });
+    }
+    Ok(())
 }
 
 /// What a run did.
@@ -94,6 +111,10 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let started = Instant::now();
     let mut summary = RunSummary::default();
+    check_thread_bound(match &backend {
+        Backend::Embedded(log) => log.partitions(),
+        Backend::Kafka { n, .. } => *n,
+    })?;
     match backend {
         Backend::Embedded(log) => {
             let shared = Arc::new(Partitions::new(log.partitions()));

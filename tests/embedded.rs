@@ -484,6 +484,27 @@ fn flags_read_ordo_env_vars_and_bad_flags_exit_2() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+    // More partition threads than one process runs: refused by name, nothing created.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let out = ordo()
+        .args([
+            "run",
+            "--no-http",
+            "--partitions",
+            "5000",
+            "--data-dir",
+            s(&d),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("5000 partition threads") && err.contains("limit of 1024"),
+        "{err}"
+    );
+    assert!(!d.exists());
 }
 
 /// The environment's rules: an empty variable is unset, a boolean variable takes the usual

@@ -70,6 +70,10 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         return Ok(());
     }
     let open = a.topology.open_options(true)?;
+    if let Some(n) = open.partitions {
+        // Before the data dir is created with an N that could never run.
+        app::check_thread_bound(n)?;
+    }
     let log = Arc::new(EmbeddedLog::open(&a.store.data_dir, open)?);
     say_created(&log, open.partitions.is_none());
     let summary = app::run(

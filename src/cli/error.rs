@@ -74,7 +74,7 @@ impl Error {
                 RunError::Owners(OwnersError::Panicked { .. } | OwnersError::Spawn { .. }) => false,
                 RunError::Group(GroupError::Kafka(e)) | RunError::Kafka(e) => kafka_is_usage(e),
                 RunError::Group(GroupError::Owner { .. } | GroupError::Spawn { .. }) => false,
-                RunError::Listen { .. } => true,
+                RunError::Listen { .. } | RunError::TooManyPartitions { .. } => true,
                 RunError::Runtime(_) => false,
             }),
             Self::Export(e) => usage(match e {
