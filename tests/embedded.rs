@@ -781,3 +781,51 @@ fn a_new_data_dir_is_announced_and_a_restart_counts_reservations() {
         "{err}"
     );
 }
+
+/// A write the store cannot make (a file-size limit here, failing as a full disk does) ends
+/// `ordo run` with exit 1 and an ERROR line naming the partition and the cause, instead of a
+/// process that looks healthy with a dead partition. The restart (space freed) resumes:
+/// nothing lost, nothing applied twice.
+#[test]
+fn a_failed_store_write_ends_the_process_and_the_restart_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        generated(d, "4", "100000");
+    }
+    ok(&["run", "--data-dir", s(&a), "--until-idle", "--no-http"]);
+    let size = std::fs::metadata(b.join("ordo.redb")).unwrap().len();
+    // Room for a few MiB of changelog: the run fails part-way through.
+    let limit_kib = size / 1024 + 2048;
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_ordo"))
+        .args(["run", "--data-dir", s(&b), "--until-idle", "--no-http"])
+        .env("ORDO_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("partition owner failed"))
+        .unwrap_or_else(|| panic!("an ERROR line: {err}"));
+    assert!(
+        line.contains("partition=") && line.contains("File too large"),
+        "{line}"
+    );
+    let last = err.trim().lines().last().unwrap();
+    assert!(last.starts_with("ordo: error: partition "), "{last}");
+
+    ok(&["run", "--data-dir", s(&b), "--until-idle", "--no-http"]);
+    let (sa, sb) = (state(&a), state(&b));
+    assert_eq!(sa.len(), sb.len());
+    for (no, va) in &sa {
+        assert_eq!(project(va), project(&sb[no]), "{no}");
+    }
+    assert_eq!(dead_letter_reasons(&a), dead_letter_reasons(&b));
+}

@@ -306,3 +306,47 @@ async fn readyz(State(s): State<AppState>) -> Result<Response, ApiError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::embedded::{EmbeddedLog, OpenOptions};
+
+    /// A partition whose owner failed makes the member unready at once, naming the partition.
+    #[tokio::test]
+    async fn a_failed_owner_makes_the_member_unready() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = PartitionCount::new(2).unwrap();
+        let log = EmbeddedLog::open(
+            dir.path(),
+            OpenOptions {
+                partitions: Some(n),
+                create: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        let partitions = Arc::new(Partitions::new(n));
+        let state = AppState::new(Served {
+            ingest: Arc::new(log),
+            partitions: partitions.clone(),
+            metrics: Arc::new(Metrics::fresh()),
+            member: "test".into(),
+            advertise: None,
+            forwarder: None,
+            shutdown: Shutdown::new(),
+        });
+        for p in n.iter() {
+            partitions.status(p).set_owned();
+            partitions
+                .status(p)
+                .set_ready(crate::core::Epoch(1), crate::core::Offset(0));
+        }
+        let ready = readyz(State(state.clone())).await.unwrap();
+        assert_eq!(ready.status(), 200);
+        partitions.status(Partition(1)).set_failed();
+        let err = readyz(State(state)).await.unwrap_err();
+        assert!(err.to_string().contains("[1]"), "{err}");
+        assert_eq!(err.into_response().status(), 503);
+    }
+}
