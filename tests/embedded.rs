@@ -536,14 +536,24 @@ fn environment_variables_empty_boolean_and_named_in_errors() {
     let (code, _, err) = run(&[], &["plan", "--containers", "x", "--servers", "2"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("--containers"), "{err}");
-    // ordo's own errors name each setting as it was given.
-    let (code, _, err) = run(
+    // A typed form of N wins over the other form from variables (as in every pod) ...
+    let (code, out, err) = run(
         &[("ORDO_CONTAINERS", "2"), ("ORDO_SERVERS", "2")],
-        &["partition", "k", "--partitions", "5"],
+        &["partition", "polygenelubricants", "--partitions", "10"],
+    );
+    assert_eq!((code, out.as_str()), (Some(0), "8"), "{err}");
+    // ... and ordo's own errors name each setting as it was given.
+    let (code, _, err) = run(
+        &[
+            ("ORDO_CONTAINERS", "2"),
+            ("ORDO_SERVERS", "2"),
+            ("ORDO_PARTITIONS", "5"),
+        ],
+        &["partition", "k"],
     );
     assert_eq!(code, Some(2));
     assert!(
-        err.contains("--partitions 5 does not equal ORDO_CONTAINERS=2 × ORDO_SERVERS=2"),
+        err.contains("ORDO_PARTITIONS=5 does not equal ORDO_CONTAINERS=2 × ORDO_SERVERS=2 = 4; drop ORDO_PARTITIONS"),
         "{err}"
     );
     // Booleans: 1/yes/true/on are true, 0/no/false/off false; anything else is refused by name.

@@ -45,12 +45,29 @@ impl<'a> Setting<'a> {
 
 /// `N` from the flags: `containers × servers`, or `partitions`, which must equal the product
 /// when all three are given. `None` when no flag was given at all.
+///
+/// The two forms are one setting: a form typed on the command line wins over the other form
+/// coming from `ORDO_*` variables (`--partitions 6` in a pod with `ORDO_CONTAINERS` and
+/// `ORDO_SERVERS` set); where both forms are typed, or both come from variables, they must
+/// agree.
 pub fn from_flags(
     containers: Setting<'_>,
     servers: Setting<'_>,
     partitions: Setting<'_>,
     sources: &Sources,
 ) -> Result<Option<PartitionCount>, CountError> {
+    fn unset(s: Setting<'_>) -> Setting<'_> {
+        Setting { value: None, ..s }
+    }
+    let typed = |s: Setting<'_>| s.value.is_some() && sources.typed(s.id);
+    let product_typed = typed(containers) || typed(servers);
+    let (containers, servers, partitions) = if typed(partitions) && !product_typed {
+        (unset(containers), unset(servers), partitions)
+    } else if product_typed && !typed(partitions) {
+        (containers, servers, unset(partitions))
+    } else {
+        (containers, servers, partitions)
+    };
     let nonzero = |s: Setting<'_>| match s.value {
         Some(0) => Err(CountError::Zero {
             setting: sources.label(s.id),

@@ -203,17 +203,7 @@ fn print_plan(
 
 /// `ordo repartition`.
 pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
-    let sources = sources();
-    // A typed --to-partitions wins over ORDO_CONTAINERS / ORDO_SERVERS (set in every pod).
-    let (containers, servers) = if sources.typed("to_partitions") {
-        (
-            a.containers.filter(|_| sources.typed("containers")),
-            a.servers.filter(|_| sources.typed("servers")),
-        )
-    } else {
-        (a.containers, a.servers)
-    };
-    let to = match (a.to_partitions, containers, servers) {
+    let to = match (a.to_partitions, a.containers, a.servers) {
         (None, None, None) => {
             return Err(Error::usage(
                 "no target; pass --to-partitions M or --containers C --servers S",
@@ -223,7 +213,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
             Setting::new("containers", c),
             Setting::new("servers", s),
             Setting::new("to_partitions", p),
-            sources,
+            sources(),
         )
         .map_err(|e| Error::usage(e.to_string()))?
         .ok_or_else(|| Error::usage("pass --to-partitions M or --containers C --servers S"))?,
