@@ -324,10 +324,19 @@ impl PartitionReader {
         loop {
             let start = Offset(from.0.saturating_sub(back));
             self.assign(start)?;
-            let first = self.first_record()?;
+            let first = match self.first_record()? {
+                Polled::Record(r) => Some(r),
+                Polled::End => {
+                    // librdkafka reports the end once: remember it.
+                    self.ended = true;
+                    None
+                }
+                Polled::Nothing => None,
+            };
             match first {
                 // At or before `from`: the batch holding `from` was delivered whole.
                 Some(r) if r.offset <= from => {
+                    self.ended = false;
                     self.pending.push_back(r);
                     break;
                 }
@@ -343,6 +352,7 @@ impl PartitionReader {
                         "input records are gone from the log (retention?); skipping them"
                     );
                     self.next = r.offset;
+                    self.ended = false;
                     self.pending.push_back(r);
                     break;
                 }
@@ -373,14 +383,15 @@ impl PartitionReader {
         }
     }
 
-    /// The first record after an assign, or `None` at the partition's end.
-    fn first_record(&self) -> Result<Option<Record>, KafkaLogError> {
+    /// The first record after an assign, the partition's end, or nothing within
+    /// `POSITION_WAIT`.
+    fn first_record(&self) -> Result<Polled, KafkaLogError> {
         let deadline = std::time::Instant::now() + POSITION_WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             match self.consumer.poll(left.min(Duration::from_millis(100))) {
-                Some(Ok(m)) => return Ok(Some(to_record(&m))),
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+                Some(Ok(m)) => return Ok(Polled::Record(to_record(&m))),
+                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(Polled::End),
                 Some(Err(e)) if is_transient(&e) => {}
                 Some(Err(e)) => {
                     return Err(KafkaLogError::Kafka {
@@ -388,7 +399,7 @@ impl PartitionReader {
                         source: e,
                     });
                 }
-                None if left.is_zero() => return Ok(None),
+                None if left.is_zero() => return Ok(Polled::Nothing),
                 None => {}
             }
         }
