@@ -15,7 +15,7 @@ use crate::core::PartitionCount;
 use crate::http::{self, AppState, Forwarder, Served};
 use crate::log::Ingest;
 use crate::log::embedded::EmbeddedLog;
-use crate::log::kafka::{KafkaIngest, KafkaLogError, KafkaOptions, KafkaProducer, check_topics};
+use crate::log::kafka::{KafkaIngest, KafkaLogError, KafkaOptions, check_topics};
 use crate::metrics::Metrics;
 use crate::owner::{self, DEFAULT_BATCH_SIZE};
 use crate::shutdown::Shutdown;
@@ -152,9 +152,17 @@ pub fn run(
             summary.restored = owned.restored;
         }
         Backend::Kafka { options: kafka, n } => {
-            // Refuse to start on topics that do not match N or are not co-partitioned.
-            check_topics(&kafka, n)?;
-            let producer = Arc::new(KafkaProducer::new(&kafka)?);
+            // Refuse to start on topics that do not match N or are not co-partitioned; the
+            // producer and the restore reader connect meanwhile.
+            let (connections, checked) =
+                owner::group::Connections::open(&kafka, || check_topics(&kafka, n));
+            checked?;
+            let connections = connections?;
+            let producer = connections.producer.clone();
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                "topics checked, connected"
+            );
             let shared = Arc::new(Partitions::new(n));
             let ingest: Arc<dyn Ingest> = Arc::new(KafkaIngest {
                 producer: producer.clone(),
@@ -190,8 +198,15 @@ pub fn run(
                 &shutdown,
             )?;
             summary.http = shell.http;
-            let result =
-                owner::group::run(&kafka, n, &producer, &shared, &metrics, &options, &shutdown);
+            let result = owner::group::run(
+                &kafka,
+                n,
+                connections,
+                &shared,
+                &metrics,
+                &options,
+                &shutdown,
+            );
             shell.stop(&shutdown);
             summary.processed = result?.consumed;
         }

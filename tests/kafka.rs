@@ -830,3 +830,22 @@ fn replay_diff_on_kafka_is_silent_then_finds_a_forged_record() {
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("\"R-0001\""), "{text}");
 }
+
+/// `run --until-idle` on topics that never held a record ends: an empty partition is caught up
+/// from the end its reader saw while positioning.
+#[test]
+fn until_idle_ends_on_empty_topics() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    let mut idle = broker
+        .ordo(&["run", "--until-idle", "--no-http", "--group", &group()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let exited = wait_for(
+        "run --until-idle on empty topics to end",
+        Duration::from_secs(60),
+        || idle.try_wait().unwrap(),
+    );
+    assert!(exited.success());
+}

@@ -146,7 +146,8 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::Kafka { .. }
         | KafkaLogError::CreateTopic { .. }
         | KafkaLogError::Delivery { .. }
-        | KafkaLogError::Stalled { .. } => false,
+        | KafkaLogError::Stalled { .. }
+        | KafkaLogError::Restore(_) => false,
     }
 }
 

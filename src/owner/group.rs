@@ -32,8 +32,8 @@ use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
-    KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, PartitionReader, REQUEST_TIMEOUT,
-    read_to_end, tail,
+    BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, PartitionReader,
+    REQUEST_TIMEOUT, tail,
 };
 use crate::log::now_millis;
 use crate::log::topics::{self, Role};
@@ -41,8 +41,16 @@ use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::view::Partitions;
 
-/// How long an owner waits for input before it looks at its stop flag again.
-const FETCH_WAIT: Duration = Duration::from_millis(100);
+/// How long an owner waits for input before it looks at its stop flag again: the most a
+/// revocation or shutdown waits for an idle owner.
+const FETCH_WAIT: Duration = Duration::from_millis(20);
+
+/// How often `--until-idle` says what it is still waiting for.
+const IDLE_REPORT: Duration = Duration::from_secs(10);
+
+/// How long the member's poll of the group consumer waits: the most an idle-exit or a failure
+/// waits to be noticed (rebalance callbacks are served from the same poll).
+const MEMBER_POLL: Duration = Duration::from_millis(10);
 
 /// What went wrong in the group member.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +106,8 @@ struct Member {
     owners: Mutex<HashMap<Partition, OwnerThread>>,
     consumer: OnceLock<Weak<BaseConsumer<MemberContext>>>,
     failures: Mutex<Vec<GroupError>>,
+    /// Reads the changelog partitions of each assignment, all through one connection.
+    restorer: Mutex<BulkReader>,
     /// Input records processed by owners that have finished.
     processed: std::sync::atomic::AtomicU64,
 }
@@ -160,6 +170,7 @@ impl ConsumerContext for MemberContext {
             let committed = consumer
                 .committed_offsets((*tpl).clone(), REQUEST_TIMEOUT)
                 .ok();
+            let mut restores = HashMap::new();
             for e in tpl.elements() {
                 let p = Partition(e.partition() as u32);
                 let offset = committed
@@ -171,10 +182,24 @@ impl ConsumerContext for MemberContext {
                     })
                     .unwrap_or_default();
                 info!(partition = p.0, committed = offset.0, "partition assigned");
-                self.member.start_owner(p, offset);
+                let (tx, rx) = std::sync::mpsc::sync_channel(RESTORE_QUEUE);
+                restores.insert(p, tx);
+                self.member.start_owner(p, offset, rx);
             }
+            self.member.restore(restores);
         }
     }
+}
+
+/// Changelog records queued for each restoring owner.
+const RESTORE_QUEUE: usize = 4096;
+
+/// What the member's restore reader hands an owner.
+enum Restored {
+    Record(Record),
+    /// The partition's changelog ends here.
+    End,
+    Failed(String),
 }
 
 /// One assigned partition, driven for its owner: restore through a reader of the changelog,
@@ -186,8 +211,12 @@ struct KafkaDriver<'a> {
     /// The group's committed offset at assignment.
     committed: Offset,
     flags: Arc<Flags>,
-    /// The input reader, from the first fetch on.
+    /// The changelog, from the member's restore reader.
+    restored: Option<std::sync::mpsc::Receiver<Restored>>,
+    /// The input reader: connected while restoring, reading from the first fetch on.
     reader: Option<PartitionReader>,
+    /// Whether the input reader has been started at the resume offset.
+    reading: bool,
     /// The epoch taken, once its marker is durable.
     epoch: Option<Epoch>,
 }
@@ -196,12 +225,34 @@ impl Driver for KafkaDriver<'_> {
     type Error = KafkaLogError;
 
     fn restore(&mut self, record: &mut dyn FnMut(&Record)) -> Result<(), KafkaLogError> {
-        read_to_end(
+        let t0 = Instant::now();
+        // The input reader connects while the changelog is read.
+        self.reader = Some(PartitionReader::connect(
             &self.member.kafka,
-            &self.member.state_topic,
+            &self.member.events_topic,
             self.partition,
-            |r| record(&r),
-        )
+        )?);
+        let restored = self
+            .restored
+            .take()
+            .ok_or_else(|| KafkaLogError::Restore("restored twice".into()))?;
+        for item in restored {
+            match item {
+                Restored::Record(r) => record(&r),
+                Restored::End => {
+                    tracing::debug!(
+                        partition = self.partition.0,
+                        ms = t0.elapsed().as_millis() as u64,
+                        "changelog read"
+                    );
+                    return Ok(());
+                }
+                Restored::Failed(e) => return Err(KafkaLogError::Restore(e)),
+            }
+        }
+        Err(KafkaLogError::Restore(
+            "the restore reader stopped before the changelog's end".into(),
+        ))
     }
 
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, KafkaLogError> {
@@ -213,6 +264,7 @@ impl Driver for KafkaDriver<'_> {
             resume_offset: self.committed.max(reader.resume_offset()),
             owner: self.member.options.owner_id.clone(),
         };
+        let t0 = Instant::now();
         self.member.producer.send_all(&[Outgoing {
             topic: &self.member.state_topic,
             partition: self.partition,
@@ -223,6 +275,12 @@ impl Driver for KafkaDriver<'_> {
                 headers: Vec::new(),
             },
         }])?;
+        tracing::debug!(
+            partition = self.partition.0,
+            ms = t0.elapsed().as_millis() as u64,
+            "epoch marker acknowledged"
+        );
+        let t0 = Instant::now();
         // The marker is durable: tell every member where this partition is served, before
         // reporting ready.
         self.epoch = Some(marker.epoch);
@@ -231,6 +289,11 @@ impl Driver for KafkaDriver<'_> {
             marker.epoch,
             self.member.options.advertise.clone(),
         )?;
+        tracing::debug!(
+            partition = self.partition.0,
+            ms = t0.elapsed().as_millis() as u64,
+            "ownership published"
+        );
         Ok(marker)
     }
 
@@ -244,13 +307,27 @@ impl Driver for KafkaDriver<'_> {
         }
         let reader = match &mut self.reader {
             Some(r) => r,
-            None => self.reader.insert(PartitionReader::new(
+            None => self.reader.insert(PartitionReader::connect(
                 &self.member.kafka,
                 &self.member.events_topic,
                 self.partition,
-                position,
             )?),
         };
+        if !self.reading {
+            let t0 = Instant::now();
+            reader.start(position)?;
+            self.reading = true;
+            tracing::debug!(
+                partition = self.partition.0,
+                ms = t0.elapsed().as_millis() as u64,
+                "input reader positioned"
+            );
+        }
+        // At the end already (the reader saw it while positioning, or in the last fetch): say
+        // so before waiting for more.
+        if reader.at_end() {
+            self.flags.caught_up.store(true, Ordering::Release);
+        }
         let at_end = reader.fetch(self.member.options.batch_size, FETCH_WAIT, records)?;
         let caught_up = at_end && records.is_empty();
         self.flags.caught_up.store(caught_up, Ordering::Release);
@@ -377,7 +454,46 @@ impl Member {
         Ok(())
     }
 
-    fn start_owner(self: &Arc<Self>, p: Partition, committed: Offset) {
+    /// Reads the changelog of newly assigned partitions through the member's one restore
+    /// reader, handing each owner its records (on a thread: the rebalance callback returns at
+    /// once).
+    fn restore(
+        self: &Arc<Self>,
+        owners: HashMap<Partition, std::sync::mpsc::SyncSender<Restored>>,
+    ) {
+        let member = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ordo-restore".into())
+            .spawn(move || {
+                let partitions: Vec<Partition> = owners.keys().copied().collect();
+                let reader = member.restorer.lock().unwrap_or_else(|e| e.into_inner());
+                let result = reader.read_to_end(&partitions, |p, record| {
+                    if let Some(tx) = owners.get(&p) {
+                        // An owner that is gone (it failed) takes nothing more.
+                        let _ = tx.send(match record {
+                            Some(r) => Restored::Record(r),
+                            None => Restored::End,
+                        });
+                    }
+                });
+                if let Err(e) = result {
+                    for tx in owners.values() {
+                        let _ = tx.try_send(Restored::Failed(e.to_string()));
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            // The owners' channels close unanswered: each fails its restore.
+            error!(error = %e, "cannot start the restore thread");
+        }
+    }
+
+    fn start_owner(
+        self: &Arc<Self>,
+        p: Partition,
+        committed: Offset,
+        restored: std::sync::mpsc::Receiver<Restored>,
+    ) {
         let flags = Arc::new(Flags::default());
         let member = self.clone();
         let owner_flags = flags.clone();
@@ -397,7 +513,9 @@ impl Member {
                     partition: p,
                     committed,
                     flags: owner_flags,
+                    restored: Some(restored),
                     reader: None,
+                    reading: false,
                     epoch: None,
                 };
                 match owner.run(&mut driver) {
@@ -491,6 +609,49 @@ impl Member {
         }
     }
 
+    /// Logs what `--until-idle` is waiting for: this member's partitions not caught up yet,
+    /// and the partitions the group has not given it (held by other members, which may be
+    /// gone without leaving: some brokers, tansu among them, never evict such a member).
+    fn report_waiting(&self, consumer: &BaseConsumer<MemberContext>) {
+        let assigned = consumer
+            .assignment()
+            .map(|a| partitions_of(&a))
+            .unwrap_or_default();
+        let behind: Vec<u32> = {
+            let owners = self.lock_owners();
+            assigned
+                .iter()
+                .filter(|p| {
+                    !self.shared.status(**p).is_ready()
+                        || !owners
+                            .get(p)
+                            .is_some_and(|o| o.flags.caught_up.load(Ordering::Acquire))
+                })
+                .map(|p| p.0)
+                .collect()
+        };
+        let table = self.shared.owners();
+        let elsewhere: Vec<String> = self
+            .n
+            .iter()
+            .filter(|p| !assigned.contains(p))
+            .map(|p| match table.get(p) {
+                Some(r) if r.url.is_some() || r.owner != self.options.owner_id => {
+                    format!("{p} (last owned by {}, epoch {})", r.owner, r.epoch.0)
+                }
+                _ => p.to_string(),
+            })
+            .collect();
+        warn!(
+            assigned = ?assigned.iter().map(|p| p.0).collect::<Vec<_>>(),
+            behind = ?behind,
+            not_assigned_here = ?elsewhere,
+            "--until-idle is still waiting: for this member's partitions to catch up, and for \
+             the group to assign it any at all (a member that died without leaving the group \
+             keeps its partitions until the broker evicts it)"
+        );
+    }
+
     /// Every assigned partition's owner is ready and has applied its input to the end.
     fn caught_up(&self, consumer: &BaseConsumer<MemberContext>) -> bool {
         let Ok(assignment) = consumer.assignment() else {
@@ -509,10 +670,52 @@ impl Member {
 
 /// Joins the group behind `kafka` and owns what it assigns, until idle (`until_idle`) or
 /// `shutdown`; then releases every partition (commit, leave the group).
+/// The member's long-lived connections, made before it joins the group.
+pub struct Connections {
+    /// The idempotent producer, holding its producer id.
+    pub producer: Arc<KafkaProducer>,
+    /// The changelog reader every restore goes through.
+    pub restorer: BulkReader,
+}
+
+impl Connections {
+    /// Connects the producer (taking its idempotence id) and the restore reader, each on its
+    /// own thread, while `also` (the topic checks) runs on this one: start-up pays for the
+    /// slowest of them, not their sum.
+    pub fn open<T: Send>(
+        kafka: &KafkaOptions,
+        also: impl FnOnce() -> T + Send,
+    ) -> (Result<Connections, KafkaLogError>, T) {
+        std::thread::scope(|s| {
+            let producer = s.spawn(|| KafkaProducer::new(kafka));
+            let restorer = s.spawn(|| BulkReader::new(kafka, &topics::get(Role::State).name));
+            let also = also();
+            let connections = joined(producer).and_then(|producer| {
+                Ok(Connections {
+                    producer: Arc::new(producer),
+                    restorer: joined(restorer)?,
+                })
+            });
+            (connections, also)
+        })
+    }
+}
+
+/// A connecting thread's result (its panic as an error).
+fn joined<T>(
+    h: std::thread::ScopedJoinHandle<'_, Result<T, KafkaLogError>>,
+) -> Result<T, KafkaLogError> {
+    h.join().unwrap_or_else(|_| {
+        Err(KafkaLogError::Restore(
+            "a connecting thread panicked".into(),
+        ))
+    })
+}
+
 pub fn run(
     kafka: &KafkaOptions,
     n: PartitionCount,
-    producer: &Arc<KafkaProducer>,
+    connections: Connections,
     shared: &Arc<Partitions>,
     metrics: &Arc<Metrics>,
     options: &Options,
@@ -528,8 +731,9 @@ pub fn run(
         owners: Mutex::new(HashMap::new()),
         consumer: OnceLock::new(),
         failures: Mutex::new(Vec::new()),
+        restorer: Mutex::new(connections.restorer),
         processed: std::sync::atomic::AtomicU64::new(0),
-        producer: producer.clone(),
+        producer: connections.producer.clone(),
         options: options.clone(),
         kafka: kafka.clone(),
         n,
@@ -546,6 +750,7 @@ pub fn run(
             })?,
     );
     let _ = member.consumer.set(Arc::downgrade(&consumer));
+    tracing::debug!("group consumer created; subscribing");
     consumer
         .subscribe(&[&member.events_topic])
         .map_err(|source| KafkaLogError::Kafka {
@@ -566,17 +771,25 @@ pub fn run(
     };
 
     let started = Instant::now();
+    let mut next_report = started + IDLE_REPORT;
     let mut failure = None;
     while !shutdown.is_triggered() {
         // Rebalance callbacks, commits and errors are served here; the assigned partitions are
         // paused, so a record is a rare leftover fetched before the pause and is dropped (its
         // owner reads it itself).
-        match consumer.poll(Duration::from_millis(50)) {
+        match consumer.poll(MEMBER_POLL) {
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
-        if options.until_idle && member.caught_up(&consumer) {
-            break;
+        if options.until_idle {
+            if member.caught_up(&consumer) {
+                tracing::debug!("every assigned partition caught up");
+                break;
+            }
+            if Instant::now() >= next_report {
+                member.report_waiting(&consumer);
+                next_report += IDLE_REPORT;
+            }
         }
         if let Some(e) = member.lock_failures().pop() {
             failure = Some(e);
@@ -588,7 +801,7 @@ pub fn run(
     member.stop_owners(&consumer, &owned);
     consumer.unsubscribe();
     drop(consumer);
-    producer.flush();
+    member.producer.flush();
     shutdown.trigger();
     if let Ok(Err(e)) = follower.join() {
         warn!(error = %e, "following reservation-owners failed");

@@ -1,7 +1,10 @@
 //! Topic administration from `topics/`: create (`ordo topics apply`) and verify (`ordo topics
 //! check`, and every `ordo run` before it joins the group).
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, ConfigResource, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
+    TopicReplication,
+};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 
@@ -89,18 +92,30 @@ pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     Ok(lines)
 }
 
-/// Verifies that every topic of `topics/` exists with `n` partitions and its configs.
+/// Verifies that every topic of `topics/` exists with `n` partitions and its configs: one
+/// metadata request for every topic, then one request describing every topic's configs.
 pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {
     let client = opts.metadata_client()?;
-    let mut lines = Vec::new();
-    // Cleared when the broker cannot describe configs: the other topics would fail the same way.
-    let mut can_describe = true;
-    for d in topics::all() {
-        match partition_count(&client, opts, &d.name)? {
-            None => return Err(KafkaLogError::MissingTopic { topic: d.name }),
+    let md = client
+        .fetch_metadata(None, REQUEST_TIMEOUT)
+        .map_err(|e| unreachable_or(opts, e, "fetch metadata"))?;
+    let defs = topics::all();
+    for d in &defs {
+        let actual = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == d.name)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as u32);
+        match actual {
+            None => {
+                return Err(KafkaLogError::MissingTopic {
+                    topic: d.name.clone(),
+                });
+            }
             Some(actual) if actual != n.get() && d.is_partitioned() => {
                 return Err(KafkaLogError::PartitionMismatch {
-                    topic: d.name,
+                    topic: d.name.clone(),
                     actual,
                     expected: n.get(),
                 });
@@ -108,45 +123,55 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
             Some(actual) if actual != d.partition_count(n).get() => {
                 return Err(KafkaLogError::FixedPartitions {
                     expected: d.partition_count(n).get(),
-                    topic: d.name,
+                    topic: d.name.clone(),
                     actual,
                 });
             }
             Some(_) => {}
         }
-        let admin: AdminClient<QuietEof> = opts
-            .base(&[])
-            .create_with_context(QuietEof)
-            .map_err(kafka("create admin client"))?;
-        let described = if can_describe {
-            block_on(admin.describe_configs(
-                &[ResourceSpecifier::Topic(&d.name)],
-                &AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT)),
-            ))
-        } else {
-            Ok(Vec::new())
-        };
-        // A broker that cannot describe configs leaves them unverified, not failed.
-        let resource = match described {
-            Ok(results) => results.into_iter().next().and_then(|r| r.ok()),
-            Err(e)
-                if matches!(
-                    e.rdkafka_error_code(),
-                    Some(RDKafkaErrorCode::OperationTimedOut)
-                ) =>
-            {
-                return Err(unreachable_or(opts, e, "describe configs"));
-            }
-            Err(e) => {
-                tracing::warn!(topic = %d.name, error = %e, "cannot describe topic configs");
-                can_describe = false;
-                None
-            }
-        };
+    }
+    let admin: AdminClient<QuietEof> = opts
+        .base(&[])
+        .create_with_context(QuietEof)
+        .map_err(kafka("create admin client"))?;
+    let resources: Vec<ResourceSpecifier<'_>> = defs
+        .iter()
+        .map(|d| ResourceSpecifier::Topic(&d.name))
+        .collect();
+    let described = block_on(admin.describe_configs(
+        &resources,
+        &AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT)),
+    ));
+    // A broker that cannot describe configs leaves them unverified, not failed.
+    let described: Vec<Option<ConfigResource>> = match described {
+        Ok(results) => results.into_iter().map(Result::ok).collect(),
+        Err(e)
+            if matches!(
+                e.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::OperationTimedOut)
+            ) =>
+        {
+            return Err(unreachable_or(opts, e, "describe configs"));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot describe topic configs");
+            Vec::new()
+        }
+    };
+    // rdkafka joins an admin client's polling thread on drop, which sleeps up to 100 ms: let
+    // that happen off the start-up path.
+    let _ = std::thread::Builder::new()
+        .name("ordo-admin-drop".into())
+        .spawn(move || drop(admin));
+    let mut lines = Vec::new();
+    for d in defs {
+        let resource = described
+            .iter()
+            .flatten()
+            .find(|r| matches!(&r.specifier, OwnedResourceSpecifier::Topic(t) if *t == d.name));
         let mut unreported = Vec::new();
         for (key, expected) in &d.config {
             let actual = resource
-                .as_ref()
                 .and_then(|r| r.get(key))
                 .and_then(|e| e.value.clone());
             match actual {

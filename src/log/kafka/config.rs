@@ -74,6 +74,8 @@ pub enum KafkaLogError {
     },
     #[error("kafka: delivery failed: {source}")]
     Delivery { source: KafkaError },
+    #[error("kafka: restoring the changelog: {0}")]
+    Restore(String),
     #[error("kafka: reading {topic}/{partition} made no progress for {secs}s")]
     Stalled {
         topic: String,
@@ -143,10 +145,46 @@ impl KafkaOptions {
     }
 
     /// A consumer that only asks for metadata and watermarks.
-    pub fn metadata_client(&self) -> Result<BaseConsumer<QuietEof>, KafkaLogError> {
+    pub fn metadata_client(&self) -> Result<Closing<BaseConsumer<QuietEof>>, KafkaLogError> {
         self.reader_config()
             .create_with_context(QuietEof)
+            .map(Closing::new)
             .map_err(kafka("create client"))
+    }
+}
+
+/// A client whose drop runs on a thread of its own. librdkafka only assigns partitions to a
+/// consumer with a group id, and rdkafka closes such a consumer by polling in 100 ms steps:
+/// without this, every reader would add that to each hand-over and to every exit.
+pub struct Closing<T: Send + 'static>(Option<T>);
+
+impl<T: Send + 'static> Closing<T> {
+    pub fn new(client: T) -> Self {
+        Closing(Some(client))
+    }
+}
+
+impl<T: Send + 'static> std::ops::Deref for Closing<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send + 'static> std::ops::DerefMut for Closing<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.0.as_mut().expect("present until dropped")
+    }
+}
+
+impl<T: Send + 'static> Drop for Closing<T> {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            // Should the thread not start, the client is dropped here, only more slowly.
+            let _ = std::thread::Builder::new()
+                .name("ordo-close".into())
+                .spawn(move || drop(client));
+        }
     }
 }
 

@@ -15,8 +15,10 @@ pub mod reader;
 
 pub use admin::{apply_topics, check_topics, partition_count};
 pub use config::{
-    DEFAULT_GROUP, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, log_client_error,
-    log_client_message,
+    Closing, DEFAULT_GROUP, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
+    log_client_error, log_client_message,
 };
 pub use producer::{KafkaProducer, Outgoing};
-pub use reader::{KafkaIngest, PartitionReader, count_all, read_to_end, snapshot, tail, to_record};
+pub use reader::{
+    BulkReader, KafkaIngest, PartitionReader, count_all, read_to_end, snapshot, tail, to_record,
+};

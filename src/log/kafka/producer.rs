@@ -9,7 +9,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 
-use super::config::{KafkaLogError, KafkaOptions, kafka, log_client_error, log_client_message};
+use super::config::{
+    Closing, KafkaLogError, KafkaOptions, kafka, log_client_error, log_client_message,
+};
 use crate::core::record::NewRecord;
 use crate::core::{Offset, Partition};
 
@@ -68,17 +70,29 @@ pub struct Outgoing<'a> {
 
 /// The idempotent producer; every send waits for all its records' acknowledgements.
 pub struct KafkaProducer {
-    inner: ThreadedProducer<AckContext>,
+    /// Dropped on a thread of its own: rdkafka joins the producer's polling thread, which
+    /// sleeps in 100 ms steps (whoever drops it has flushed it).
+    inner: Closing<ThreadedProducer<AckContext>>,
 }
 
 impl KafkaProducer {
     /// Connects a producer.
     pub fn new(opts: &KafkaOptions) -> Result<Self, KafkaLogError> {
+        let inner: ThreadedProducer<AckContext> = opts
+            .producer_config()
+            .create_with_context(AckContext)
+            .map_err(kafka("create producer"))?;
+        // librdkafka asks for the idempotent producer's id when a metadata answer arrives from a
+        // connected broker, else on a 500 ms timer: right after creation no broker is up yet,
+        // so the first sends would wait for that timer. A metadata round trip through the
+        // broker connection (one to connect, one answered by it) takes the id at once.
+        for _ in 0..2 {
+            let _ = inner
+                .client()
+                .fetch_metadata(None, std::time::Duration::from_secs(5));
+        }
         Ok(KafkaProducer {
-            inner: opts
-                .producer_config()
-                .create_with_context(AckContext)
-                .map_err(kafka("create producer"))?,
+            inner: Closing::new(inner),
         })
     }
 

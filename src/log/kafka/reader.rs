@@ -11,7 +11,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::config::{
-    KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
+    Closing, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
 };
 use super::producer::{KafkaProducer, Outgoing};
 use crate::core::changelog::{Reader, Snapshot};
@@ -27,7 +27,7 @@ fn from_beginning(
     opts: &KafkaOptions,
     topic: &str,
     partitions: impl IntoIterator<Item = Partition>,
-) -> Result<BaseConsumer<QuietEof>, KafkaLogError> {
+) -> Result<Closing<BaseConsumer<QuietEof>>, KafkaLogError> {
     let mut config = opts.reader_config();
     config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer<QuietEof> = config
@@ -39,7 +39,7 @@ fn from_beginning(
             .map_err(kafka("assign"))?;
     }
     consumer.assign(&tpl).map_err(kafka("assign"))?;
-    Ok(consumer)
+    Ok(Closing::new(consumer))
 }
 
 /// Reads `topic`/`partition` from the beginning to its end, calling `f` on each record.
@@ -76,8 +76,89 @@ pub fn read_to_end(
     }
 }
 
+/// One plain consumer that reads partitions of a topic from their beginning to their ends,
+/// several at a time: the restore of every partition a rebalance assigns goes through one
+/// connection made before it is needed, instead of a new consumer per partition.
+pub struct BulkReader {
+    consumer: Closing<BaseConsumer<QuietEof>>,
+    topic: String,
+}
+
+impl BulkReader {
+    /// A reader of `topic`, connected: it knows the topic's leaders when it returns.
+    pub fn new(opts: &KafkaOptions, topic: &str) -> Result<Self, KafkaLogError> {
+        let mut config = opts.reader_config();
+        config.set("enable.partition.eof", "true");
+        let consumer: BaseConsumer<QuietEof> = config
+            .create_with_context(QuietEof)
+            .map_err(kafka("create reader"))?;
+        consumer
+            .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
+            .map_err(|e| unreachable_or(opts, e, "fetch metadata"))?;
+        Ok(BulkReader {
+            consumer: Closing::new(consumer),
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Reads `partitions` from their beginning to their ends: `f(p, Some(record))` for each
+    /// record, in offset order per partition, and `f(p, None)` once at each partition's end.
+    pub fn read_to_end(
+        &self,
+        partitions: &[Partition],
+        mut f: impl FnMut(Partition, Option<Record>),
+    ) -> Result<(), KafkaLogError> {
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition_offset(&self.topic, p.0 as i32, KafkaOffset::Beginning)
+                .map_err(kafka("assign"))?;
+        }
+        self.consumer.assign(&tpl).map_err(kafka("assign"))?;
+        let mut open: std::collections::HashSet<Partition> = partitions.iter().copied().collect();
+        let stall = Duration::from_secs(60);
+        let mut last_progress = Instant::now();
+        let result = loop {
+            if open.is_empty() {
+                break Ok(());
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    last_progress = Instant::now();
+                    let p = Partition(m.partition() as u32);
+                    if open.contains(&p) {
+                        f(p, Some(to_record(&m)));
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    let p = Partition(p as u32);
+                    if open.remove(&p) {
+                        f(p, None);
+                    }
+                }
+                Some(Err(e)) if is_transient(&e) => {}
+                Some(Err(e)) => {
+                    break Err(KafkaLogError::Kafka {
+                        op: "read changelog",
+                        source: e,
+                    });
+                }
+                None if last_progress.elapsed() > stall => {
+                    break Err(KafkaLogError::Stalled {
+                        topic: self.topic.clone(),
+                        partition: open.iter().next().map_or(0, |p| p.0),
+                        secs: stall.as_secs(),
+                    });
+                }
+                None => {}
+            }
+        };
+        let _ = self.consumer.unassign();
+        result
+    }
+}
+
 /// Reads `topic`/`partition` from the beginning and follows it, calling `f` on each record,
-/// until `stop` says so (checked at least every 100 ms).
+/// until `stop` says so (checked at least every 20 ms).
 pub fn tail(
     opts: &KafkaOptions,
     topic: &str,
@@ -87,7 +168,7 @@ pub fn tail(
 ) -> Result<(), KafkaLogError> {
     let consumer = from_beginning(opts, topic, [partition])?;
     while !stop() {
-        match consumer.poll(Duration::from_millis(100)) {
+        match consumer.poll(Duration::from_millis(20)) {
             Some(Ok(m)) => f(to_record(&m)),
             Some(Err(KafkaError::PartitionEOF(_))) | None => {}
             // Transient: librdkafka reconnects by itself.
@@ -158,7 +239,7 @@ pub fn to_record<M: Message>(m: &M) -> Record {
 /// The gateway's view of Kafka: appends through the producer, ends from the watermarks.
 pub struct KafkaIngest {
     pub producer: Arc<KafkaProducer>,
-    pub client: BaseConsumer<QuietEof>,
+    pub client: Closing<BaseConsumer<QuietEof>>,
     pub opts: KafkaOptions,
     pub partitions: PartitionCount,
 }
@@ -251,7 +332,7 @@ impl rdkafka::consumer::ConsumerContext for WatermarkContext {}
 /// sure its first record is at or before the offset asked for: where it is not, it starts
 /// again further back (1, 16, 256, … records) and drops what comes before the offset.
 pub struct PartitionReader {
-    consumer: BaseConsumer<WatermarkContext>,
+    consumer: Closing<BaseConsumer<WatermarkContext>>,
     topic: String,
     partition: Partition,
     /// Records read while positioning, not handed out yet.
@@ -277,6 +358,18 @@ impl PartitionReader {
         partition: Partition,
         from: Offset,
     ) -> Result<Self, KafkaLogError> {
+        let mut reader = Self::connect(opts, topic, partition)?;
+        reader.start(from)?;
+        Ok(reader)
+    }
+
+    /// A reader of `topic`/`partition` that connects now and reads nothing until
+    /// [`PartitionReader::start`]: an owner connects it while it restores its state.
+    pub fn connect(
+        opts: &KafkaOptions,
+        topic: &str,
+        partition: Partition,
+    ) -> Result<Self, KafkaLogError> {
         let mut config = opts.reader_config();
         config.set("enable.partition.eof", "true");
         config.set("auto.offset.reset", "earliest");
@@ -293,16 +386,21 @@ impl PartitionReader {
                 high: std::sync::atomic::AtomicI64::new(-1),
             })
             .map_err(kafka("create reader"))?;
-        let mut reader = PartitionReader {
-            consumer,
+        // Connect and learn the partition's leader now.
+        let _ = consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT);
+        Ok(PartitionReader {
+            consumer: Closing::new(consumer),
             topic: topic.to_owned(),
             partition,
             pending: std::collections::VecDeque::new(),
-            next: from,
+            next: Offset(0),
             ended: false,
-        };
-        reader.position(from)?;
-        Ok(reader)
+        })
+    }
+
+    /// Starts reading at `from`: the next record handed out is the one at `from`.
+    pub fn start(&mut self, from: Offset) -> Result<(), KafkaLogError> {
+        self.position(from)
     }
 
     fn assign(&self, at: Offset) -> Result<(), KafkaLogError> {
@@ -450,6 +548,11 @@ impl PartitionReader {
             wait = Duration::ZERO;
         }
         Ok(false)
+    }
+
+    /// Whether every record up to the partition's end has been handed out.
+    pub fn at_end(&self) -> bool {
+        self.ended && self.pending.is_empty()
     }
 
     /// The partition's high watermark as of the latest fetch statistics.
