@@ -351,17 +351,23 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 Error::usage("pass --brokers host:port of a broker without ordo topics")
             })?;
             let r = bench::kafka(&opts, events, count(partitions)?)?;
-            let raw = r.events as f64 / r.raw_consume_secs;
-            let run = r.events as f64 / r.run_secs;
+            let pct = |rate: f64| rate * 100.0 / r.pipe_rate();
             writeln!(
                 out,
-                "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} msg/s; run --until-idle {:.0} events/s ({:.0}% of raw; restore, state records and dead letters acknowledged)",
+                "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} records/s; \
+                 raw consume→produce pipe {:.0} records/s; ordo start-up on empty topics {:.2} s; \
+                 ordo run --until-idle {:.0} events/s whole ({:.0}% of the pipe), {:.0} events/s \
+                 steady ({:.0}% of the pipe)",
                 r.events,
                 r.partitions,
                 r.events as f64 / r.produce_secs,
-                raw,
-                run,
-                run * 100.0 / raw
+                r.consume_rate(),
+                r.pipe_rate(),
+                r.startup_secs,
+                r.whole_rate(),
+                pct(r.whole_rate()),
+                r.steady_rate(),
+                pct(r.steady_rate()),
             )?;
         }
         BenchWhat::Restore {

@@ -42,6 +42,28 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+/// Creates topic `name` with `partitions` partitions (outside `topics/`: the benchmark's
+/// scratch topic); an existing one is left as it is.
+pub fn create_topic(opts: &KafkaOptions, name: &str, partitions: u32) -> Result<(), KafkaLogError> {
+    let admin: AdminClient<QuietEof> = opts
+        .base(&[])
+        .create_with_context(QuietEof)
+        .map_err(kafka("create admin client"))?;
+    let topic = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(-1));
+    let results = block_on(admin.create_topics(
+        [&topic],
+        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+    ))
+    .map_err(|e| unreachable_or(opts, e, "create topics"))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaLogError::CreateTopic { topic, code }),
+        }
+    }
+    Ok(())
+}
+
 /// Creates the topics of `topics/` with `n` partitions (existing ones are checked instead).
 /// Returns one line per topic.
 pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {

@@ -13,12 +13,13 @@ pub mod config;
 pub mod producer;
 pub mod reader;
 
-pub use admin::{apply_topics, check_topics, partition_count};
+pub use admin::{apply_topics, check_topics, create_topic, partition_count};
 pub use config::{
     Closing, DEFAULT_GROUP, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
     log_client_error, log_client_message,
 };
 pub use producer::{KafkaProducer, Outgoing};
 pub use reader::{
-    BulkReader, KafkaIngest, PartitionReader, count_all, read_to_end, snapshot, tail, to_record,
+    BulkReader, KafkaIngest, PartitionReader, count_all, pipe, read_to_end, snapshot, tail,
+    to_record,
 };

@@ -212,6 +212,71 @@ pub fn count_all(
     Ok(count)
 }
 
+/// The raw consume→produce pipe the Kafka benchmark compares against: reads every partition of
+/// `from` to its end with one plain consumer and produces each record, unprocessed, to the
+/// same partition of `to` with the idempotent producer (`acks=all`, ordo's settings), then
+/// waits for every acknowledgement. Returns the records piped.
+pub fn pipe(
+    opts: &KafkaOptions,
+    from: &str,
+    to: &str,
+    n: PartitionCount,
+) -> Result<u64, KafkaLogError> {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let consumer = from_beginning(opts, from, n.iter())?;
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = opts
+        .producer_config()
+        .create()
+        .map_err(kafka("create producer"))?;
+    let (mut count, mut ended) = (0u64, std::collections::HashSet::new());
+    let mut last_progress = Instant::now();
+    while ended.len() < n.get() as usize {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let payload = m.payload().unwrap_or_default();
+                let key = m.key().unwrap_or_default();
+                let mut record = BaseRecord::<[u8], [u8]>::to(to)
+                    .partition(m.partition())
+                    .key(key)
+                    .payload(payload);
+                loop {
+                    match producer.send(record) {
+                        Ok(()) => break,
+                        Err((
+                            KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull,
+                            ),
+                            r,
+                        )) => {
+                            record = r;
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        Err((e, _)) => return Err(KafkaLogError::Delivery { source: e }),
+                    }
+                }
+                count += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
+            None if last_progress.elapsed() > Duration::from_secs(60) => {
+                return Err(KafkaLogError::Stalled {
+                    topic: from.to_owned(),
+                    partition: 0,
+                    secs: 60,
+                });
+            }
+            None => {}
+        }
+    }
+    producer
+        .flush(REQUEST_TIMEOUT * 6)
+        .map_err(|source| KafkaLogError::Delivery { source })?;
+    Ok(count)
+}
+
 /// Converts a consumed message into a [`Record`].
 pub fn to_record<M: Message>(m: &M) -> Record {
     Record {

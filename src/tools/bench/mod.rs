@@ -383,27 +383,75 @@ pub fn gateway(clients: usize, requests: usize, n: PartitionCount) -> Result<Gat
     })
 }
 
-/// Figures of the Kafka benchmark.
+/// Figures of the Kafka benchmark, all from one round on one broker.
 #[derive(Debug, Clone)]
 pub struct KafkaBench {
     pub events: u64,
     pub partitions: u32,
     pub produce_secs: f64,
+    /// `ordo run --until-idle` on the empty topics: start-up, join, restore, leave.
+    pub startup_secs: f64,
+    /// One plain consumer reading every input record.
     pub raw_consume_secs: f64,
+    /// The raw consume→produce pipe ([`crate::log::kafka::pipe`]).
+    pub pipe_secs: f64,
+    /// `ordo run --until-idle` over the input.
     pub run_secs: f64,
 }
 
-/// On a broker with no ordo topics yet: creates them with `n` partitions, produces `events`
-/// generated events, reads them once with a plain consumer (the raw rate), then runs
-/// `ordo run --until-idle` over them (restore, state records and changelog included).
+impl KafkaBench {
+    fn rate(&self, secs: f64) -> f64 {
+        self.events as f64 / secs
+    }
+    /// Raw consume rate, records/s.
+    pub fn consume_rate(&self) -> f64 {
+        self.rate(self.raw_consume_secs)
+    }
+    /// Raw consume→produce pipe rate, records/s.
+    pub fn pipe_rate(&self) -> f64 {
+        self.rate(self.pipe_secs)
+    }
+    /// ordo's whole run, events/s.
+    pub fn whole_rate(&self) -> f64 {
+        self.rate(self.run_secs)
+    }
+    /// ordo's steady rate: the whole run minus its start-up on empty topics.
+    pub fn steady_rate(&self) -> f64 {
+        self.rate((self.run_secs - self.startup_secs).max(f64::EPSILON))
+    }
+}
+
+/// On a broker with no ordo topics yet: creates them with `n` partitions and measures, in this
+/// order on the same broker: `ordo run --until-idle` on the empty topics (start-up), producing
+/// `events` generated events, one plain consumer reading them (raw consume), a raw
+/// consume→produce pipe over them into a scratch topic, and `ordo run --until-idle` over them
+/// (restore, state records, dead letters and offsets included).
 pub fn kafka(
     opts: &crate::log::kafka::KafkaOptions,
     events: usize,
     n: PartitionCount,
 ) -> Result<KafkaBench, RunError> {
-    use crate::log::kafka::{KafkaProducer, Outgoing, apply_topics, count_all};
+    use crate::log::kafka::{KafkaProducer, Outgoing, apply_topics, count_all, create_topic, pipe};
     apply_topics(opts, n)?;
     let topic = crate::log::topics::get(Role::Events).name;
+    let run = |group: &str| -> Result<f64, RunError> {
+        let mut opts = opts.clone();
+        opts.group = format!("ordo-bench-{group}-{}", std::process::id());
+        let t0 = Instant::now();
+        app::run(
+            Backend::Kafka { options: opts, n },
+            RunOptions {
+                http: None,
+                until_idle: true,
+                batch_size: crate::owner::DEFAULT_BATCH_SIZE,
+                advertise: None,
+            },
+            Arc::new(Metrics::fresh()),
+            Shutdown::new(),
+        )?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    let startup_secs = run("empty")?;
     let producer = KafkaProducer::new(opts)?;
     let t0 = Instant::now();
     let mut generator = crate::tools::generate::Generator::new(1);
@@ -430,25 +478,19 @@ pub fn kafka(
     let t0 = Instant::now();
     let read = count_all(opts, &topic, n)?;
     let raw_consume_secs = t0.elapsed().as_secs_f64();
-    let mut group = opts.clone();
-    group.group = format!("ordo-bench-{}", std::process::id());
+    let scratch = format!("ordo-bench-pipe-{}", std::process::id());
+    create_topic(opts, &scratch, n.get())?;
     let t0 = Instant::now();
-    app::run(
-        Backend::Kafka { options: group, n },
-        RunOptions {
-            http: None,
-            until_idle: true,
-            batch_size: crate::owner::DEFAULT_BATCH_SIZE,
-            advertise: None,
-        },
-        Arc::new(Metrics::fresh()),
-        Shutdown::new(),
-    )?;
+    pipe(opts, &topic, &scratch, n)?;
+    let pipe_secs = t0.elapsed().as_secs_f64();
+    let run_secs = run("input")?;
     Ok(KafkaBench {
         events: read,
         partitions: n.get(),
         produce_secs,
+        startup_secs,
         raw_consume_secs,
-        run_secs: t0.elapsed().as_secs_f64(),
+        pipe_secs,
+        run_secs,
     })
 }
