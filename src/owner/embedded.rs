@@ -50,7 +50,12 @@ impl Driver for EmbeddedDriver<'_> {
         )
     }
 
-    fn fetch(&mut self, position: Offset, records: &mut Vec<Record>) -> Result<Fetch, LogError> {
+    fn fetch(
+        &mut self,
+        position: Offset,
+        records: &mut Vec<Record>,
+        wait: bool,
+    ) -> Result<Fetch, LogError> {
         if self.shutdown.is_triggered() {
             return Ok(Fetch::Last);
         }
@@ -69,11 +74,14 @@ impl Driver for EmbeddedDriver<'_> {
         if self.options.until_idle {
             return Ok(Fetch::Last);
         }
-        self.log.appended().wait(seen, IDLE_WAIT);
+        if wait {
+            self.log.appended().wait(seen, IDLE_WAIT);
+        }
         Ok(Fetch::More)
     }
 
-    fn commit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), LogError> {
+    /// One transaction: durable when it returns (depth 1).
+    fn submit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), LogError> {
         let (returned, result) = self
             .log
             .commit(self.partition, std::mem::take(effects), next);

@@ -32,7 +32,7 @@ use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
-    BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, PartitionReader,
+    BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, PartitionReader, Pending,
     REQUEST_TIMEOUT, tail,
 };
 use crate::log::now_millis;
@@ -44,6 +44,9 @@ use crate::view::Partitions;
 /// How long an owner waits for input before it looks at its stop flag again: the most a
 /// revocation or shutdown waits for an idle owner.
 const FETCH_WAIT: Duration = Duration::from_millis(20);
+
+/// Batches an owner keeps in flight (sent, not yet acknowledged) while it reads on.
+const MAX_IN_FLIGHT: usize = 4;
 
 /// How often `--until-idle` says what it is still waiting for.
 const IDLE_REPORT: Duration = Duration::from_secs(10);
@@ -217,6 +220,8 @@ struct KafkaDriver<'a> {
     reader: Option<PartitionReader>,
     /// Whether the input reader has been started at the resume offset.
     reading: bool,
+    /// Each in-flight batch's changelog send, oldest first.
+    in_flight: std::collections::VecDeque<Pending>,
     /// The epoch taken, once its marker is durable.
     epoch: Option<Epoch>,
 }
@@ -301,6 +306,7 @@ impl Driver for KafkaDriver<'_> {
         &mut self,
         position: Offset,
         records: &mut Vec<Record>,
+        wait: bool,
     ) -> Result<Fetch, KafkaLogError> {
         if self.flags.stop.load(Ordering::Acquire) {
             return Ok(Fetch::Last);
@@ -328,7 +334,8 @@ impl Driver for KafkaDriver<'_> {
         if reader.at_end() {
             self.flags.caught_up.store(true, Ordering::Release);
         }
-        let at_end = reader.fetch(self.member.options.batch_size, FETCH_WAIT, records)?;
+        let wait = if wait { FETCH_WAIT } else { Duration::ZERO };
+        let at_end = reader.fetch(self.member.options.batch_size, wait, records)?;
         let caught_up = at_end && records.is_empty();
         self.flags.caught_up.store(caught_up, Ordering::Release);
         // Lag from the reader's latest fetch statistics, refreshed on every fetch (idle ones
@@ -348,7 +355,7 @@ impl Driver for KafkaDriver<'_> {
         Ok(Fetch::More)
     }
 
-    fn commit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), KafkaLogError> {
+    fn submit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), KafkaLogError> {
         let m = self.member;
         let p = self.partition;
         // Dead letters first: once any state record of this batch is in the changelog (which a
@@ -364,6 +371,7 @@ impl Driver for KafkaDriver<'_> {
                     record,
                 })
                 .collect();
+            // Rare (bad input): acknowledged before any state record of the batch is sent.
             m.producer.send_all(&dead)?;
         }
         let now = now_millis();
@@ -401,8 +409,20 @@ impl Driver for KafkaDriver<'_> {
                 },
             });
         }
-        m.producer.send_all(&state)?;
+        // In flight: the owner reads and applies the next batches meanwhile.
+        self.in_flight.push_back(m.producer.send(&state));
         Ok(())
+    }
+
+    fn complete(&mut self) -> Result<(), KafkaLogError> {
+        match self.in_flight.pop_front() {
+            Some(pending) => pending.wait().map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn depth(&self) -> usize {
+        MAX_IN_FLIGHT
     }
 
     fn committed(&mut self, position: Offset) {
@@ -516,6 +536,7 @@ impl Member {
                     restored: Some(restored),
                     reader: None,
                     reading: false,
+                    in_flight: std::collections::VecDeque::new(),
                     epoch: None,
                 };
                 match owner.run(&mut driver) {

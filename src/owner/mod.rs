@@ -19,15 +19,17 @@
 pub mod embedded;
 pub mod group;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
+use crate::core::ReservationNo;
+use crate::core::changelog::Stored;
 use crate::core::changelog::{EpochMarker, Reader};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::Record;
-use crate::core::step::{Effects, Overlay, Processor, Tally};
+use crate::core::step::{Effects, Overlay, Processor, StateView, Tally};
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::metrics::{Metrics, PartitionCounters};
 use crate::view::{Partitions, index_user, publish};
@@ -85,12 +87,31 @@ pub trait Driver {
     /// whole changelog) and returns it: its resume offset is where processing starts.
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, Self::Error>;
 
-    /// Fills `records` (empty on entry) with input from `position` on.
-    fn fetch(&mut self, position: Offset, records: &mut Vec<Record>) -> Result<Fetch, Self::Error>;
+    /// Fills `records` (empty on entry) with input from `position` on. `wait`: whether it may
+    /// wait for input to arrive (not while batches are in flight: their acknowledgements come
+    /// first).
+    fn fetch(
+        &mut self,
+        position: Offset,
+        records: &mut Vec<Record>,
+        wait: bool,
+    ) -> Result<Fetch, Self::Error>;
 
-    /// Makes a batch durable: its dead letters, its state records, and the input position
-    /// `next` after it. Effects may be left drained.
-    fn commit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), Self::Error>;
+    /// Starts making a batch durable: its dead letters, its state records, and the input
+    /// position `next` after it. Effects may be left drained. Batches complete in the order
+    /// they were submitted; a driver with [`Driver::depth`] 1 makes each durable here.
+    fn submit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), Self::Error>;
+
+    /// Waits until the oldest batch submitted and not yet complete is durable.
+    fn complete(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// How many batches may be submitted and not yet complete: while they are in flight the
+    /// owner reads and applies the next ones (against their unpublished changes).
+    fn depth(&self) -> usize {
+        1
+    }
 
     /// Everything below `position` is durable and visible.
     fn committed(&mut self, _position: Offset) {}
@@ -205,18 +226,33 @@ impl Owner<'_> {
         // Buffers live across batches: large allocations freed every batch would go back to the
         // OS and be faulted in (and zeroed) again.
         let mut records = Vec::with_capacity(self.batch_size);
-        let mut changes = HashMap::with_capacity(self.batch_size);
         let mut effects = Effects::default();
+        let mut spare: Vec<HashMap<ReservationNo, Stored>> = Vec::new();
+        // Batches submitted and not yet durable, oldest first; for each key changed by one,
+        // the newest batch that changed it.
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut newest: HashMap<ReservationNo, u64> = HashMap::new();
+        let (mut seq, mut in_flight_bytes) = (0u64, 0usize);
+        // The next offset to read: ahead of `position` (durable) while batches are in flight.
+        let mut read = position;
         loop {
             records.clear();
-            let fetch = driver.fetch(position, &mut records)?;
+            let fetch = driver.fetch(read, &mut records, in_flight.is_empty())?;
             // Records below the position were applied already (a re-delivery after a rebalance).
-            records.retain(|r| r.offset >= position);
+            records.retain(|r| r.offset >= read);
+            let got = !records.is_empty();
             if let Some(last) = records.last() {
                 let next = last.offset.next().unwrap_or(last.offset);
-                let mut overlay = Overlay {
-                    changes,
+                let pending = Pending {
+                    newest: &newest,
+                    in_flight: &in_flight,
                     base: &**view,
+                };
+                let mut overlay = Overlay {
+                    changes: spare
+                        .pop()
+                        .unwrap_or_else(|| HashMap::with_capacity(self.batch_size)),
+                    base: &pending,
                 };
                 effects.clear();
                 let mut tally = Tally::default();
@@ -226,25 +262,70 @@ impl Owner<'_> {
                     processor.apply(r, &mut overlay, &mut effects, &mut tally);
                     timer.observe(t0.elapsed().as_secs_f64());
                 }
-                changes = overlay.changes;
-                let applied = effects.state.len() as u64;
-                let t0 = Instant::now();
-                driver.commit(&mut effects, next)?;
-                self.metrics.commit.observe(t0.elapsed().as_secs_f64());
-                // Durable: now the batch may be seen.
-                publish(view, users, &mut changes);
-                position = next;
-                status.set_position(position);
-                report.applied += applied;
-                report.processed += records.len() as u64;
-                report.position = position;
                 timer.flush();
-                counters.add(&tally);
+                let changes = overlay.changes;
+                let bytes: usize = effects
+                    .state
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len())
+                    .sum::<usize>()
+                    + effects
+                        .dead_letters
+                        .iter()
+                        .map(|d| d.value.len())
+                        .sum::<usize>();
+                let applied = effects.state.len() as u64;
+                driver.submit(&mut effects, next)?;
+                for key in changes.keys() {
+                    newest.insert(key.clone(), seq);
+                }
+                in_flight.push_back(InFlight {
+                    seq,
+                    next,
+                    changes,
+                    tally,
+                    applied,
+                    records: records.len() as u64,
+                    bytes,
+                    submitted: Instant::now(),
+                });
+                in_flight_bytes += bytes;
+                seq += 1;
+                read = next;
+            }
+            // Complete the oldest batches: all of them once the input is idle (or ends), else
+            // down to the depth and byte bounds.
+            let idle = !got || fetch == Fetch::Last;
+            while !in_flight.is_empty()
+                && (idle
+                    || in_flight.len() >= driver.depth()
+                    || in_flight_bytes > MAX_IN_FLIGHT_BYTES)
+            {
+                driver.complete()?;
+                let mut done = in_flight.pop_front().expect("not empty");
+                self.metrics
+                    .commit
+                    .observe(done.submitted.elapsed().as_secs_f64());
+                in_flight_bytes -= done.bytes;
+                for key in done.changes.keys() {
+                    if newest.get(key) == Some(&done.seq) {
+                        newest.remove(key);
+                    }
+                }
+                // Durable: now the batch may be seen.
+                publish(view, users, &mut done.changes);
+                spare.push(done.changes);
+                position = done.next;
+                status.set_position(position);
+                report.applied += done.applied;
+                report.processed += done.records;
+                report.position = position;
+                counters.add(&done.tally);
                 entries.set(view.len() as i64);
                 driver.committed(position);
                 debug!(
                     partition = p.0,
-                    records = records.len(),
+                    records = done.records,
                     position = position.0,
                     "batch committed"
                 );
@@ -252,6 +333,42 @@ impl Owner<'_> {
             if fetch == Fetch::Last {
                 return Ok(report);
             }
+        }
+    }
+}
+
+/// The most bytes of changelog records and dead letters an owner keeps in flight.
+const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
+
+/// A batch submitted and not yet durable: what becomes visible when it is.
+struct InFlight {
+    seq: u64,
+    next: Offset,
+    changes: HashMap<ReservationNo, Stored>,
+    tally: Tally,
+    applied: u64,
+    records: u64,
+    bytes: usize,
+    submitted: Instant,
+}
+
+/// The state a new batch is applied against: the newest in-flight change of a key, else the
+/// published view.
+struct Pending<'a, V> {
+    newest: &'a HashMap<ReservationNo, u64>,
+    in_flight: &'a VecDeque<InFlight>,
+    base: &'a V,
+}
+
+impl<V: StateView> StateView for Pending<'_, V> {
+    fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> R) -> R {
+        let batch = self.newest.get(key).and_then(|&seq| {
+            let first = self.in_flight.front()?.seq;
+            self.in_flight.get((seq - first) as usize)
+        });
+        match batch {
+            Some(b) => f(b.changes.get(key)),
+            None => self.base.with(key, f),
         }
     }
 }

@@ -141,6 +141,9 @@ impl KafkaOptions {
             // so lingering only adds latency (association lookups wait on it).
             ("linger.ms", "0"),
             ("message.timeout.ms", "30000"),
+            // Owners keep several batches in flight: a failure that could leave a gap (a
+            // batch lost, a later one written) stops the producer instead.
+            ("enable.gapless.guarantee", "true"),
         ])
     }
 

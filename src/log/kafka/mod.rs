@@ -18,7 +18,7 @@ pub use config::{
     Closing, DEFAULT_GROUP, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
     log_client_error, log_client_message,
 };
-pub use producer::{KafkaProducer, Outgoing};
+pub use producer::{KafkaProducer, Outgoing, Pending};
 pub use reader::{
     BulkReader, KafkaIngest, PartitionReader, count_all, pipe, read_to_end, snapshot, tail,
     to_record,

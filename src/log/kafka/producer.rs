@@ -61,6 +61,25 @@ impl ProducerContext for AckContext {
     }
 }
 
+/// Records handed to the producer, not yet all acknowledged.
+#[must_use = "a send is only durable once waited for"]
+pub struct Pending(Arc<Acks>);
+
+impl Pending {
+    /// Waits until every record is acknowledged; their offsets in order, or the first error.
+    pub fn wait(self) -> Result<Vec<Offset>, KafkaLogError> {
+        let acks = self.0;
+        let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
+        while s.pending > 0 {
+            s = acks.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+        match s.error.take() {
+            Some(source) => Err(KafkaLogError::Delivery { source }),
+            None => Ok(s.offsets.iter().map(|&o| Offset(o.max(0) as u64)).collect()),
+        }
+    }
+}
+
 /// A record for [`KafkaProducer::send_all`].
 pub struct Outgoing<'a> {
     pub topic: &'a str,
@@ -99,6 +118,12 @@ impl KafkaProducer {
     /// Sends every record to its explicit partition and waits until all are acknowledged;
     /// returns their offsets in order.
     pub fn send_all(&self, records: &[Outgoing<'_>]) -> Result<Vec<Offset>, KafkaLogError> {
+        self.send(records).wait()
+    }
+
+    /// Hands every record to the producer (each to its explicit partition) and returns at once;
+    /// [`Pending::wait`] waits for their acknowledgements.
+    pub fn send(&self, records: &[Outgoing<'_>]) -> Pending {
         let acks = Arc::new(Acks::default());
         {
             let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,14 +165,7 @@ impl KafkaProducer {
                 }
             }
         }
-        let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.pending > 0 {
-            s = acks.done.wait(s).unwrap_or_else(|e| e.into_inner());
-        }
-        match s.error.take() {
-            Some(source) => Err(KafkaLogError::Delivery { source }),
-            None => Ok(s.offsets.iter().map(|&o| Offset(o.max(0) as u64)).collect()),
-        }
+        Pending(acks)
     }
 
     /// Waits for outstanding deliveries.
