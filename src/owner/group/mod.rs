@@ -46,8 +46,9 @@ use crate::view::Partitions;
 /// revocation or shutdown waits for an idle owner.
 const FETCH_WAIT: Duration = Duration::from_millis(20);
 
-/// Batches an owner keeps in flight (sent, not yet acknowledged) while it reads on.
-const MAX_IN_FLIGHT: usize = 4;
+/// Batches an owner keeps in flight (sent, not yet acknowledged) while it reads on: 8 measured
+/// best on tansu (4: 78 % of the raw pipe; 8: 86–91 %).
+const MAX_IN_FLIGHT: usize = 8;
 
 /// How often `--until-idle` says what it is still waiting for.
 const IDLE_REPORT: Duration = Duration::from_secs(10);
