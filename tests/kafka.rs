@@ -849,3 +849,158 @@ fn until_idle_ends_on_empty_topics() {
     );
     assert!(exited.success());
 }
+
+/// Failover inside one group, on a cluster that evicts a dead member: librdkafka's mock
+/// cluster (hosted by this test) runs a group coordinator with session timeouts, which tansu
+/// 0.6 does not. Two `ordo run` members share the partitions; one is SIGKILLed mid-stream; the
+/// coordinator evicts it after its session timeout and the survivor takes its partitions,
+/// restores them and finishes the input. The final changelog equals the reference model, every
+/// version counting each event once. Prints the failover time: kill → every partition owned by
+/// the survivor, split into the broker's eviction and rebalance, and ordo's own hand-over
+/// (restore and epoch marker, the `restore_ms` of each "partition owned" line).
+#[test]
+fn failover_in_one_group_where_the_broker_evicts_the_dead_member() {
+    use ordo::core::PartitionCount;
+    use ordo::log::kafka::{KafkaProducer, Outgoing};
+    use rdkafka::mocking::MockCluster;
+
+    const SESSION_MS: u64 = 6_000;
+    let mock = MockCluster::new(1).unwrap();
+    for t in [
+        "reservation-events",
+        "reservation-state",
+        "reservation-events.dlq",
+    ] {
+        mock.create_topic(t, 4, 1).unwrap();
+    }
+    mock.create_topic("reservation-owners", 1, 1).unwrap();
+    let n = PartitionCount::new(4).unwrap();
+    let opts = KafkaOptions {
+        brokers: mock.bootstrap_servers(),
+        group: group(),
+        properties: vec![],
+        partitioner: Partitioner::AbsHashModN,
+    };
+    let events = ordo::tools::generate::generate(16_000, 21);
+    let producer = KafkaProducer::new(&opts).unwrap();
+    let send = |slice: &[ordo::core::event::Event]| {
+        let out: Vec<Outgoing<'_>> = slice
+            .iter()
+            .map(|e| {
+                let (partition, record) = ordo::tools::produce::route(
+                    e,
+                    e.to_json().into_bytes(),
+                    n,
+                    Partitioner::AbsHashModN,
+                );
+                Outgoing {
+                    topic: "reservation-events",
+                    partition,
+                    record,
+                }
+            })
+            .collect();
+        producer.send_all(&out).unwrap();
+    };
+    send(&events[..8_000]);
+
+    let g = group();
+    let session = format!("session.timeout.ms={SESSION_MS}");
+    let member = || {
+        Running::start_with(
+            &[("ORDO_LOG", "info")],
+            &[
+                "--brokers",
+                &opts.brokers,
+                "--group",
+                &g,
+                "--batch-size",
+                "200",
+                "-X",
+                &session,
+                "-X",
+                "heartbeat.interval.ms=500",
+            ],
+        )
+    };
+    let owned = |m: &Running| m.metric_sum("ordo_partitions_owned", "") as u32;
+    let a = member();
+    a.wait_ready();
+    let b = member();
+    wait_for(
+        "the partitions shared by both members",
+        Duration::from_secs(60),
+        || (owned(&a) + owned(&b) == 4 && owned(&a) > 0 && owned(&b) > 0).then_some(()),
+    );
+    // Mid-stream: more input while both members own partitions, some of it processed.
+    send(&events[8_000..12_000]);
+    let processed =
+        || a.metric_sum("ordo_events_total", "") + b.metric_sum("ordo_events_total", "");
+    wait_for(
+        "progress on the shared input",
+        Duration::from_secs(60),
+        || (processed() >= 10_000.0).then_some(()),
+    );
+    // Lines B wrote so far are not about the failover.
+    while b.stderr.try_recv().is_ok() {}
+    let killed = Instant::now();
+    drop(a); // SIGKILL: no LeaveGroup; only the session timeout removes it.
+    send(&events[12_000..]);
+    wait_for(
+        "the survivor to own every partition",
+        Duration::from_secs(120),
+        || (owned(&b) == 4).then_some(()),
+    );
+    let failover = killed.elapsed();
+    let handover_ms = std::iter::from_fn(|| b.stderr.try_recv().ok())
+        .filter(|l| l.contains("partition owned"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|f| f.strip_prefix("restore_ms="))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .max()
+        .expect("the survivor logs the partitions it takes over");
+
+    let model = ordo::core::reference::Model::run(&events);
+    let fold = || {
+        let mut got = BTreeMap::new();
+        for p in 0..4 {
+            let mut reader = ordo::core::changelog::Reader::default();
+            read_to_end(&opts, "reservation-state", Partition(p), |r| {
+                if let Ok(Some(rec)) = reader.read(&r.key, &r.value) {
+                    got.insert(rec.reservation_no.to_string(), rec);
+                }
+            })
+            .unwrap();
+        }
+        got
+    };
+    let caught_up = |got: &BTreeMap<String, ordo::core::changelog::StateRecord>| {
+        got.len() == model.states.len()
+            && model.states.iter().all(|(no, want)| {
+                got.get(no.as_str())
+                    .is_some_and(|r| r.version as usize >= want.applied.len())
+            })
+    };
+    let got = wait_for("every event applied", Duration::from_secs(120), || {
+        let got = fold();
+        caught_up(&got).then_some(got)
+    });
+    for (no, want) in &model.states {
+        let rec = &got[no.as_str()];
+        assert_eq!(
+            (rec.state.as_str(), rec.version as usize),
+            (want.state, want.applied.len()),
+            "{no}: applied exactly once"
+        );
+    }
+    b.terminate();
+    eprintln!(
+        "failover: {} ms from SIGKILL to every partition owned by the survivor = {} ms of \
+         eviction (session timeout {SESSION_MS} ms) and rebalance + {handover_ms} ms of ordo's \
+         hand-over (restore, epoch marker)",
+        failover.as_millis(),
+        failover.as_millis().saturating_sub(u128::from(handover_ms)),
+    );
+}
