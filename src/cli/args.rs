@@ -123,7 +123,10 @@ pub enum TopicsAction {
 pub struct ExportArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Topic: reservation-events, reservation-state or reservation-events.dlq.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Topic: reservation-events, reservation-state, reservation-events.dlq, or (on Kafka)
+    /// reservation-owners.
     #[arg(long, env = "ORDO_TOPIC", default_value = "reservation-events")]
     pub topic: String,
     /// Offsets, as kcat: beginning, end, <offset>, -<n> (from the end), s@<epoch-ms>, and

@@ -80,6 +80,7 @@ impl Error {
             Self::Export(e) => usage(match e {
                 ExportError::NoPartition { .. } => true,
                 ExportError::Log(e) => log_is_usage(e),
+                ExportError::Kafka(e) => kafka_is_usage(e),
                 ExportError::Write(_) => false,
             }),
             Self::Repartition(e) => usage(match e {

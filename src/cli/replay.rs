@@ -23,7 +23,8 @@ fn role_of(topic: &str) -> Result<Role, Error> {
         .map(|d| d.role)
         .ok_or_else(|| {
             Error::usage(format!(
-                "unknown topic `{topic}`; use reservation-events, reservation-state or reservation-events.dlq"
+                "unknown topic `{topic}`; use reservation-events, reservation-state, \
+                 reservation-events.dlq or reservation-owners"
             ))
         })
 }
@@ -32,8 +33,14 @@ fn role_of(topic: &str) -> Result<Role, Error> {
 pub fn export(a: ExportArgs) -> Result<(), Error> {
     let role = role_of(&a.topic)?;
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
-    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::reading())?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some(kafka) = a.kafka.options(None)? {
+        let topic = topics::get(role).name;
+        export::export_kafka(&kafka, &topic, a.partition, spec, a.count, &mut out)?;
+        out.flush()?;
+        return Ok(());
+    }
+    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::reading())?;
     export::export(&log, role, a.partition, spec, a.count, &mut out)?;
     out.flush()?;
     Ok(())

@@ -4,9 +4,12 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use super::OffsetSpec;
+use super::{OffsetSpec, Start};
+use crate::core::Offset;
 use crate::core::partitioner::Partition;
+use crate::core::record::Record;
 use crate::log::embedded::{EmbeddedLog, LogError};
+use crate::log::kafka::{KafkaLogError, KafkaOptions, PartitionReader, partition_count};
 use crate::log::topics::Role;
 
 /// One exported record.
@@ -28,7 +31,9 @@ pub enum ExportError {
     Log(#[from] LogError),
     #[error("cannot write output: {0}")]
     Write(#[from] std::io::Error),
-    #[error("--partition {partition} does not exist: the data dir has {partitions} partitions")]
+    #[error(transparent)]
+    Kafka(#[from] KafkaLogError),
+    #[error("--partition {partition} does not exist: the topic has {partitions} partitions")]
     NoPartition { partition: u32, partitions: u32 },
 }
 
@@ -65,21 +70,7 @@ pub fn export(
             {
                 return Ok(false);
             }
-            let line = Line {
-                partition: p.0,
-                offset: r.offset.0,
-                timestamp: r.timestamp,
-                key: String::from_utf8_lossy(&r.key),
-                value: String::from_utf8_lossy(&r.value),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
-                    .collect(),
-            };
-            let result = serde_json::to_writer(&mut *out, &line)
-                .map_err(std::io::Error::from)
-                .and_then(|()| out.write_all(b"\n"));
+            let result = write_line(&mut *out, &r);
             if let Err(e) = result {
                 io_error = Some(e);
                 return Ok(false);
@@ -89,6 +80,125 @@ pub fn export(
         })?;
         if let Some(e) = io_error.take() {
             return Err(e.into());
+        }
+    }
+    Ok(written)
+}
+
+/// Writes one record as an NDJSON line.
+fn write_line(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
+    let line = Line {
+        partition: r.partition.0,
+        offset: r.offset.0,
+        timestamp: r.timestamp,
+        key: String::from_utf8_lossy(&r.key),
+        value: String::from_utf8_lossy(&r.value),
+        headers: r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+            .collect(),
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+    out.write_all(b"\n")
+}
+
+/// How long a partition may give nothing, short of its end, before the export gives up.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `ordo export --brokers`: the records of `topic` in `spec`'s range, partition by partition,
+/// each read to the end it has when the export reaches it (an idle topic ends the export; it
+/// never waits for more). The broker's watermarks are not trusted for the range (some
+/// Kafka-compatible brokers report them wrong): `-<n>` and `s@<ms>` are resolved from the
+/// records themselves. Returns how many records were written.
+pub fn export_kafka(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Option<u32>,
+    spec: OffsetSpec,
+    count: Option<u64>,
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
+    let client = opts.metadata_client()?;
+    let n = partition_count(&client, opts, topic)?.ok_or_else(|| KafkaLogError::MissingTopic {
+        topic: topic.to_owned(),
+    })?;
+    let partitions: Vec<u32> = match partition {
+        Some(p) if p >= n => {
+            return Err(ExportError::NoPartition {
+                partition: p,
+                partitions: n,
+            });
+        }
+        Some(p) => vec![p],
+        None => (0..n).collect(),
+    };
+    let mut written = 0u64;
+    let full = |written: u64| count.is_some_and(|c| written >= c);
+    for p in partitions {
+        if full(written) || spec.start == Start::End {
+            break;
+        }
+        let from = match spec.start {
+            Start::Offset(o) => Offset(o),
+            _ => Offset(0),
+        };
+        let mut reader = PartitionReader::new(opts, topic, Partition(p), from)?;
+        // `-<n>`: the last n records seen; `s@<ms>`: whether the first one at or after ms came.
+        let mut last = std::collections::VecDeque::new();
+        let mut started = !matches!(spec.start, Start::Timestamp(_));
+        let mut batch = Vec::new();
+        let mut heard = std::time::Instant::now();
+        'partition: loop {
+            batch.clear();
+            let at_end = reader.fetch(1024, std::time::Duration::from_millis(100), &mut batch)?;
+            if !batch.is_empty() {
+                heard = std::time::Instant::now();
+            }
+            for r in batch.drain(..) {
+                if spec.end_timestamp.is_some_and(|e| r.timestamp >= e) {
+                    break 'partition;
+                }
+                match spec.start {
+                    Start::Timestamp(ms) if !started => {
+                        if r.timestamp < ms {
+                            continue;
+                        }
+                        started = true;
+                    }
+                    Start::FromEnd(k) => {
+                        last.push_back(r);
+                        if last.len() as u64 > k {
+                            last.pop_front();
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                if full(written) {
+                    break 'partition;
+                }
+                write_line(out, &r)?;
+                written += 1;
+            }
+            if at_end {
+                break;
+            }
+            if heard.elapsed() > STALL {
+                return Err(KafkaLogError::Stalled {
+                    topic: topic.to_owned(),
+                    partition: p,
+                    secs: STALL.as_secs(),
+                }
+                .into());
+            }
+        }
+        for r in last {
+            if full(written) {
+                break;
+            }
+            write_line(out, &r)?;
+            written += 1;
         }
     }
     Ok(written)
