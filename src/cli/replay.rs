@@ -50,14 +50,18 @@ pub fn export(a: ExportArgs) -> Result<(), Error> {
 pub fn replay(a: ReplayArgs) -> Result<(), Error> {
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
     if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
-        if !spec.is_everything() || a.apply || a.file.is_some() {
+        if a.apply {
             return Err(Error::usage(
-                "on Kafka, replay runs over the whole input topic: drop -o, --file and --apply",
+                "on Kafka, replay does not --apply yet; replay into a scratch state (with -o, \
+                 --file or --diff) and repair on the embedded log",
             ));
         }
         let n = kafka_partitions(&kafka, a.topology.count()?)?;
         let t0 = Instant::now();
-        let result = rebuild::replay_kafka(&kafka, n)?;
+        let result = match &a.file {
+            Some(path) => rebuild::replay_file(path, n, kafka.partitioner)?,
+            None => rebuild::replay_kafka(&kafka, n, spec)?,
+        };
         let live = if a.diff {
             Some(kafka::snapshot(&kafka)?.states)
         } else {

@@ -103,14 +103,9 @@ fn write_line(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
     out.write_all(b"\n")
 }
 
-/// How long a partition may give nothing, short of its end, before the export gives up.
-const STALL: std::time::Duration = std::time::Duration::from_secs(60);
-
 /// `ordo export --brokers`: the records of `topic` in `spec`'s range, partition by partition,
 /// each read to the end it has when the export reaches it (an idle topic ends the export; it
-/// never waits for more). The broker's watermarks are not trusted for the range (some
-/// Kafka-compatible brokers report them wrong): `-<n>` and `s@<ms>` are resolved from the
-/// records themselves. Returns how many records were written.
+/// never waits for more). Returns how many records were written.
 pub fn export_kafka(
     opts: &KafkaOptions,
     topic: &str,
@@ -134,72 +129,99 @@ pub fn export_kafka(
         None => (0..n).collect(),
     };
     let mut written = 0u64;
-    let full = |written: u64| count.is_some_and(|c| written >= c);
+    let mut io_error = None;
     for p in partitions {
-        if full(written) || spec.start == Start::End {
+        if count.is_some_and(|c| written >= c) {
             break;
         }
-        let from = match spec.start {
-            Start::Offset(o) => Offset(o),
-            _ => Offset(0),
-        };
-        let mut reader = PartitionReader::new(opts, topic, Partition(p), from)?;
-        // `-<n>`: the last n records seen; `s@<ms>`: whether the first one at or after ms came.
-        let mut last = std::collections::VecDeque::new();
-        let mut started = !matches!(spec.start, Start::Timestamp(_));
-        let mut batch = Vec::new();
-        let mut heard = std::time::Instant::now();
-        'partition: loop {
-            batch.clear();
-            let at_end = reader.fetch(1024, std::time::Duration::from_millis(100), &mut batch)?;
-            if !batch.is_empty() {
-                heard = std::time::Instant::now();
+        scan_kafka(opts, topic, Partition(p), spec, |r| {
+            if count.is_some_and(|c| written >= c) {
+                return false;
             }
-            for r in batch.drain(..) {
-                if spec.end_timestamp.is_some_and(|e| r.timestamp >= e) {
-                    break 'partition;
-                }
-                match spec.start {
-                    Start::Timestamp(ms) if !started => {
-                        if r.timestamp < ms {
-                            continue;
-                        }
-                        started = true;
-                    }
-                    Start::FromEnd(k) => {
-                        last.push_back(r);
-                        if last.len() as u64 > k {
-                            last.pop_front();
-                        }
-                        continue;
-                    }
-                    _ => {}
-                }
-                if full(written) {
-                    break 'partition;
-                }
-                write_line(out, &r)?;
-                written += 1;
+            if let Err(e) = write_line(out, &r) {
+                io_error = Some(e);
+                return false;
             }
-            if at_end {
-                break;
-            }
-            if heard.elapsed() > STALL {
-                return Err(KafkaLogError::Stalled {
-                    topic: topic.to_owned(),
-                    partition: p,
-                    secs: STALL.as_secs(),
-                }
-                .into());
-            }
-        }
-        for r in last {
-            if full(written) {
-                break;
-            }
-            write_line(out, &r)?;
             written += 1;
+            true
+        })?;
+        if let Some(e) = io_error.take() {
+            return Err(e.into());
         }
     }
     Ok(written)
+}
+
+/// How long a partition may give nothing, short of its end, before a scan gives up.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Calls `f` on each record of `topic`/`partition` in `spec`'s range, in offset order, until
+/// the partition's end as of now or until `f` returns false. The broker's watermarks are not
+/// trusted for the range (some Kafka-compatible brokers report them wrong): `-<n>` and
+/// `s@<ms>` are resolved from the records themselves.
+pub fn scan_kafka(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Partition,
+    spec: OffsetSpec,
+    mut f: impl FnMut(Record) -> bool,
+) -> Result<(), KafkaLogError> {
+    let from = match spec.start {
+        Start::End => return Ok(()),
+        Start::Offset(o) => Offset(o),
+        _ => Offset(0),
+    };
+    let mut reader = PartitionReader::new(opts, topic, partition, from)?;
+    // `-<n>`: the last n records seen; `s@<ms>`: whether the first one at or after ms came.
+    let mut last = std::collections::VecDeque::new();
+    let mut started = !matches!(spec.start, Start::Timestamp(_));
+    let mut batch = Vec::new();
+    let mut heard = std::time::Instant::now();
+    loop {
+        batch.clear();
+        let at_end = reader.fetch(1024, std::time::Duration::from_millis(100), &mut batch)?;
+        if !batch.is_empty() {
+            heard = std::time::Instant::now();
+        }
+        for r in batch.drain(..) {
+            if spec.end_timestamp.is_some_and(|e| r.timestamp >= e) {
+                return Ok(());
+            }
+            match spec.start {
+                Start::Timestamp(ms) if !started => {
+                    if r.timestamp < ms {
+                        continue;
+                    }
+                    started = true;
+                }
+                Start::FromEnd(k) => {
+                    last.push_back(r);
+                    if last.len() as u64 > k {
+                        last.pop_front();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if !f(r) {
+                return Ok(());
+            }
+        }
+        if at_end {
+            break;
+        }
+        if heard.elapsed() > STALL {
+            return Err(KafkaLogError::Stalled {
+                topic: topic.to_owned(),
+                partition: partition.0,
+                secs: STALL.as_secs(),
+            });
+        }
+    }
+    for r in last {
+        if !f(r) {
+            break;
+        }
+    }
+    Ok(())
 }

@@ -161,10 +161,11 @@ pub fn replay_file(
     Ok(fold.finish(next))
 }
 
-/// Replays the whole input topic of a Kafka cluster with `n` partitions.
+/// Replays the input topic of a Kafka cluster with `n` partitions over `spec`'s range.
 pub fn replay_kafka(
     opts: &crate::log::kafka::KafkaOptions,
     n: PartitionCount,
+    spec: OffsetSpec,
 ) -> Result<Replay, crate::log::kafka::KafkaLogError> {
     let topic = crate::log::topics::get(Role::Events).name;
     let mut fold = Fold::new();
@@ -172,10 +173,11 @@ pub fn replay_kafka(
     for p in n.iter() {
         let proc = processor(p, n, opts.partitioner);
         let mut next = Offset(0);
-        crate::log::kafka::read_to_end(opts, &topic, p, |r| {
+        super::export::scan_kafka(opts, &topic, p, spec, |r| {
             let key = (!r.key.is_empty()).then_some(&r.key[..]);
             fold.step(&proc, key, &r.value, r.offset);
             next = r.offset.next().unwrap_or(r.offset);
+            true
         })?;
         next_offsets.push(next);
     }
