@@ -140,9 +140,12 @@ impl KafkaOptions {
             // A batch's records are handed over together and wait for their acknowledgements,
             // so lingering only adds latency (association lookups wait on it).
             ("linger.ms", "0"),
-            ("message.timeout.ms", "30000"),
-            // Owners keep several batches in flight: a failure that could leave a gap (a
-            // batch lost, a later one written) stops the producer instead.
+            // Never time a record out inside librdkafka (a timed-out record starts a new
+            // idempotence sequence, so a later batch could land after a lost one); the sender
+            // gives up after `DELIVERY_TIMEOUT` instead and fails.
+            ("message.timeout.ms", "0"),
+            // Owners keep several batches in flight: any other failure that could leave a gap
+            // stops the producer instead.
             ("enable.gapless.guarantee", "true"),
         ])
     }
@@ -233,6 +236,11 @@ pub fn log_client_message(level: rdkafka::config::RDKafkaLogLevel, fac: &str, me
     match level {
         L::Emerg | L::Alert | L::Critical | L::Error if fac != "FAIL" => {
             tracing::error!(facility = fac, "librdkafka: {message}")
+        }
+        // ordo sets `enable.gapless.guarantee` on purpose; librdkafka warns that it is
+        // experimental on every producer it creates.
+        L::Warning if fac == "CONFWARN" && message.contains("enable.gapless.guarantee") => {
+            tracing::debug!(facility = fac, "librdkafka: {message}")
         }
         L::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
         _ => tracing::debug!(facility = fac, "librdkafka: {message}"),

@@ -61,17 +61,37 @@ impl ProducerContext for AckContext {
     }
 }
 
+/// How long a send waits for its acknowledgements.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Records handed to the producer, not yet all acknowledged.
 #[must_use = "a send is only durable once waited for"]
 pub struct Pending(Arc<Acks>);
 
 impl Pending {
     /// Waits until every record is acknowledged; their offsets in order, or the first error.
+    ///
+    /// Gives up after [`DELIVERY_TIMEOUT`]. librdkafka itself never times a record out
+    /// (`message.timeout.ms=0`): a record it timed out would make the idempotent producer
+    /// start a new sequence, and a later batch of the partition could then be written after a
+    /// lost one. A caller that gives up here fails (an owner ends the process), so nothing
+    /// after the unacknowledged batch becomes durable out of order.
     pub fn wait(self) -> Result<Vec<Offset>, KafkaLogError> {
         let acks = self.0;
+        let deadline = std::time::Instant::now() + DELIVERY_TIMEOUT;
         let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
         while s.pending > 0 {
-            s = acks.done.wait(s).unwrap_or_else(|e| e.into_inner());
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(KafkaLogError::Delivery {
+                    source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
+                });
+            }
+            s = acks
+                .done
+                .wait_timeout(s, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
         match s.error.take() {
             Some(source) => Err(KafkaLogError::Delivery { source }),
