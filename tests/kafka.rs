@@ -467,51 +467,15 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
 fn broker_down_and_request_errors_lose_nothing() {
     use ordo::app::Backend;
     use ordo::app::RunOptions;
-    use ordo::core::PartitionCount;
-    use ordo::log::kafka::{KafkaProducer, Outgoing};
     use ordo::metrics::Metrics;
     use ordo::shutdown::Shutdown;
-    use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
     use std::sync::Arc;
 
-    let mock = MockCluster::new(1).unwrap();
-    for t in [
-        "reservation-events",
-        "reservation-state",
-        "reservation-events.dlq",
-    ] {
-        mock.create_topic(t, 2, 1).unwrap();
-    }
-    mock.create_topic("reservation-owners", 1, 1).unwrap();
-    let n = PartitionCount::new(2).unwrap();
-    let opts = KafkaOptions {
-        brokers: mock.bootstrap_servers(),
-        group: group(),
-        properties: vec![],
-        partitioner: Partitioner::AbsHashModN,
-    };
+    let cluster = Mock::start(2);
+    let (mock, n, opts) = (&cluster.cluster, cluster.n, cluster.opts.clone());
     let events = ordo::tools::generate::generate(6_000, 13);
-    let producer = KafkaProducer::new(&opts).unwrap();
-    let send = |slice: &[ordo::core::event::Event]| {
-        let out: Vec<Outgoing<'_>> = slice
-            .iter()
-            .map(|e| {
-                let (partition, record) = ordo::tools::produce::route(
-                    e,
-                    e.to_json().into_bytes(),
-                    n,
-                    Partitioner::AbsHashModN,
-                );
-                Outgoing {
-                    topic: "reservation-events",
-                    partition,
-                    record,
-                }
-            })
-            .collect();
-        producer.send_all(&out).unwrap();
-    };
+    let send = |slice: &[ordo::core::event::Event]| cluster.send(slice);
     send(&events[..3_000]);
 
     let metrics = Arc::new(Metrics::fresh());
@@ -551,16 +515,7 @@ fn broker_down_and_request_errors_lose_nothing() {
     assert_eq!(processed(), 6_000.0, "nothing processed twice");
 
     let model = ordo::core::reference::Model::run(&events);
-    let mut got = BTreeMap::new();
-    for p in 0..2 {
-        let mut reader = ordo::core::changelog::Reader::default();
-        read_to_end(&opts, "reservation-state", Partition(p), |r| {
-            if let Ok(Some(rec)) = reader.read(&r.key, &r.value) {
-                got.insert(rec.reservation_no.to_string(), rec);
-            }
-        })
-        .unwrap();
-    }
+    let got = changelog_states(&opts, n.get());
     assert_eq!(got.len(), model.states.len());
     for (no, want) in &model.states {
         let rec = &got[no];
@@ -860,48 +815,11 @@ fn until_idle_ends_on_empty_topics() {
 /// (restore and epoch marker, the `restore_ms` of each "partition owned" line).
 #[test]
 fn failover_in_one_group_where_the_broker_evicts_the_dead_member() {
-    use ordo::core::PartitionCount;
-    use ordo::log::kafka::{KafkaProducer, Outgoing};
-    use rdkafka::mocking::MockCluster;
-
     const SESSION_MS: u64 = 6_000;
-    let mock = MockCluster::new(1).unwrap();
-    for t in [
-        "reservation-events",
-        "reservation-state",
-        "reservation-events.dlq",
-    ] {
-        mock.create_topic(t, 4, 1).unwrap();
-    }
-    mock.create_topic("reservation-owners", 1, 1).unwrap();
-    let n = PartitionCount::new(4).unwrap();
-    let opts = KafkaOptions {
-        brokers: mock.bootstrap_servers(),
-        group: group(),
-        properties: vec![],
-        partitioner: Partitioner::AbsHashModN,
-    };
+    let cluster = Mock::start(4);
+    let opts = cluster.opts.clone();
     let events = ordo::tools::generate::generate(16_000, 21);
-    let producer = KafkaProducer::new(&opts).unwrap();
-    let send = |slice: &[ordo::core::event::Event]| {
-        let out: Vec<Outgoing<'_>> = slice
-            .iter()
-            .map(|e| {
-                let (partition, record) = ordo::tools::produce::route(
-                    e,
-                    e.to_json().into_bytes(),
-                    n,
-                    Partitioner::AbsHashModN,
-                );
-                Outgoing {
-                    topic: "reservation-events",
-                    partition,
-                    record,
-                }
-            })
-            .collect();
-        producer.send_all(&out).unwrap();
-    };
+    let send = |slice: &[ordo::core::event::Event]| cluster.send(slice);
     send(&events[..8_000]);
 
     let g = group();
@@ -963,19 +881,7 @@ fn failover_in_one_group_where_the_broker_evicts_the_dead_member() {
         .expect("the survivor logs the partitions it takes over");
 
     let model = ordo::core::reference::Model::run(&events);
-    let fold = || {
-        let mut got = BTreeMap::new();
-        for p in 0..4 {
-            let mut reader = ordo::core::changelog::Reader::default();
-            read_to_end(&opts, "reservation-state", Partition(p), |r| {
-                if let Ok(Some(rec)) = reader.read(&r.key, &r.value) {
-                    got.insert(rec.reservation_no.to_string(), rec);
-                }
-            })
-            .unwrap();
-        }
-        got
-    };
+    let fold = || changelog_states(&opts, 4);
     let caught_up = |got: &BTreeMap<String, ordo::core::changelog::StateRecord>| {
         got.len() == model.states.len()
             && model.states.iter().all(|(no, want)| {
@@ -1098,4 +1004,79 @@ fn export_on_kafka_equals_what_was_produced() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("replay equals the live changelog"));
     let out = broker.ordo(&["replay", "--apply"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// librdkafka's mock cluster, hosted by a test, with ordo's topics at N partitions, and a
+/// producer into its input topic. A data store for small inputs only (a few MB per partition).
+struct Mock {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    opts: KafkaOptions,
+    n: ordo::core::PartitionCount,
+    producer: ordo::log::kafka::KafkaProducer,
+}
+
+impl Mock {
+    fn start(partitions: u32) -> Mock {
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        for t in [
+            "reservation-events",
+            "reservation-state",
+            "reservation-events.dlq",
+        ] {
+            cluster.create_topic(t, partitions as i32, 1).unwrap();
+        }
+        cluster.create_topic("reservation-owners", 1, 1).unwrap();
+        let opts = KafkaOptions {
+            brokers: cluster.bootstrap_servers(),
+            group: group(),
+            properties: vec![],
+            partitioner: Partitioner::AbsHashModN,
+        };
+        let producer = ordo::log::kafka::KafkaProducer::new(&opts).unwrap();
+        Mock {
+            cluster,
+            opts,
+            n: ordo::core::PartitionCount::new(partitions).unwrap(),
+            producer,
+        }
+    }
+
+    /// Appends `events` to the input, each to its SPEC partition.
+    fn send(&self, events: &[ordo::core::event::Event]) {
+        let out: Vec<ordo::log::kafka::Outgoing<'_>> = events
+            .iter()
+            .map(|e| {
+                let (partition, record) = ordo::tools::produce::route(
+                    e,
+                    e.to_json().into_bytes(),
+                    self.n,
+                    Partitioner::AbsHashModN,
+                );
+                ordo::log::kafka::Outgoing {
+                    topic: "reservation-events",
+                    partition,
+                    record,
+                }
+            })
+            .collect();
+        self.producer.send_all(&out).unwrap();
+    }
+}
+
+/// The changelog of `partitions` partitions folded through the fencing reader.
+fn changelog_states(
+    opts: &KafkaOptions,
+    partitions: u32,
+) -> BTreeMap<String, ordo::core::changelog::StateRecord> {
+    let mut got = BTreeMap::new();
+    for p in 0..partitions {
+        let mut reader = ordo::core::changelog::Reader::default();
+        read_to_end(opts, "reservation-state", Partition(p), |r| {
+            if let Ok(Some(rec)) = reader.read(&r.key, &r.value) {
+                got.insert(rec.reservation_no.to_string(), rec);
+            }
+        })
+        .unwrap();
+    }
+    got
 }
