@@ -249,26 +249,13 @@ fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, limit: usize) -> std::
     }
 }
 
-/// Reads past the rest of a line, holding none of it.
+/// Reads past the rest of a line, holding at most a chunk of it at a time.
 fn skip_line(reader: &mut dyn BufRead) -> std::io::Result<()> {
+    let mut chunk = Vec::new();
     loop {
-        let available = match reader.fill_buf() {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if available.is_empty() {
+        chunk.clear();
+        if read_line(reader, &mut chunk, 64 << 10)? != Line::TooLarge {
             return Ok(());
-        }
-        match available.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                reader.consume(i + 1);
-                return Ok(());
-            }
-            None => {
-                let n = available.len();
-                reader.consume(n);
-            }
         }
     }
 }
