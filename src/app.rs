@@ -15,7 +15,9 @@ use crate::core::PartitionCount;
 use crate::http::{self, AppState, Forwarder, Served};
 use crate::log::Ingest;
 use crate::log::embedded::EmbeddedLog;
-use crate::log::kafka::{KafkaIngest, KafkaLogError, KafkaOptions, check_topics};
+use crate::log::kafka::{
+    KafkaIngest, KafkaLogError, KafkaOptions, check_no_repartition, check_topics,
+};
 use crate::metrics::Metrics;
 use crate::owner::{self, DEFAULT_BATCH_SIZE};
 use crate::shutdown::Shutdown;
@@ -152,10 +154,22 @@ pub fn run(
             summary.restored = owned.restored;
         }
         Backend::Kafka { options: kafka, n } => {
-            // Refuse to start on topics that do not match N or are not co-partitioned; the
-            // producer and the restore reader connect meanwhile.
-            let (connections, checked) =
-                owner::group::Connections::open(&kafka, || check_topics(&kafka, n));
+            // Refuse to start on topics that do not match N or are not co-partitioned, or while
+            // a change of N is under way; the producer and the restore reader connect
+            // meanwhile.
+            let (connections, (moving, checked)) = owner::group::Connections::open(&kafka, || {
+                std::thread::scope(|s| {
+                    let moving = s.spawn(|| check_no_repartition(&kafka));
+                    let checked = check_topics(&kafka, n);
+                    let moving = moving.join().unwrap_or_else(|_| {
+                        Err(KafkaLogError::Restore(
+                            "reading reservation-owners panicked".into(),
+                        ))
+                    });
+                    (moving, checked)
+                })
+            });
+            moving?;
             checked?;
             let connections = connections?;
             let producer = connections.producer.clone();

@@ -142,10 +142,12 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         KafkaLogError::MissingTopic { .. }
         | KafkaLogError::PartitionMismatch { .. }
         | KafkaLogError::FixedPartitions { .. }
-        | KafkaLogError::ConfigMismatch { .. } => true,
+        | KafkaLogError::ConfigMismatch { .. }
+        | KafkaLogError::RepartitionInProgress { .. } => true,
         KafkaLogError::Unreachable { .. }
         | KafkaLogError::Kafka { .. }
         | KafkaLogError::CreateTopic { .. }
+        | KafkaLogError::DeleteTopic { .. }
         | KafkaLogError::Delivery { .. }
         | KafkaLogError::Stalled { .. }
         | KafkaLogError::Restore(_) => false,

@@ -150,6 +150,9 @@ pub enum Entry {
     State(StateRecord),
     Marker(EpochMarker),
     Position(PositionMark),
+    /// A record with a key and no value (a Kafka tombstone): the key has no state any more.
+    /// Only `ordo replay --apply` writes them, after its own epoch marker.
+    Tombstone(ReservationNo),
 }
 
 /// A changelog record that is neither a state record nor a marker.
@@ -160,6 +163,11 @@ pub struct BadEntry(String);
 impl Entry {
     /// Decodes a changelog record from its key and value.
     pub fn decode(key: &[u8], value: &[u8]) -> Result<Entry, BadEntry> {
+        if value.is_empty() && !key.is_empty() {
+            return std::str::from_utf8(key)
+                .map(|k| Entry::Tombstone(ReservationNo::from(k)))
+                .map_err(|e| BadEntry(format!("tombstone key is not UTF-8: {e}")));
+        }
         if key.starts_with(MARKER_KEY_PREFIX.as_bytes())
             && let Ok(m) = serde_json::from_slice::<MarkerWire>(value)
         {
@@ -185,6 +193,15 @@ pub enum Verdict {
     Fenced,
     /// A marker: nothing to store.
     Marker,
+    /// A tombstone: the key has no state any more.
+    Delete(ReservationNo),
+}
+
+/// What one changelog record changes in the state of its partition.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Put(StateRecord),
+    Delete(ReservationNo),
 }
 
 /// Reads a changelog partition in offset order, applying the fencing rule.
@@ -221,6 +238,8 @@ impl Reader {
                 self.resume_offset = self.resume_offset.max(after);
                 Verdict::Accept(r)
             }
+            // Written only by `ordo replay --apply`, after its own marker: nothing to fence.
+            Entry::Tombstone(key) => Verdict::Delete(key),
         }
     }
 
@@ -235,11 +254,13 @@ impl Reader {
     }
 
     /// Decodes the next changelog record of the partition and applies the fencing rule: the
-    /// state record it makes current, or `None` for a marker or a fenced record. Every reader
-    /// of a changelog (restore, `ordo state`, replay) folds through here.
-    pub fn read(&mut self, key: &[u8], value: &[u8]) -> Result<Option<StateRecord>, BadEntry> {
+    /// change it makes (a state record that becomes current, a key deleted), or `None` for a
+    /// marker or a fenced record. Every reader of a changelog (restore, `ordo state`, replay)
+    /// folds through here.
+    pub fn read(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Change>, BadEntry> {
         Ok(match self.next(Entry::decode(key, value)?) {
-            Verdict::Accept(record) => Some(record),
+            Verdict::Accept(record) => Some(Change::Put(record)),
+            Verdict::Delete(key) => Some(Change::Delete(key)),
             Verdict::Fenced | Verdict::Marker => None,
         })
     }
@@ -258,8 +279,11 @@ impl Snapshot {
     /// Folds one record of the partition `reader` follows.
     pub fn push(&mut self, reader: &mut Reader, key: &[u8], value: &[u8]) {
         match reader.read(key, value) {
-            Ok(Some(record)) => {
+            Ok(Some(Change::Put(record))) => {
                 self.states.insert(record.reservation_no.clone(), record);
+            }
+            Ok(Some(Change::Delete(key))) => {
+                self.states.remove(&key);
             }
             Ok(None) => {}
             Err(_) => self.unreadable += 1,
@@ -362,6 +386,27 @@ mod tests {
         assert_eq!(reader.resume_offset(), Offset(7));
     }
 
+    #[test]
+    fn a_tombstone_deletes_its_key() {
+        let mut reader = Reader::default();
+        let mut snapshot = Snapshot::default();
+        snapshot.push(&mut reader, b"A", &record("A", 1, 3, 1).to_json());
+        snapshot.push(&mut reader, b"B", &record("B", 1, 4, 1).to_json());
+        assert_eq!(snapshot.states.len(), 2);
+        snapshot.push(&mut reader, b"A", b"");
+        assert_eq!(
+            snapshot
+                .states
+                .keys()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
+            ["B"]
+        );
+        assert_eq!(snapshot.unreadable, 0);
+        // A tombstone says nothing about how far the input is applied.
+        assert_eq!(reader.resume_offset(), Offset(5));
+    }
+
     proptest! {
         /// Whatever a zombie (epoch 1) interleaves after the new owner's marker (epoch 2), the
         /// state read back equals the state the new owner alone wrote.
@@ -393,6 +438,7 @@ mod tests {
                     Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
                     Entry::Position(p) => (POSITION_KEY.as_bytes().to_vec(), p.to_json()),
                     Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
+                    Entry::Tombstone(k) => (k.as_str().as_bytes().to_vec(), Vec::new()),
                 };
                 snapshot.push(&mut reader, &key, &value);
             }

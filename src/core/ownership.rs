@@ -14,10 +14,15 @@ pub struct OwnershipRecord {
     pub epoch: Epoch,
     /// Who owns it (host and process), as in its epoch marker.
     pub owner: String,
-    /// The base URL at which the owner serves the partition; `None` once released.
+    /// The base URL at which the owner serves the partition; `None` once released (and for
+    /// an owner without an HTTP listener).
     pub url: Option<String>,
     /// Epoch milliseconds when the record was written.
     pub ts: i64,
+    /// Whether the owner still holds the partition (`false` once released). Records written
+    /// without it hold the partition while they carry a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<bool>,
 }
 
 /// A record on `reservation-owners` that is not an ownership record.
@@ -39,6 +44,85 @@ impl OwnershipRecord {
     /// Decodes a record's value.
     pub fn decode(value: &[u8]) -> Result<Self, BadOwnership> {
         serde_json::from_slice(value).map_err(|e| BadOwnership(e.to_string()))
+    }
+
+    /// Whether an owner holds the partition under this record (it may have died holding it).
+    pub fn is_held(&self) -> bool {
+        self.held.unwrap_or(self.url.is_some())
+    }
+}
+
+/// Key of the repartition record on `reservation-owners`: one key, so compaction keeps the
+/// latest.
+pub const REPARTITION_KEY: &str = "__ordo.repartition";
+
+/// How far a change of N on Kafka (`ordo repartition --brokers --apply`) has come. Every
+/// member reads it before it joins the group and refuses to start while a change is under way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Copying the N-partitioned topics into staging topics; the originals are untouched.
+    Copying,
+    /// The staging copies are complete: the originals may be deleted and rebuilt with M
+    /// partitions from them.
+    Copied,
+    /// The originals hold the new layout; the staging topics may go.
+    Rebuilt,
+    /// Finished: the deployment runs at N = `to`.
+    Done,
+}
+
+/// The record of a change of N on Kafka, written at each phase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepartitionRecord {
+    pub from: u32,
+    pub to: u32,
+    pub phase: Phase,
+    /// Above every epoch of the old changelog: the markers of the new one carry it, so a
+    /// zombie of the old layout is fenced in the new one too.
+    pub epoch: Epoch,
+    /// Who runs the change (host and process).
+    pub by: String,
+    /// Epoch milliseconds when the record was written.
+    pub ts: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RepartitionWire {
+    repartition: RepartitionRecord,
+}
+
+impl RepartitionRecord {
+    /// The record as JSON, wrapped so it cannot be mistaken for an ownership record.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&RepartitionWire {
+            repartition: self.clone(),
+        })
+        .expect("a repartition record always serialises")
+    }
+
+    /// Whether a change of N is under way: members must not start.
+    pub fn in_progress(&self) -> bool {
+        self.phase != Phase::Done
+    }
+}
+
+/// One record of `reservation-owners`, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnersEntry {
+    Owner(OwnershipRecord),
+    Repartition(RepartitionRecord),
+}
+
+impl OwnersEntry {
+    /// Decodes a record of `reservation-owners` from its key and value.
+    pub fn decode(key: &[u8], value: &[u8]) -> Result<Self, BadOwnership> {
+        if key == REPARTITION_KEY.as_bytes() {
+            return serde_json::from_slice::<RepartitionWire>(value)
+                .map(|w| OwnersEntry::Repartition(w.repartition))
+                .map_err(|e| BadOwnership(e.to_string()));
+        }
+        OwnershipRecord::decode(value).map(OwnersEntry::Owner)
     }
 }
 
@@ -104,6 +188,7 @@ mod tests {
             owner: format!("host/{epoch}"),
             url: url.map(str::to_owned),
             ts: 1,
+            held: None,
         }
     }
 
@@ -135,6 +220,42 @@ mod tests {
                 .contains("\"url\":null")
         );
         assert!(OwnershipRecord::decode(b"{}").is_err());
+        // Held: said outright, or (records without the field) while there is a URL.
+        assert!(r.is_held() && !released.is_held());
+        let no_http = OwnershipRecord {
+            held: Some(true),
+            ..released.clone()
+        };
+        assert_eq!(
+            OwnershipRecord::decode(&no_http.to_json()).unwrap(),
+            no_http
+        );
+        assert!(no_http.is_held());
+    }
+
+    #[test]
+    fn repartition_records_are_told_apart_by_their_key() {
+        let r = RepartitionRecord {
+            from: 4,
+            to: 6,
+            phase: Phase::Copied,
+            epoch: Epoch(9),
+            by: "host/1".into(),
+            ts: 5,
+        };
+        let json = r.to_json();
+        assert!(String::from_utf8_lossy(&json).contains("\"phase\":\"copied\""));
+        assert_eq!(
+            OwnersEntry::decode(REPARTITION_KEY.as_bytes(), &json).unwrap(),
+            OwnersEntry::Repartition(r.clone())
+        );
+        assert!(r.in_progress());
+        assert!(OwnersEntry::decode(b"0", &json).is_err());
+        let owner = record(0, 1, Some("http://a"));
+        assert_eq!(
+            OwnersEntry::decode(b"0", &owner.to_json()).unwrap(),
+            OwnersEntry::Owner(owner)
+        );
     }
 
     proptest! {

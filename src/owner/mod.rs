@@ -26,7 +26,7 @@ use tracing::{debug, info, warn};
 
 use crate::core::ReservationNo;
 use crate::core::changelog::Stored;
-use crate::core::changelog::{EpochMarker, Reader};
+use crate::core::changelog::{Change, EpochMarker, Reader};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::Record;
 use crate::core::step::{Effects, Overlay, Processor, StateView, Tally};
@@ -171,10 +171,14 @@ impl Owner<'_> {
         view.clear();
         let mut reader = Reader::default();
         driver.restore(&mut |r| match reader.read(&r.key, &r.value) {
-            Ok(Some(record)) => {
+            Ok(Some(Change::Put(record))) => {
                 let (key, stored) = record.into_stored();
                 index_user(users, &stored.entity.user_id, &key);
                 view.insert(key, stored);
+            }
+            // The user index may keep the key: lookups go through the view.
+            Ok(Some(Change::Delete(key))) => {
+                view.remove(&key);
             }
             Ok(None) => {}
             Err(e) => {

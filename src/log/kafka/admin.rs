@@ -223,3 +223,130 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     }
     Ok(lines)
 }
+
+/// Creates topics, each `(name, partitions, configs)`; an existing one is an error naming it
+/// (a topic of a repartition must start empty). Topic deletion is asynchronous on some
+/// brokers, so a name still being deleted is retried for up to a minute.
+pub fn create_topics(
+    opts: &KafkaOptions,
+    specs: &[(String, u32, Vec<(String, String)>)],
+) -> Result<(), KafkaLogError> {
+    let admin: AdminClient<QuietEof> = opts
+        .base(&[])
+        .create_with_context(QuietEof)
+        .map_err(kafka("create admin client"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut todo: Vec<&(String, u32, Vec<(String, String)>)> = specs.iter().collect();
+    while !todo.is_empty() {
+        let new: Vec<NewTopic<'_>> = todo
+            .iter()
+            .map(|(name, partitions, config)| {
+                config.iter().fold(
+                    NewTopic::new(name, *partitions as i32, TopicReplication::Fixed(-1)),
+                    |t, (k, v)| t.set(k, v),
+                )
+            })
+            .collect();
+        let results = block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+        ))
+        .map_err(|e| unreachable_or(opts, e, "create topics"))?;
+        let mut again = Vec::new();
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((name, RDKafkaErrorCode::TopicAlreadyExists))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    again.push(name)
+                }
+                Err((topic, code)) => return Err(KafkaLogError::CreateTopic { topic, code }),
+            }
+        }
+        todo.retain(|(name, _, _)| again.contains(name));
+        if !todo.is_empty() {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
+/// Deletes `names` (those that exist) and waits until the cluster's metadata no longer lists
+/// them.
+pub fn delete_topics(opts: &KafkaOptions, names: &[String]) -> Result<(), KafkaLogError> {
+    let client = opts.metadata_client()?;
+    let existing = |client: &BaseConsumer<QuietEof>| -> Result<Vec<String>, KafkaLogError> {
+        let md = client
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .map_err(|e| unreachable_or(opts, e, "fetch metadata"))?;
+        Ok(names
+            .iter()
+            .filter(|n| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == n.as_str() && t.error().is_none())
+            })
+            .cloned()
+            .collect())
+    };
+    let present = existing(&client)?;
+    if present.is_empty() {
+        return Ok(());
+    }
+    let admin: AdminClient<QuietEof> = opts
+        .base(&[])
+        .create_with_context(QuietEof)
+        .map_err(kafka("create admin client"))?;
+    let refs: Vec<&str> = present.iter().map(String::as_str).collect();
+    let results = block_on(admin.delete_topics(
+        &refs,
+        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+    ))
+    .map_err(|e| unreachable_or(opts, e, "delete topics"))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(KafkaLogError::DeleteTopic { topic, code }),
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let left = existing(&client)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaLogError::DeleteTopic {
+                topic: left.join(", "),
+                code: RDKafkaErrorCode::RequestTimedOut,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Commits `offsets` (per partition of `topic`) as the committed offsets of the consumer group
+/// in `opts`, outside any group membership: where the group resumes after its topics were
+/// rebuilt.
+pub fn commit_group_offsets(
+    opts: &KafkaOptions,
+    topic: &str,
+    offsets: &[(crate::core::Partition, crate::core::Offset)],
+) -> Result<(), KafkaLogError> {
+    use rdkafka::consumer::CommitMode;
+    let consumer: BaseConsumer<QuietEof> = opts
+        .group_consumer_config()
+        .create_with_context(QuietEof)
+        .map_err(kafka("create consumer"))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in offsets {
+        tpl.add_partition_offset(topic, p.0 as i32, rdkafka::Offset::Offset(o.0 as i64))
+            .map_err(kafka("commit"))?;
+    }
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| unreachable_or(opts, e, "commit offsets"))?;
+    drop(super::config::Closing::new(consumer));
+    Ok(())
+}

@@ -72,6 +72,17 @@ pub enum KafkaLogError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error("cannot delete topic {topic}: {code}")]
+    DeleteTopic {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
+    #[error(
+        "a change of N from {from} to {to} is under way on this cluster (phase {phase}); finish it \
+         with `ordo repartition --brokers ... --to-partitions {to} --apply`, then start the members \
+         with N = {to}"
+    )]
+    RepartitionInProgress { from: u32, to: u32, phase: String },
     #[error("kafka: delivery failed: {source}")]
     Delivery { source: KafkaError },
     #[error("kafka: restoring the changelog: {0}")]

@@ -162,9 +162,12 @@ impl KafkaProducer {
             loop {
                 let mut rec = BaseRecord::with_opaque_to(r.topic, opaque)
                     .partition(r.partition.0 as i32)
-                    .payload(&r.record.value[..])
                     .timestamp(r.record.timestamp)
                     .headers(headers.clone());
+                // An empty value goes as no value at all: a tombstone, which compaction removes.
+                if !r.record.value.is_empty() {
+                    rec = rec.payload(&r.record.value[..]);
+                }
                 if !r.record.key.is_empty() {
                     rec = rec.key(&r.record.key[..]);
                 }

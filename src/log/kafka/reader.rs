@@ -357,6 +357,46 @@ pub fn snapshot(opts: &KafkaOptions) -> Result<Snapshot, KafkaLogError> {
     Ok(snapshot)
 }
 
+/// What `reservation-owners` holds: every ownership record in order, and the latest
+/// repartition record.
+#[derive(Debug, Default)]
+pub struct OwnersLog {
+    pub owners: Vec<crate::core::ownership::OwnershipRecord>,
+    pub repartition: Option<crate::core::ownership::RepartitionRecord>,
+}
+
+/// Reads `reservation-owners` to its end (a record that is neither kind is logged and skipped).
+pub fn read_owners(opts: &KafkaOptions) -> Result<OwnersLog, KafkaLogError> {
+    use crate::core::ownership::OwnersEntry;
+    let mut log = OwnersLog::default();
+    read_to_end(
+        opts,
+        &topics::get(Role::Owners).name,
+        Partition(0),
+        |r| match OwnersEntry::decode(&r.key, &r.value) {
+            Ok(OwnersEntry::Owner(o)) => log.owners.push(o),
+            Ok(OwnersEntry::Repartition(rp)) => log.repartition = Some(rp),
+            Err(e) => {
+                tracing::warn!(offset = r.offset.0, error = %e, "skipping a bad record of reservation-owners")
+            }
+        },
+    )?;
+    Ok(log)
+}
+
+/// Refuses to go on while a change of N is under way (`reservation-owners` says so): every
+/// member checks before it joins the group.
+pub fn check_no_repartition(opts: &KafkaOptions) -> Result<(), KafkaLogError> {
+    match read_owners(opts)?.repartition {
+        Some(r) if r.in_progress() => Err(KafkaLogError::RepartitionInProgress {
+            from: r.from,
+            to: r.to,
+            phase: format!("{:?}", r.phase).to_lowercase(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The client context of a [`PartitionReader`]: keeps the partition's high watermark from the
 /// fetch statistics.
 pub struct WatermarkContext {

@@ -112,11 +112,8 @@ impl Driver for KafkaDriver<'_> {
         // The marker is durable: tell every member where this partition is served, before
         // reporting ready.
         self.epoch = Some(marker.epoch);
-        self.member.publish_ownership(
-            self.partition,
-            marker.epoch,
-            self.member.options.advertise.clone(),
-        )?;
+        self.member
+            .publish_ownership(self.partition, marker.epoch, true)?;
         tracing::debug!(
             partition = self.partition.0,
             ms = t0.elapsed().as_millis() as u64,
@@ -259,7 +256,7 @@ impl Driver for KafkaDriver<'_> {
             .with_label_values(&[&self.partition.to_string()])
             .set(0);
         if let Some(epoch) = self.epoch.take()
-            && let Err(e) = self.member.publish_ownership(self.partition, epoch, None)
+            && let Err(e) = self.member.publish_ownership(self.partition, epoch, false)
         {
             // The next owner's record (a higher epoch) replaces this one anyway.
             warn!(partition = self.partition.0, error = %e, "cannot publish the release of a partition");

@@ -30,7 +30,7 @@ mod driver;
 use driver::{KafkaDriver, RESTORE_QUEUE, Restored};
 
 use super::{Options, Owner};
-use crate::core::ownership::OwnershipRecord;
+use crate::core::ownership::{OwnersEntry, OwnershipRecord};
 use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
@@ -197,19 +197,21 @@ impl ConsumerContext for MemberContext {
 }
 
 impl Member {
-    /// Publishes who serves `p` under `epoch` (`url: None`: nobody, any more).
+    /// Publishes that this member holds `p` under `epoch` (at its advertised URL), or that it
+    /// let it go (`held: false`).
     fn publish_ownership(
         &self,
         p: Partition,
         epoch: Epoch,
-        url: Option<String>,
+        held: bool,
     ) -> Result<(), KafkaLogError> {
         let record = OwnershipRecord {
             partition: p.0,
             epoch,
             owner: self.options.owner_id.clone(),
-            url,
+            url: self.options.advertise.clone().filter(|_| held),
             ts: now_millis(),
+            held: Some(held),
         };
         self.producer.send_all(&[Outgoing {
             topic: &self.owners_topic,
@@ -603,10 +605,11 @@ fn follow_owners(
         kafka,
         &topic,
         Partition(0),
-        |r| match OwnershipRecord::decode(&r.value) {
-            Ok(record) => {
+        |r| match OwnersEntry::decode(&r.key, &r.value) {
+            Ok(OwnersEntry::Owner(record)) => {
                 shared.apply_ownership(record);
             }
+            Ok(OwnersEntry::Repartition(_)) => {}
             Err(e) => warn!(offset = r.offset.0, error = %e, "skipping a bad ownership record"),
         },
         || shutdown.is_triggered(),
