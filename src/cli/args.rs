@@ -172,9 +172,13 @@ pub struct ReplayArgs {
     /// Compare with the live changelog: print each reservation that differs, exit 3 if any.
     #[arg(long, env = "ORDO_DIFF")]
     pub diff: bool,
-    /// Make the replay the live changelog (full replays of the data dir only).
+    /// Make the replay the live changelog (full replays of the input only).
     #[arg(long, env = "ORDO_APPLY", conflicts_with_all = ["diff", "file"])]
     pub apply: bool,
+    /// On Kafka: the members that `reservation-owners` says hold partitions died without
+    /// letting go (killed); go ahead.
+    #[arg(long, env = "ORDO_ASSUME_STOPPED")]
+    pub assume_stopped: bool,
 }
 
 /// `ordo repartition`.
@@ -182,6 +186,19 @@ pub struct ReplayArgs {
 pub struct RepartitionArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// On Kafka: how keys map to partitions [default: abs-hash-mod-n].
+    #[arg(long, env = "ORDO_PARTITIONER", value_parser = partitioner_parser())]
+    pub partitioner: Option<Partitioner>,
+    /// On Kafka: the members that `reservation-owners` says hold partitions died without
+    /// letting go (killed); go ahead.
+    #[arg(long, env = "ORDO_ASSUME_STOPPED")]
+    pub assume_stopped: bool,
+    /// On Kafka: move input not processed yet, unprocessed, to its new partition (it is
+    /// processed there after the move) instead of refusing.
+    #[arg(long, env = "ORDO_ALLOW_UNPROCESSED")]
+    pub allow_unprocessed: bool,
     /// The new N.
     #[arg(long, env = "ORDO_TO_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub to_partitions: Option<u32>,

@@ -55,7 +55,14 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         if a.no_http {
             options.advertise = None;
         }
-        let n = kafka_partitions(&kafka, a.topology.count()?)?;
+        let n = match kafka_partitions(&kafka, a.topology.count()?) {
+            Ok(n) => n,
+            // Topics that do not match N may be a change of N under way: say that first.
+            Err(e) => {
+                kafka::check_no_repartition(&kafka)?;
+                return Err(e);
+            }
+        };
         let summary = app::run(
             Backend::Kafka { options: kafka, n },
             options,

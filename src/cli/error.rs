@@ -13,6 +13,7 @@ use crate::tools::bench::BenchError;
 use crate::tools::demo::DemoError;
 use crate::tools::produce::ProduceError;
 use crate::tools::replay::export::ExportError;
+use crate::tools::replay::kafka::KafkaToolError;
 use crate::tools::replay::repartition::RepartitionError;
 
 /// Why a command failed.
@@ -33,6 +34,8 @@ pub enum Error {
     Export(#[from] ExportError),
     #[error(transparent)]
     Repartition(#[from] RepartitionError),
+    #[error(transparent)]
+    KafkaTool(#[from] KafkaToolError),
     #[error(transparent)]
     Bench(#[from] BenchError),
     #[error(transparent)]
@@ -86,6 +89,11 @@ impl Error {
             Self::Repartition(e) => usage(match e {
                 RepartitionError::Log(e) => log_is_usage(e),
                 RepartitionError::Io { .. } | RepartitionError::Check(_) => false,
+            }),
+            Self::KafkaTool(e) => usage(match e {
+                KafkaToolError::Refused(_) => true,
+                KafkaToolError::Kafka(e) => kafka_is_usage(e),
+                KafkaToolError::Check(_) => false,
             }),
             Self::Bench(_) => RUNTIME,
             Self::Demo(e) => usage(match e {

@@ -14,6 +14,7 @@ use crate::log::embedded::{DB_FILE, EmbeddedLog, OpenOptions};
 use crate::log::kafka;
 use crate::log::topics::{self, Role};
 use crate::owner::owner_id;
+use crate::tools::replay::kafka::{self as kafka_tool, repartition::Outcome};
 use crate::tools::replay::{OffsetSpec, export, rebuild, repartition};
 
 fn role_of(topic: &str) -> Result<Role, Error> {
@@ -50,13 +51,23 @@ pub fn export(a: ExportArgs) -> Result<(), Error> {
 pub fn replay(a: ReplayArgs) -> Result<(), Error> {
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
     if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
-        if a.apply {
-            return Err(Error::usage(
-                "on Kafka, replay does not --apply yet; replay into a scratch state (with -o, \
-                 --file or --diff) and repair on the embedded log",
-            ));
-        }
         let n = kafka_partitions(&kafka, a.topology.count()?)?;
+        if a.apply {
+            if !spec.is_everything() {
+                return Err(Error::usage("--apply needs a full replay; drop -o"));
+            }
+            let t0 = Instant::now();
+            let applied = kafka_tool::apply_replay(&kafka, n, &owner_id(), a.assume_stopped)?;
+            report_replay(&applied.replay, t0.elapsed().as_secs_f64());
+            eprintln!(
+                "ordo: the replayed state of {} reservations is now the live changelog ({} keys \
+                 deleted; new epochs {:?})",
+                applied.replay.states.len(),
+                applied.deleted,
+                applied.epochs.iter().map(|e| e.0).collect::<Vec<_>>()
+            );
+            return Ok(());
+        }
         let t0 = Instant::now();
         let result = match &a.file {
             Some(path) => rebuild::replay_file(path, n, kafka.partitioner)?,
@@ -172,16 +183,13 @@ fn replay_output(
 
 fn print_plan(
     out: &mut impl Write,
-    dir: &std::path::Path,
+    what: &dyn std::fmt::Display,
     plan: &repartition::Plan,
 ) -> io::Result<()> {
     writeln!(
         out,
         "repartition {}: N {} → {} ({})",
-        dir.display(),
-        plan.from,
-        plan.to,
-        plan.partitioner
+        what, plan.from, plan.to, plan.partitioner
     )?;
     writeln!(
         out,
@@ -229,6 +237,9 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
         .map_err(|e| Error::usage(e.to_string()))?
         .ok_or_else(|| Error::usage("pass --to-partitions M or --containers C --servers S"))?,
     };
+    if let Some(kafka) = a.kafka.options(a.partitioner)? {
+        return repartition_kafka(&kafka, to, &a);
+    }
     let dir = &a.store.data_dir;
     let mut out = io::stdout().lock();
     if !a.apply {
@@ -241,7 +252,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
             )?;
             return Ok(());
         }
-        print_plan(&mut out, dir, &repartition::plan(&log, to)?)?;
+        print_plan(&mut out, &dir.display(), &repartition::plan(&log, to)?)?;
         writeln!(out, "  dry run: pass --apply to do it")?;
         return Ok(());
     }
@@ -253,7 +264,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
             dir.display()
         )?,
         Some(plan) => {
-            print_plan(&mut out, dir, &plan)?;
+            print_plan(&mut out, &dir.display(), &plan)?;
             writeln!(
                 out,
                 "  done      in {:.2}s; check OK (per-key input order, state and dead letters equal); \
@@ -261,6 +272,71 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
                 t0.elapsed().as_secs_f64(),
                 DB_FILE,
                 plan.from
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// `ordo repartition --brokers`.
+fn repartition_kafka(
+    kafka: &kafka::KafkaOptions,
+    to: PartitionCount,
+    a: &RepartitionArgs,
+) -> Result<(), Error> {
+    let mut out = io::stdout().lock();
+    let what = format!("of the Kafka deployment at {}", kafka.brokers);
+    if !a.apply {
+        let owners = kafka::read_owners(kafka)?;
+        if let Some(r) = owners.repartition.filter(|r| r.in_progress()) {
+            writeln!(
+                out,
+                "a change of N from {} to {} is under way (phase {:?}, by {}); \
+                 `ordo repartition --brokers ... --to-partitions {} --apply` finishes it",
+                r.from, r.to, r.phase, r.by, r.to
+            )?;
+            return Ok(());
+        }
+        let plan = kafka_tool::repartition::plan(kafka, to)?;
+        if plan.from == to {
+            writeln!(
+                out,
+                "the deployment already has {to} partitions; nothing to do"
+            )?;
+            return Ok(());
+        }
+        print_plan(&mut out, &what, &plan)?;
+        writeln!(
+            out,
+            "  dry run: pass --apply to do it (stop every member first)"
+        )?;
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    match kafka_tool::repartition::apply(
+        kafka,
+        to,
+        &owner_id(),
+        a.assume_stopped,
+        a.allow_unprocessed,
+    )? {
+        Outcome::NothingToDo => writeln!(
+            out,
+            "the deployment already has {to} partitions; nothing to do"
+        )?,
+        Outcome::Done { plan, resumed_at } => {
+            print_plan(&mut out, &what, &plan)?;
+            if let Some(phase) = resumed_at {
+                writeln!(
+                    out,
+                    "  resumed   an interrupted change, from phase {phase:?}"
+                )?;
+            }
+            writeln!(
+                out,
+                "  done      in {:.2}s; check OK (state equal); start the members with N = {to}, \
+                 and switch producers to N = {to}",
+                t0.elapsed().as_secs_f64()
             )?;
         }
     }

@@ -93,6 +93,11 @@ pub struct EpochMarker {
     pub resume_offset: Offset,
     /// Who took ownership (host and process), for operators.
     pub owner: String,
+    /// The state records of this epoch were carried over from another layout of the input
+    /// (`ordo repartition`): they are state, but their source offsets do not say how far this
+    /// partition's input is applied; the marker's `resume_offset` does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub carried: bool,
 }
 
 impl EpochMarker {
@@ -208,6 +213,8 @@ pub enum Change {
 #[derive(Debug, Default, Clone)]
 pub struct Reader {
     highest_marker: Epoch,
+    /// The epoch of the latest marker, when its state records were carried over.
+    carrying: Option<Epoch>,
     /// The next input offset to read: past every accepted record and every marker's position.
     resume_offset: Offset,
     /// State records ignored because a higher marker preceded them.
@@ -219,6 +226,9 @@ impl Reader {
     pub fn next(&mut self, entry: Entry) -> Verdict {
         match entry {
             Entry::Marker(m) => {
+                if m.epoch >= self.highest_marker {
+                    self.carrying = m.carried.then_some(m.epoch);
+                }
                 self.highest_marker = self.highest_marker.max(m.epoch);
                 self.resume_offset = self.resume_offset.max(m.resume_offset);
                 Verdict::Marker
@@ -234,8 +244,10 @@ impl Reader {
                 Verdict::Marker
             }
             Entry::State(r) => {
-                let after = r.source_offset.next().unwrap_or(r.source_offset);
-                self.resume_offset = self.resume_offset.max(after);
+                if self.carrying != Some(r.epoch) {
+                    let after = r.source_offset.next().unwrap_or(r.source_offset);
+                    self.resume_offset = self.resume_offset.max(after);
+                }
                 Verdict::Accept(r)
             }
             // Written only by `ordo replay --apply`, after its own marker: nothing to fence.
@@ -317,6 +329,7 @@ mod tests {
             partition: 0,
             resume_offset: Offset(resume),
             owner: "test".into(),
+            carried: false,
         }
     }
 
@@ -405,6 +418,33 @@ mod tests {
         assert_eq!(snapshot.unreadable, 0);
         // A tombstone says nothing about how far the input is applied.
         assert_eq!(reader.resume_offset(), Offset(5));
+    }
+
+    #[test]
+    fn carried_records_leave_the_resume_offset_to_their_marker() {
+        let mut reader = Reader::default();
+        let carried = EpochMarker {
+            carried: true,
+            ..marker(5, 3)
+        };
+        let decoded = Entry::decode(carried.key().as_bytes(), &carried.to_json()).unwrap();
+        assert_eq!(decoded, Entry::Marker(carried));
+        assert_eq!(reader.next(decoded), Verdict::Marker);
+        // Its source event lay elsewhere in the old layout: state, but no say on the position.
+        assert!(matches!(
+            reader.next(Entry::State(record("A", 4, 900, 5))),
+            Verdict::Accept(_)
+        ));
+        assert_eq!(reader.resume_offset(), Offset(3));
+        // The next owner's records (a new epoch) move it as always.
+        assert_eq!(reader.next(Entry::Marker(marker(6, 3))), Verdict::Marker);
+        assert!(matches!(
+            reader.next(Entry::State(record("A", 5, 3, 6))),
+            Verdict::Accept(_)
+        ));
+        assert_eq!(reader.resume_offset(), Offset(4));
+        // Markers without the field (older ones) are not carried.
+        assert!(!marker(1, 0).to_json().windows(7).any(|w| w == b"carried"));
     }
 
     proptest! {

@@ -1,6 +1,8 @@
 //! Helpers for tests that drive the real `ordo` binary.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -464,6 +464,7 @@ impl EmbeddedLog {
                 partition: partition.0,
                 resume_offset: position,
                 owner: owner.to_owned(),
+                carried: false,
             };
             let now = super::now_millis();
             state
@@ -518,6 +519,7 @@ impl EmbeddedLog {
                 partition: partition.0,
                 resume_offset,
                 owner: owner.to_owned(),
+                carried: false,
             };
             let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
             let offset = end_of(&state, partition.0)?;

@@ -224,25 +224,30 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     Ok(lines)
 }
 
-/// Creates topics, each `(name, partitions, configs)`; an existing one is an error naming it
+/// A topic to create.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: u32,
+    pub config: Vec<(String, String)>,
+}
+
+/// Creates topics; an existing one is an error naming it
 /// (a topic of a repartition must start empty). Topic deletion is asynchronous on some
 /// brokers, so a name still being deleted is retried for up to a minute.
-pub fn create_topics(
-    opts: &KafkaOptions,
-    specs: &[(String, u32, Vec<(String, String)>)],
-) -> Result<(), KafkaLogError> {
+pub fn create_topics(opts: &KafkaOptions, specs: &[TopicSpec]) -> Result<(), KafkaLogError> {
     let admin: AdminClient<QuietEof> = opts
         .base(&[])
         .create_with_context(QuietEof)
         .map_err(kafka("create admin client"))?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut todo: Vec<&(String, u32, Vec<(String, String)>)> = specs.iter().collect();
+    let mut todo: Vec<&TopicSpec> = specs.iter().collect();
     while !todo.is_empty() {
         let new: Vec<NewTopic<'_>> = todo
             .iter()
-            .map(|(name, partitions, config)| {
-                config.iter().fold(
-                    NewTopic::new(name, *partitions as i32, TopicReplication::Fixed(-1)),
+            .map(|t| {
+                t.config.iter().fold(
+                    NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)),
                     |t, (k, v)| t.set(k, v),
                 )
             })
@@ -264,12 +269,39 @@ pub fn create_topics(
                 Err((topic, code)) => return Err(KafkaLogError::CreateTopic { topic, code }),
             }
         }
-        todo.retain(|(name, _, _)| again.contains(name));
+        todo.retain(|t| again.contains(&t.name));
         if !todo.is_empty() {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
-    Ok(())
+    // Created is not yet visible everywhere: wait until the metadata shows every partition.
+    let client = opts.metadata_client()?;
+    loop {
+        let md = client
+            .fetch_metadata(None, REQUEST_TIMEOUT)
+            .map_err(|e| unreachable_or(opts, e, "fetch metadata"))?;
+        let visible = specs.iter().all(|spec| {
+            md.topics().iter().any(|t| {
+                t.name() == spec.name
+                    && t.error().is_none()
+                    && t.partitions().len() == spec.partitions as usize
+            })
+        });
+        if visible {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaLogError::CreateTopic {
+                topic: specs
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                code: RDKafkaErrorCode::RequestTimedOut,
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 /// Deletes `names` (those that exist) and waits until the cluster's metadata no longer lists

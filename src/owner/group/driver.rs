@@ -91,6 +91,7 @@ impl Driver for KafkaDriver<'_> {
             partition: self.partition.0,
             resume_offset: self.committed.max(reader.resume_offset()),
             owner: self.member.options.owner_id.clone(),
+            carried: false,
         };
         let t0 = Instant::now();
         self.member.producer.send_all(&[Outgoing {

@@ -5,8 +5,10 @@
 //! * [`export`]: records as NDJSON.
 //! * [`rebuild`]: deterministic replays, diffs and `--apply`.
 //! * [`repartition`]: N → M with per-key order kept, crash-safe.
+//! * [`kafka`]: `--apply` and `repartition` on a Kafka deployment.
 
 pub mod export;
+pub mod kafka;
 pub mod rebuild;
 pub mod repartition;
 
@@ -124,7 +126,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// Progress over `total` units of `what`.
+    /// Progress over `total` units of `what` (0: not known).
     pub fn new(what: &'static str, total: u64) -> Self {
         Progress {
             what,
@@ -150,11 +152,15 @@ impl Progress {
     }
 
     fn print(&self) {
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            self.done as f64 * 100.0 / self.total as f64
-        };
+        if self.total == 0 {
+            // A total not known up front: the count alone.
+            match self.tty {
+                true => eprint!("\r{} {} records", self.what, self.done),
+                false => eprintln!("ordo: {}: {} records", self.what, self.done),
+            }
+            return;
+        }
+        let pct = self.done as f64 * 100.0 / self.total as f64;
         if self.tty {
             let filled = (pct / 5.0) as usize;
             eprint!(

@@ -33,6 +33,8 @@ pub struct Replay {
     pub summary: Summary,
     /// Per partition, the offset after the last record replayed.
     pub next_offsets: Vec<Offset>,
+    /// Per partition, the offset of the first record replayed (its next offset when none).
+    pub first_offsets: Vec<Offset>,
 }
 
 /// The replay's own state: entities by key, each with the partition that owns it.
@@ -68,7 +70,7 @@ impl Fold {
         }
     }
 
-    fn finish(self, next_offsets: Vec<Offset>) -> Replay {
+    fn finish(self, first_offsets: Vec<Offset>, next_offsets: Vec<Offset>) -> Replay {
         let partition_of = self.partition_of;
         let states = self
             .states
@@ -82,6 +84,7 @@ impl Fold {
             states,
             summary: self.summary,
             next_offsets,
+            first_offsets,
         }
     }
 }
@@ -134,7 +137,8 @@ pub fn replay_log(
         next_offsets.push(next);
     }
     progress.finish();
-    Ok(fold.finish(next_offsets))
+    let first = starts.iter().map(|(s, _)| *s).collect();
+    Ok(fold.finish(first, next_offsets))
 }
 
 /// Replays an NDJSON file as if it were appended to a fresh log with `n` partitions.
@@ -158,7 +162,7 @@ pub fn replay_file(
         let key = (!r.key.is_empty()).then_some(&r.key[..]);
         fold.step(&processor(p, n, partitioner), key, &r.value, offset);
     }
-    Ok(fold.finish(next))
+    Ok(fold.finish(vec![Offset(0); n.get() as usize], next))
 }
 
 /// Replays the input topic of a Kafka cluster with `n` partitions over `spec`'s range.
@@ -169,19 +173,21 @@ pub fn replay_kafka(
 ) -> Result<Replay, crate::log::kafka::KafkaLogError> {
     let topic = crate::log::topics::get(Role::Events).name;
     let mut fold = Fold::new();
-    let mut next_offsets = Vec::new();
+    let (mut first_offsets, mut next_offsets) = (Vec::new(), Vec::new());
     for p in n.iter() {
         let proc = processor(p, n, opts.partitioner);
-        let mut next = Offset(0);
+        let (mut first, mut next) = (None, Offset(0));
         super::export::scan_kafka(opts, &topic, p, spec, |r| {
+            first.get_or_insert(r.offset);
             let key = (!r.key.is_empty()).then_some(&r.key[..]);
             fold.step(&proc, key, &r.value, r.offset);
             next = r.offset.next().unwrap_or(r.offset);
             true
         })?;
+        first_offsets.push(first.unwrap_or(next));
         next_offsets.push(next);
     }
-    Ok(fold.finish(next_offsets))
+    Ok(fold.finish(first_offsets, next_offsets))
 }
 
 /// One reservation whose replayed and live states differ.

@@ -55,7 +55,12 @@ pub struct Plan {
     pub bytes: u64,
 }
 
-fn route(key: &[u8], value: &[u8], partitioner: Partitioner, n: PartitionCount) -> Partition {
+pub(crate) fn route(
+    key: &[u8],
+    value: &[u8],
+    partitioner: Partitioner,
+    n: PartitionCount,
+) -> Partition {
     if key.is_empty() {
         partitioner.partition(&String::from_utf8_lossy(value), n)
     } else {

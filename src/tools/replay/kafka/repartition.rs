@@ -1,0 +1,511 @@
+//! `ordo repartition --brokers`: change N of a Kafka deployment, keeping every key's order,
+//! its state and the dead letters.
+//!
+//! Kafka can add partitions to a topic but not remove any, and not every Kafka-compatible
+//! broker can add them (tansu 0.6 cannot); with `hash mod N` almost every key moves anyway. So
+//! the three N-partitioned topics are rebuilt in place through staging copies, growing or
+//! shrinking alike, and the topic names stay (producers only switch to the new N):
+//!
+//! 1. **copying**: the input and the dead letters are copied as they are into staging topics
+//!    (`<topic>.repartition`), each record with its original offset in a header, and the
+//!    changelog's current state (one record per reservation) into a third; the originals are
+//!    untouched.
+//! 2. **copied**: the originals are deleted and created again with M partitions, then filled
+//!    from the staging copies: every input record routed by its key with N = M, each old
+//!    partition in offset order and the processed records first, so each key keeps its order;
+//!    dead letters routed by key with their headers; each reservation's state record carried
+//!    to its new partition under an epoch above every old one, after a marker that resumes
+//!    after the partition's processed records. The group's offsets are committed there. The
+//!    new state is read back and must equal the old.
+//! 3. **rebuilt**: the staging topics are deleted; then **done**.
+//!
+//! Each phase is recorded on `reservation-owners` before the next begins; killed at any
+//! moment, a rerun carries on from the last phase recorded (a phase is redone from its start),
+//! and `ordo run` refuses to start until the record says done.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{KafkaToolError, Sender, read_changelog, record, refuse_held};
+use crate::core::changelog::{EpochMarker, StateRecord};
+use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
+use crate::core::record::{NewRecord, Record};
+use crate::core::{Offset, Partition, PartitionCount};
+use crate::log::kafka::admin::TopicSpec;
+use crate::log::kafka::{
+    BulkReader, KafkaOptions, KafkaProducer, Outgoing, commit_group_offsets, create_topics,
+    delete_topics, partition_count, read_owners,
+};
+use crate::log::now_millis;
+use crate::log::topics::{self, Role};
+use crate::tools::replay::Progress;
+use crate::tools::replay::rebuild;
+use crate::tools::replay::repartition::{Plan, route};
+
+/// The header that keeps a staged input record's original offset.
+const STAGED_OFFSET: &str = "ordo.staged.offset";
+
+/// The topics rebuilt with M partitions, in order: input, changelog, dead letters.
+const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
+
+fn name(role: Role) -> String {
+    topics::get(role).name
+}
+
+fn staging(role: Role) -> String {
+    format!("{}.repartition", name(role))
+}
+
+/// What `repartition --brokers --apply` found or did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The deployment already has M partitions and no change is under way.
+    NothingToDo,
+    /// The change done (or finished, when a rerun picked it up at `resumed_at`).
+    Done {
+        plan: Plan,
+        resumed_at: Option<Phase>,
+    },
+}
+
+/// The current N of the deployment: the input topic's partition count.
+fn current_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
+    let topic = name(Role::Events);
+    let client = opts.metadata_client()?;
+    partition_count(&client, opts, &topic)?
+        .and_then(PartitionCount::new)
+        .ok_or_else(|| {
+            KafkaToolError::Refused(format!(
+                "topic {topic} does not exist; run `ordo topics apply --brokers ...` first"
+            ))
+        })
+}
+
+/// The plan of moving the deployment to `to` partitions; reads everything, changes nothing.
+pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolError> {
+    let from = current_n(opts)?;
+    let changelog = read_changelog(opts, &name(Role::State), from)?;
+    let mut plan = Plan {
+        from,
+        to,
+        partitioner: opts.partitioner,
+        records: 0,
+        unprocessed: 0,
+        keys: 0,
+        keys_moving: 0,
+        per_partition: vec![0; to.get() as usize],
+        dead_letters: 0,
+        state_entries: 0,
+        bytes: 0,
+    };
+    for (p, states) in changelog.states.iter().enumerate() {
+        plan.state_entries += states.len() as u64;
+        plan.keys += states.len() as u64;
+        plan.keys_moving += states
+            .keys()
+            .filter(|k| route(k.as_str().as_bytes(), b"", opts.partitioner, to).index() != p)
+            .count() as u64;
+    }
+    let partitions: Vec<Partition> = from.iter().collect();
+    BulkReader::new(opts, &name(Role::Events))?.read_to_end(&partitions, |p, r| {
+        let Some(r) = r else { return };
+        plan.records += 1;
+        plan.unprocessed += u64::from(r.offset >= changelog.resume[p.index()]);
+        plan.bytes += (r.key.len() + r.value.len()) as u64;
+        plan.per_partition[route(&r.key, &r.value, opts.partitioner, to).index()] += 1;
+    })?;
+    BulkReader::new(opts, &name(Role::DeadLetters))?.read_to_end(&partitions, |_, r| {
+        plan.dead_letters += u64::from(r.is_some())
+    })?;
+    Ok(plan)
+}
+
+/// Moves the deployment to `to` partitions, or finishes a move to `to` that was interrupted.
+pub fn apply(
+    opts: &KafkaOptions,
+    to: PartitionCount,
+    by: &str,
+    assume_stopped: bool,
+    allow_unprocessed: bool,
+) -> Result<Outcome, KafkaToolError> {
+    let owners = read_owners(opts)?;
+    let producer = KafkaProducer::new(opts)?;
+    let (mut record, resumed_at, plan) = match owners
+        .repartition
+        .clone()
+        .filter(|r| r.in_progress())
+    {
+        Some(r) if r.to != to.get() => {
+            return Err(KafkaToolError::Refused(format!(
+                "a change of N from {} to {} is under way; finish it first with \
+                 --to-partitions {} --apply",
+                r.from, r.to, r.to
+            )));
+        }
+        Some(r) => {
+            eprintln!(
+                "ordo: carrying on with the change of N from {} to {} (phase {:?})",
+                r.from, r.to, r.phase
+            );
+            let from = PartitionCount::new(r.from).expect("a recorded N is positive");
+            let phase = r.phase;
+            (r, Some(phase), empty_plan(opts, from, to))
+        }
+        None => {
+            let from = current_n(opts)?;
+            if from == to {
+                return Ok(Outcome::NothingToDo);
+            }
+            refuse_held(&owners, assume_stopped)?;
+            let plan = plan(opts, to)?;
+            if plan.unprocessed > 0 && !allow_unprocessed {
+                return Err(KafkaToolError::Refused(format!(
+                    "{} input records are not processed yet; run the members at N = {from} until \
+                     idle (`ordo run --until-idle`), or pass --allow-unprocessed to move them \
+                     unprocessed",
+                    plan.unprocessed
+                )));
+            }
+            let changelog = read_changelog(opts, &name(Role::State), from)?;
+            let r = RepartitionRecord {
+                from: from.get(),
+                to: to.get(),
+                phase: Phase::Copying,
+                epoch: changelog.max_epoch().successor(),
+                by: by.to_owned(),
+                ts: now_millis(),
+            };
+            write_record(&producer, &r)?;
+            (r, None, plan)
+        }
+    };
+    let from = PartitionCount::new(record.from).expect("a recorded N is positive");
+    let mut plan = plan;
+    loop {
+        match record.phase {
+            Phase::Copying => copy_to_staging(opts, from, total(&plan))?,
+            Phase::Copied => plan = rebuild(opts, &record, plan)?,
+            Phase::Rebuilt => {
+                let names: Vec<String> = ROLES.iter().map(|r| staging(*r)).collect();
+                delete_topics(opts, &names)?;
+            }
+            Phase::Done => break,
+        }
+        record.phase = match record.phase {
+            Phase::Copying => Phase::Copied,
+            Phase::Copied => Phase::Rebuilt,
+            Phase::Rebuilt | Phase::Done => Phase::Done,
+        };
+        record.ts = now_millis();
+        write_record(&producer, &record)?;
+        tracing::info!(phase = ?record.phase, "repartition phase recorded");
+    }
+    producer.flush();
+    Ok(Outcome::Done { plan, resumed_at })
+}
+
+/// Records a phase copies, when known.
+fn total(plan: &Plan) -> u64 {
+    plan.records + plan.dead_letters + plan.state_entries
+}
+
+fn empty_plan(opts: &KafkaOptions, from: PartitionCount, to: PartitionCount) -> Plan {
+    Plan {
+        from,
+        to,
+        partitioner: opts.partitioner,
+        records: 0,
+        unprocessed: 0,
+        keys: 0,
+        keys_moving: 0,
+        per_partition: vec![0; to.get() as usize],
+        dead_letters: 0,
+        state_entries: 0,
+        bytes: 0,
+    }
+}
+
+fn write_record(producer: &KafkaProducer, r: &RepartitionRecord) -> Result<(), KafkaToolError> {
+    producer.send_all(&[Outgoing {
+        topic: &name(Role::Owners),
+        partition: Partition(0),
+        record: NewRecord {
+            key: REPARTITION_KEY.as_bytes().to_vec(),
+            value: r.to_json(),
+            timestamp: r.ts,
+            headers: Vec::new(),
+        },
+    }])?;
+    Ok(())
+}
+
+/// Staging topics: no compaction, no retention (the records keep their original times).
+fn staging_config() -> Vec<(String, String)> {
+    vec![
+        ("cleanup.policy".into(), "delete".into()),
+        ("retention.ms".into(), "-1".into()),
+    ]
+}
+
+/// Phase 1: the originals copied as they are into fresh staging topics.
+fn copy_to_staging(
+    opts: &KafkaOptions,
+    from: PartitionCount,
+    total: u64,
+) -> Result<(), KafkaToolError> {
+    let names: Vec<String> = ROLES.iter().map(|r| staging(*r)).collect();
+    delete_topics(opts, &names)?;
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|n| TopicSpec {
+            name: n.clone(),
+            partitions: from.get(),
+            config: staging_config(),
+        })
+        .collect();
+    create_topics(opts, &specs)?;
+    // A producer made now knows the new topics' partitions.
+    let producer = &KafkaProducer::new(opts)?;
+    let partitions: Vec<Partition> = from.iter().collect();
+    let (events, dead) = (staging(Role::Events), staging(Role::DeadLetters));
+    let mut progress = Progress::new("repartition: copying to staging", total);
+    for (role, to) in [(Role::Events, &events), (Role::DeadLetters, &dead)] {
+        let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
+        let mut failed = None;
+        BulkReader::new(opts, &name(role))?.read_to_end(&partitions, |p, r| {
+            let Some(mut r) = r else { return };
+            if failed.is_some() {
+                return;
+            }
+            if role == Role::Events {
+                r.headers
+                    .push((STAGED_OFFSET.to_owned(), r.offset.0.to_string()));
+            }
+            if let Err(e) = sender.push(to, p, new_record(r)) {
+                failed = Some(e);
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        sender.finish()?;
+    }
+    // The changelog's current state: one record per reservation, in its partition.
+    let changelog = read_changelog(opts, &name(Role::State), from)?;
+    let state = staging(Role::State);
+    let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
+    for (p, states) in changelog.states.iter().enumerate() {
+        for r in states.values() {
+            sender.push(
+                &state,
+                Partition(p as u32),
+                record(r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
+            )?;
+        }
+    }
+    sender.finish()?;
+    // Where each old partition's processed input ended, kept with the staged state as a
+    // marker per partition.
+    let mut sender = Sender::new(producer, None, None);
+    for p in from.iter() {
+        let marker = EpochMarker {
+            epoch: changelog.epochs[p.index()],
+            partition: p.0,
+            resume_offset: changelog.resume[p.index()],
+            owner: "ordo repartition (staged)".into(),
+            carried: false,
+        };
+        sender.push(
+            &state,
+            p,
+            record(marker.key().into_bytes(), marker.to_json()),
+        )?;
+    }
+    sender.finish()?;
+    progress.finish();
+    Ok(())
+}
+
+fn new_record(r: Record) -> NewRecord {
+    NewRecord {
+        key: r.key,
+        value: r.value,
+        timestamp: r.timestamp,
+        headers: r.headers,
+    }
+}
+
+/// Phase 2: the originals deleted, created with M partitions and filled from staging.
+fn rebuild(
+    opts: &KafkaOptions,
+    rec: &RepartitionRecord,
+    mut plan: Plan,
+) -> Result<Plan, KafkaToolError> {
+    let from = PartitionCount::new(rec.from).expect("a recorded N is positive");
+    let to = PartitionCount::new(rec.to).expect("a recorded N is positive");
+    let partitioner = opts.partitioner;
+    // The old state and where each old partition's processed input ended.
+    let staged = read_changelog(opts, &staging(Role::State), from)?;
+    let old_state = staged.all();
+    let resume = staged.resume.clone();
+    // Where each state record's source event was, to find where it lands.
+    let sources: HashSet<(u32, u64)> = old_state
+        .values()
+        .map(|r| (r.source_partition, r.source_offset.0))
+        .collect();
+
+    let names: Vec<String> = ROLES.iter().map(|r| name(*r)).collect();
+    delete_topics(opts, &names)?;
+    let specs: Vec<TopicSpec> = ROLES
+        .iter()
+        .map(|r| {
+            let d = topics::get(*r);
+            TopicSpec {
+                name: d.name,
+                partitions: to.get(),
+                config: d.config.into_iter().collect(),
+            }
+        })
+        .collect();
+    create_topics(opts, &specs)?;
+    // A producer made now knows the new topics' partitions.
+    let producer = &KafkaProducer::new(opts)?;
+
+    // The input: processed records first, then the rest, each old partition in offset order.
+    let partitions: Vec<Partition> = from.iter().collect();
+    let events = name(Role::Events);
+    let mut landed: HashMap<(u32, u64), u64> = HashMap::new();
+    let mut processed = vec![0u64; to.get() as usize];
+    let mut progress = Progress::new("repartition: rebuilding", total(&plan));
+    let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
+    let (mut records, mut unprocessed) = (0u64, 0u64);
+    for pass_processed in [true, false] {
+        if !pass_processed && unprocessed == 0 {
+            break;
+        }
+        let mut failed = None;
+        BulkReader::new(opts, &staging(Role::Events))?.read_to_end(&partitions, |p, r| {
+            let Some(mut r) = r else { return };
+            if failed.is_some() {
+                return;
+            }
+            let original = take_staged_offset(&mut r);
+            if (original < resume[p.index()].0) != pass_processed {
+                unprocessed += u64::from(pass_processed);
+                return;
+            }
+            let q = route(&r.key, &r.value, partitioner, to);
+            match sender.push(&events, q, new_record(r)) {
+                Ok(at) => {
+                    records += 1;
+                    if pass_processed {
+                        processed[q.index()] += 1;
+                        if sources.contains(&(p.0, original)) {
+                            landed.insert((p.0, original), at.unwrap_or(0));
+                        }
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+    }
+    sender.finish()?;
+    // Dead letters, routed by key, with their headers (which name the old layout).
+    let dead = name(Role::DeadLetters);
+    let mut dead_letters = 0u64;
+    let mut failed = None;
+    let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
+    BulkReader::new(opts, &staging(Role::DeadLetters))?.read_to_end(&partitions, |_, r| {
+        let Some(r) = r else { return };
+        if failed.is_some() {
+            return;
+        }
+        let q = route(&r.key, &r.value, partitioner, to);
+        dead_letters += 1;
+        if let Err(e) = sender.push(&dead, q, new_record(r)) {
+            failed = Some(e);
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    sender.finish()?;
+    let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
+    // The changelog: per new partition a marker that resumes after its processed records,
+    // then each reservation's state carried over under the same epoch.
+    let state = name(Role::State);
+    for q in to.iter() {
+        let marker = EpochMarker {
+            epoch: rec.epoch,
+            partition: q.0,
+            resume_offset: Offset(processed[q.index()]),
+            owner: rec.by.clone(),
+            carried: true,
+        };
+        sender.push(
+            &state,
+            q,
+            record(marker.key().into_bytes(), marker.to_json()),
+        )?;
+    }
+    for old in old_state.values() {
+        let q = route(old.reservation_no.as_str().as_bytes(), b"", partitioner, to);
+        let source = landed
+            .get(&(old.source_partition, old.source_offset.0))
+            .copied()
+            .unwrap_or(0);
+        let carried = StateRecord {
+            source_partition: q.0,
+            source_offset: Offset(source),
+            epoch: rec.epoch,
+            ..old.clone()
+        };
+        sender.push(
+            &state,
+            q,
+            record(
+                carried.reservation_no.as_str().as_bytes().to_vec(),
+                carried.to_json(),
+            ),
+        )?;
+    }
+    sender.finish()?;
+    progress.finish();
+
+    // The group resumes after each partition's processed records.
+    let offsets: Vec<(Partition, Offset)> = to
+        .iter()
+        .map(|q| (q, Offset(processed[q.index()])))
+        .collect();
+    commit_group_offsets(opts, &events, &offsets)?;
+
+    // Check: the new state equals the old.
+    let new_state = read_changelog(opts, &state, to)?.all();
+    let differences = rebuild::diff(&new_state, &old_state);
+    if let Some(d) = differences.first() {
+        return Err(KafkaToolError::Check(format!(
+            "repartition check failed: {} reservations differ after the move, first {}; the \
+             staging topics are kept, rerun to rebuild again",
+            differences.len(),
+            d.reservation_no
+        )));
+    }
+    plan.records = records;
+    plan.unprocessed = unprocessed;
+    plan.dead_letters = dead_letters;
+    plan.state_entries = new_state.len() as u64;
+    plan.keys = new_state.len() as u64;
+    plan.per_partition = processed;
+    Ok(plan)
+}
+
+/// The staged input record's original offset, its header removed.
+fn take_staged_offset(r: &mut Record) -> u64 {
+    let at = r.headers.iter().position(|(k, _)| k == STAGED_OFFSET);
+    match at {
+        Some(i) => r.headers.remove(i).1.parse().unwrap_or(r.offset.0),
+        None => r.offset.0,
+    }
+}

@@ -1,0 +1,393 @@
+//! The replay tooling's writes on Kafka, against tansu: `replay --apply` and `repartition`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::broker::*;
+use common::*;
+use ordo::core::Partition;
+use ordo::core::partitioner::Partitioner;
+use ordo::core::record::NewRecord;
+use ordo::log::kafka::{KafkaProducer, Outgoing};
+
+#[test]
+fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "3"]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec/input.ndjson");
+    broker.ok(&["produce", "--file", fixture.to_str().unwrap()]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    assert!(broker.ok(&["replay", "--diff"]).stdout.is_empty());
+
+    let n = ordo::core::PartitionCount::new(3).unwrap();
+    let p = Partitioner::AbsHashModN.partition("R-0001", n);
+    let forged = format!(
+        r#"{{"reservation_no":"R-0001","user_id":"u1","state":"cancelled","target":null,"version":2,"applied_event_ids":["e1","x"],"source_partition":{},"source_offset":0,"epoch":1}}"#,
+        p.0
+    );
+    let producer = KafkaProducer::new(&broker.options()).unwrap();
+    producer
+        .send_all(&[Outgoing {
+            topic: "reservation-state",
+            partition: p,
+            record: NewRecord {
+                key: b"R-0001".to_vec(),
+                value: forged.into_bytes(),
+                timestamp: 0,
+                headers: vec![],
+            },
+        }])
+        .unwrap();
+    let out = broker.ordo(&["replay", "--diff"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1);
+    assert!(text.contains("\"R-0001\""), "{text}");
+    // A state record for a reservation no input ever named: a replay deletes it.
+    send(&broker, p, "R-ghost", &forged_state("R-ghost", p.0));
+    let before = broker.state();
+    assert_eq!(
+        before["R-0001"]["state"], "cancelled",
+        "the forged record is live"
+    );
+    // A member holds a partition (its ownership record says so): --apply refuses, naming it.
+    let held = ordo::core::ownership::OwnershipRecord {
+        partition: 1,
+        epoch: ordo::core::Epoch(50),
+        owner: "host-a/77".into(),
+        url: Some("http://10.0.0.7:8080".into()),
+        ts: 1,
+        held: Some(true),
+    };
+    send_owner(&broker, &held);
+    let out = broker.ordo(&["replay", "--apply"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("host-a/77 (http://10.0.0.7:8080)") && err.contains("--assume-stopped"),
+        "{err}"
+    );
+    assert_eq!(broker.state(), before, "a refused --apply changes nothing");
+    // It let go: --apply makes the replay the changelog.
+    send_owner(
+        &broker,
+        &ordo::core::ownership::OwnershipRecord {
+            url: None,
+            held: Some(false),
+            ..held
+        },
+    );
+    let out = broker.ok(&["replay", "--apply"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1 keys deleted"), "{err}");
+    assert!(broker.ok(&["replay", "--diff"]).stdout.is_empty());
+    let after = broker.state();
+    assert!(!after.contains_key("R-ghost"));
+    assert_ne!(after["R-0001"]["state"], "cancelled");
+    assert_eq!(after.len(), before.len() - 1);
+    // The members carry on from where the input was replayed to: the new input is applied,
+    // nothing before it again (no dead letter twice).
+    let dead = |b: &Broker| {
+        let out = b.ok(&["export", "--topic", "reservation-events.dlq"]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let dead_before = dead(&broker);
+    let extra = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        extra.path(),
+        r#"{"type":"reservation","event_id":"late-1","reservation_no":"R-late","user_id":"u7"}"#
+            .to_owned()
+            + "\n",
+    )
+    .unwrap();
+    broker.ok(&["produce", "--file", extra.path().to_str().unwrap()]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    let last = broker.state();
+    assert_eq!(last["R-late"]["version"], 1);
+    assert_eq!(last.len(), after.len() + 1);
+    assert_eq!(dead(&broker), dead_before);
+    assert!(broker.ok(&["replay", "--diff"]).stdout.is_empty());
+}
+
+fn forged_state(no: &str, partition: u32) -> String {
+    format!(
+        r#"{{"reservation_no":"{no}","user_id":"u9","state":"reserved","target":null,"version":1,"applied_event_ids":["zz"],"source_partition":{partition},"source_offset":0,"epoch":1}}"#
+    )
+}
+
+fn send(broker: &Broker, p: Partition, key: &str, value: &str) {
+    let producer = KafkaProducer::new(&broker.options()).unwrap();
+    producer
+        .send_all(&[Outgoing {
+            topic: "reservation-state",
+            partition: p,
+            record: NewRecord {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+                timestamp: 0,
+                headers: vec![],
+            },
+        }])
+        .unwrap();
+}
+
+fn send_owner(broker: &Broker, r: &ordo::core::ownership::OwnershipRecord) {
+    let producer = KafkaProducer::new(&broker.options()).unwrap();
+    producer
+        .send_all(&[Outgoing {
+            topic: "reservation-owners",
+            partition: Partition(0),
+            record: NewRecord {
+                key: r.key().into_bytes(),
+                value: r.to_json(),
+                timestamp: r.ts,
+                headers: vec![],
+            },
+        }])
+        .unwrap();
+}
+
+/// What a state record says about its reservation, not where or by whom it was written.
+fn essence(m: &BTreeMap<String, serde_json::Value>) -> Vec<serde_json::Value> {
+    m.values()
+        .map(|v| {
+            serde_json::json!({
+                "reservation_no": v["reservation_no"], "user_id": v["user_id"],
+                "state": v["state"], "target": v["target"], "version": v["version"],
+                "applied_event_ids": v["applied_event_ids"],
+            })
+        })
+        .collect()
+}
+
+/// Dead letters as (reason, value), sorted.
+fn dead_letters(export: &[u8]) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = String::from_utf8_lossy(export)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["headers"]["ordo.reason"].as_str().unwrap().to_owned(),
+                v["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Generated input in two files: what comes before the change of N, and after.
+fn split_input(dir: &Path, events: usize, before: usize) -> (String, String) {
+    let lines: Vec<String> = ordo::tools::generate::generate(events, 11)
+        .iter()
+        .map(|e| e.to_json())
+        .collect();
+    let (a, b) = (dir.join("before.ndjson"), dir.join("after.ndjson"));
+    std::fs::write(&a, lines[..before].join("\n") + "\n").unwrap();
+    std::fs::write(&b, lines[before..].join("\n") + "\n").unwrap();
+    (
+        a.to_str().unwrap().to_owned(),
+        b.to_str().unwrap().to_owned(),
+    )
+}
+
+/// The state and dead letters of an embedded run at N = 6 over both files, from scratch.
+fn from_scratch(dir: &Path, files: &[&str]) -> (Vec<serde_json::Value>, Vec<(String, String)>) {
+    let d = dir.join("scratch");
+    let d = d.to_str().unwrap();
+    for f in files {
+        ok(&["produce", "--data-dir", d, "--partitions", "6", "--file", f]);
+    }
+    ok(&["run", "--data-dir", d, "--until-idle", "--no-http"]);
+    let dead = ok(&[
+        "export",
+        "--data-dir",
+        d,
+        "--topic",
+        "reservation-events.dlq",
+    ]);
+    (essence(&state(Path::new(d))), dead_letters(&dead.stdout))
+}
+
+/// After the move: the topics have 6 partitions, a replay equals the changelog, more input
+/// produced at N = 6 is processed, and the result equals a from-scratch run at N = 6.
+fn finish_at_six(broker: &Broker, dir: &Path, after: &str, before: &str, group: &str) {
+    broker.ok(&["topics", "check", "--partitions", "6"]);
+    let out = broker.ok(&["replay", "--diff"]);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    broker.ok(&["produce", "--file", after]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", group]);
+    let (state, dead) = from_scratch(dir, &[before, after]);
+    assert_eq!(essence(&broker.state()), state);
+    let exported = broker.ok(&["export", "--topic", "reservation-events.dlq"]);
+    assert_eq!(dead_letters(&exported.stdout), dead);
+    let out = broker.ok(&["replay", "--diff"]);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// 4 → 6 with every input record processed; a running member is named and refused first.
+#[test]
+fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, after) = split_input(dir.path(), 4000, 2500);
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    broker.ok(&["produce", "--file", &before]);
+    let g = group();
+    let member = Running::start(&["--brokers", &broker.brokers(), "--group", &g]);
+    member.wait_ready();
+    let out = broker
+        .ordo(&[
+            "repartition",
+            "--to-partitions",
+            "6",
+            "--apply",
+            "--group",
+            &g,
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("held by running members") && err.contains(&member.addr.to_string()),
+        "{err}"
+    );
+    // Stopped (it lets its partitions go), after it processed everything.
+    wait_for("the member to catch up", Duration::from_secs(60), || {
+        (member.metric_sum("ordo_events_total", "") >= 2500.0).then_some(())
+    });
+    member.terminate();
+    let mut member = member;
+    assert!(member.child.wait().unwrap().success());
+
+    let plan = broker.ok(&["repartition", "--to-partitions", "6"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains("N 4 → 6")
+            && text.contains("2500 records")
+            && text.contains("0 not yet processed"),
+        "{text}"
+    );
+    let out = broker.ok(&[
+        "repartition",
+        "--to-partitions",
+        "6",
+        "--apply",
+        "--group",
+        &g,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("check OK"), "{text}");
+    let again = broker.ok(&[
+        "repartition",
+        "--to-partitions",
+        "6",
+        "--apply",
+        "--group",
+        &g,
+    ]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+    finish_at_six(&broker, dir.path(), &after, &before, &g);
+}
+
+/// Killed with SIGKILL once the staging copies are complete: `ordo run` refuses the half-moved
+/// deployment with exit 2, a rerun finishes the move, and nothing is lost or applied twice.
+#[test]
+fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, after) = split_input(dir.path(), 4000, 2500);
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    broker.ok(&["produce", "--file", &before]);
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+
+    let mut child = broker
+        .ordo(&[
+            "repartition",
+            "--to-partitions",
+            "6",
+            "--apply",
+            "--group",
+            &g,
+        ])
+        .env("ORDO_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The staging copies are recorded complete: kill it as it starts to rebuild.
+    loop {
+        let line = lines
+            .next()
+            .expect("the repartition logs its phases")
+            .unwrap();
+        if line.contains("repartition phase recorded") && line.contains("Copied") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let out = broker
+        .ordo(&[
+            "run",
+            "--until-idle",
+            "--no-http",
+            "--group",
+            &g,
+            "--partitions",
+            "6",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ordo repartition --brokers ... --to-partitions 6 --apply"),
+        "{err}"
+    );
+    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("under way (phase Copied"));
+    // Another target is refused while this one is unfinished.
+    let out = broker
+        .ordo(&["repartition", "--to-partitions", "8", "--apply"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+
+    let out = broker.ok(&[
+        "repartition",
+        "--to-partitions",
+        "6",
+        "--apply",
+        "--group",
+        &g,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("resumed") && text.contains("check OK"),
+        "{text}"
+    );
+    finish_at_six(&broker, dir.path(), &after, &before, &g);
+}
