@@ -144,3 +144,39 @@ def test_members_advertise_their_stable_name_through_the_headless_service():
     # Kubernetes expands $(POD_NAME) only from variables defined before it.
     names = [e["name"] for e in container["env"]]
     assert names.index("POD_NAME") < names.index("ORDO_ADVERTISE")
+
+
+def test_repartition_hook_stops_the_members_then_moves_to_the_new_n():
+    objects, notes = render()
+    assert not [o for o in objects if o["metadata"]["name"].endswith("-repartition")]
+    assert "repartition.enabled=true" in notes
+    objects, notes = render({"servers": 3, "containers": 4, "repartition": {"enabled": True}})
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "ordo-repartition")
+    topics_job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "ordo-topics")
+    hook = job["metadata"]["annotations"]
+    assert hook["helm.sh/hook"] == "pre-upgrade"
+    # It runs before the topics job, which checks the topics at the new N.
+    assert int(hook["helm.sh/hook-weight"]) < int(topics_job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    spec = job["spec"]["template"]["spec"]
+    stop = spec["initContainers"][0]["args"][0]
+    sts = one(objects, "StatefulSet")["metadata"]["name"]
+    assert f"scale statefulset/{sts} --replicas=0" in stop and "status.replicas}'=0" in stop
+    move = spec["containers"][0]
+    assert move["args"] == ["repartition", "--apply", "--servers", "3", "--containers", "4"]
+    assert env_of(move)["ORDO_BROKERS"] == "kafka:9092"
+    assert env_of(move)["ORDO_GROUP"] == "ordo"
+    assert "ORDO_ALLOW_UNPROCESSED" not in env_of(move)
+    # The hook's service account may scale this StatefulSet and nothing else.
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "ordo-repartition")
+    assert all(rule["resourceNames"] == [sts] for rule in role["rules"])
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {"statefulsets", "statefulsets/scale"}
+    binding = next(o for o in objects if o["kind"] == "RoleBinding")
+    assert binding["subjects"][0]["name"] == spec["serviceAccountName"] == "ordo-repartition"
+    # The job's pods are not the StatefulSet's.
+    selector = one(objects, "StatefulSet")["spec"]["selector"]["matchLabels"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not all(labels.get(k) == v for k, v in selector.items())
+    assert "N is now 12" in notes
+    objects, _ = render({"repartition": {"enabled": True, "allowUnprocessed": True}})
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "ordo-repartition")
+    assert env_of(job["spec"]["template"]["spec"]["containers"][0])["ORDO_ALLOW_UNPROCESSED"] == "true"
