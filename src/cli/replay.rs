@@ -9,6 +9,7 @@ use super::args::{ExportArgs, RepartitionArgs, ReplayArgs};
 use super::options::{Setting, from_flags, kafka_partitions};
 use super::sources::sources;
 use crate::core::changelog::StateRecord;
+use crate::core::ownership::Phase;
 use crate::core::{PartitionCount, ReservationNo};
 use crate::log::embedded::{DB_FILE, EmbeddedLog, OpenOptions};
 use crate::log::kafka;
@@ -325,7 +326,10 @@ fn repartition_kafka(
             "the deployment already has {to} partitions; nothing to do"
         )?,
         Outcome::Done { plan, resumed_at } => {
-            print_plan(&mut out, &what, &plan)?;
+            // Resumed after the rebuild, the move's figures are not known any more.
+            if resumed_at != Some(Phase::Rebuilt) {
+                print_plan(&mut out, &what, &plan)?;
+            }
             if let Some(phase) = resumed_at {
                 writeln!(
                     out,

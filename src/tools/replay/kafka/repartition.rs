@@ -25,7 +25,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{KafkaToolError, Sender, read_changelog, record, refuse_held};
+use super::{Changelog, KafkaToolError, Sender, read_changelog, record, refuse_held};
 use crate::core::changelog::{EpochMarker, StateRecord};
 use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
 use crate::core::record::{NewRecord, Record};
@@ -82,6 +82,11 @@ fn current_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
 
 /// The plan of moving the deployment to `to` partitions; reads everything, changes nothing.
 pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolError> {
+    Ok(survey(opts, to)?.0)
+}
+
+/// The plan, and the changelog it read.
+fn survey(opts: &KafkaOptions, to: PartitionCount) -> Result<(Plan, Changelog), KafkaToolError> {
     let from = current_n(opts)?;
     let changelog = read_changelog(opts, &name(Role::State), from)?;
     let mut plan = Plan {
@@ -116,7 +121,7 @@ pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolEr
     BulkReader::new(opts, &name(Role::DeadLetters))?.read_to_end(&partitions, |_, r| {
         plan.dead_letters += u64::from(r.is_some())
     })?;
-    Ok(plan)
+    Ok((plan, changelog))
 }
 
 /// Moves the deployment to `to` partitions, or finishes a move to `to` that was interrupted.
@@ -129,7 +134,7 @@ pub fn apply(
 ) -> Result<Outcome, KafkaToolError> {
     let owners = read_owners(opts)?;
     let producer = KafkaProducer::new(opts)?;
-    let (mut record, resumed_at, plan) = match owners
+    let (mut record, resumed_at, plan, mut changelog) = match owners
         .repartition
         .clone()
         .filter(|r| r.in_progress())
@@ -148,7 +153,7 @@ pub fn apply(
             );
             let from = PartitionCount::new(r.from).expect("a recorded N is positive");
             let phase = r.phase;
-            (r, Some(phase), empty_plan(opts, from, to))
+            (r, Some(phase), empty_plan(opts, from, to), None)
         }
         None => {
             let from = current_n(opts)?;
@@ -156,7 +161,7 @@ pub fn apply(
                 return Ok(Outcome::NothingToDo);
             }
             refuse_held(&owners, assume_stopped)?;
-            let plan = plan(opts, to)?;
+            let (plan, changelog) = survey(opts, to)?;
             if plan.unprocessed > 0 && !allow_unprocessed {
                 return Err(KafkaToolError::Refused(format!(
                     "{} input records are not processed yet; run the members at N = {from} until \
@@ -165,7 +170,6 @@ pub fn apply(
                     plan.unprocessed
                 )));
             }
-            let changelog = read_changelog(opts, &name(Role::State), from)?;
             let r = RepartitionRecord {
                 from: from.get(),
                 to: to.get(),
@@ -175,14 +179,14 @@ pub fn apply(
                 ts: now_millis(),
             };
             write_record(&producer, &r)?;
-            (r, None, plan)
+            (r, None, plan, Some(changelog))
         }
     };
     let from = PartitionCount::new(record.from).expect("a recorded N is positive");
     let mut plan = plan;
     loop {
         match record.phase {
-            Phase::Copying => copy_to_staging(opts, from, total(&plan))?,
+            Phase::Copying => copy_to_staging(opts, from, total(&plan), changelog.take())?,
             Phase::Copied => plan = rebuild(opts, &record, plan)?,
             Phase::Rebuilt => {
                 let names: Vec<String> = ROLES.iter().map(|r| staging(*r)).collect();
@@ -251,6 +255,7 @@ fn copy_to_staging(
     opts: &KafkaOptions,
     from: PartitionCount,
     total: u64,
+    changelog: Option<Changelog>,
 ) -> Result<(), KafkaToolError> {
     let names: Vec<String> = ROLES.iter().map(|r| staging(*r)).collect();
     delete_topics(opts, &names)?;
@@ -289,8 +294,12 @@ fn copy_to_staging(
         }
         sender.finish()?;
     }
-    // The changelog's current state: one record per reservation, in its partition.
-    let changelog = read_changelog(opts, &name(Role::State), from)?;
+    // The changelog's current state: one record per reservation, in its partition (as read
+    // for the plan: no member has written since, or the change would have been refused).
+    let changelog = match changelog {
+        Some(c) => c,
+        None => read_changelog(opts, &name(Role::State), from)?,
+    };
     let state = staging(Role::State);
     let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
     for (p, states) in changelog.states.iter().enumerate() {
@@ -492,6 +501,13 @@ fn rebuild(
             d.reservation_no
         )));
     }
+    plan.keys_moving = old_state
+        .values()
+        .filter(|r| {
+            route(r.reservation_no.as_str().as_bytes(), b"", partitioner, to).0
+                != r.source_partition
+        })
+        .count() as u64;
     plan.records = records;
     plan.unprocessed = unprocessed;
     plan.dead_letters = dead_letters;
