@@ -253,7 +253,12 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     broker.ok(&["produce", "--file", &before]);
     let g = group();
     let member = Running::start(&["--brokers", &broker.brokers(), "--group", &g]);
-    member.wait_ready();
+    // Ready with nothing assigned yet is ready too: wait until it owns every partition.
+    wait_for(
+        "the member to own all 4 partitions",
+        Duration::from_secs(60),
+        || (member.metric_sum("ordo_partitions_owned", "") >= 4.0).then_some(()),
+    );
     let out = broker
         .ordo(&[
             "repartition",

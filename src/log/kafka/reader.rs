@@ -21,6 +21,17 @@ use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::topics::{self, Role};
 use crate::log::{Ingest, IngestError};
 
+/// The settings of a reader of partitions from their beginning: partition ends reported, and
+/// offset 0 standing for the beginning. Assigning offset 0 rather than the logical "beginning"
+/// saves a ListOffsets round (≈ 0.5 s a partition on tansu 0.6); where retention has removed
+/// offset 0, the reset policy moves the reader to the earliest record.
+fn from_beginning_config(opts: &KafkaOptions) -> rdkafka::config::ClientConfig {
+    let mut config = opts.reader_config();
+    config.set("enable.partition.eof", "true");
+    config.set("auto.offset.reset", "earliest");
+    config
+}
+
 /// A consumer outside any group, reporting partition ends, assigned to `partitions` of `topic`
 /// from their beginning.
 fn from_beginning(
@@ -28,14 +39,13 @@ fn from_beginning(
     topic: &str,
     partitions: impl IntoIterator<Item = Partition>,
 ) -> Result<Closing<BaseConsumer<QuietEof>>, KafkaLogError> {
-    let mut config = opts.reader_config();
-    config.set("enable.partition.eof", "true");
+    let config = from_beginning_config(opts);
     let consumer: BaseConsumer<QuietEof> = config
         .create_with_context(QuietEof)
         .map_err(kafka("create reader"))?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
-        tpl.add_partition_offset(topic, p.0 as i32, KafkaOffset::Beginning)
+        tpl.add_partition_offset(topic, p.0 as i32, KafkaOffset::Offset(0))
             .map_err(kafka("assign"))?;
     }
     consumer.assign(&tpl).map_err(kafka("assign"))?;
@@ -87,8 +97,7 @@ pub struct BulkReader {
 impl BulkReader {
     /// A reader of `topic`, connected: it knows the topic's leaders when it returns.
     pub fn new(opts: &KafkaOptions, topic: &str) -> Result<Self, KafkaLogError> {
-        let mut config = opts.reader_config();
-        config.set("enable.partition.eof", "true");
+        let config = from_beginning_config(opts);
         let consumer: BaseConsumer<QuietEof> = config
             .create_with_context(QuietEof)
             .map_err(kafka("create reader"))?;
@@ -110,7 +119,7 @@ impl BulkReader {
     ) -> Result<(), KafkaLogError> {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            tpl.add_partition_offset(&self.topic, p.0 as i32, KafkaOffset::Beginning)
+            tpl.add_partition_offset(&self.topic, p.0 as i32, KafkaOffset::Offset(0))
                 .map_err(kafka("assign"))?;
         }
         self.consumer.assign(&tpl).map_err(kafka("assign"))?;

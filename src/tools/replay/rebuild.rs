@@ -173,6 +173,30 @@ pub fn replay_kafka(
 ) -> Result<Replay, crate::log::kafka::KafkaLogError> {
     let topic = crate::log::topics::get(Role::Events).name;
     let mut fold = Fold::new();
+    if spec.is_everything() {
+        // The whole input: one reader over every partition (keys never cross partitions, so
+        // the interleaving of partitions does not matter).
+        let size = n.get() as usize;
+        let processors: Vec<Processor> = n
+            .iter()
+            .map(|p| processor(p, n, opts.partitioner))
+            .collect();
+        let (mut first, mut next) = (vec![None; size], vec![Offset(0); size]);
+        let partitions: Vec<Partition> = n.iter().collect();
+        crate::log::kafka::BulkReader::new(opts, &topic)?.read_to_end(&partitions, |p, r| {
+            let Some(r) = r else { return };
+            first[p.index()].get_or_insert(r.offset);
+            let key = (!r.key.is_empty()).then_some(&r.key[..]);
+            fold.step(&processors[p.index()], key, &r.value, r.offset);
+            next[p.index()] = r.offset.next().unwrap_or(r.offset);
+        })?;
+        let first = first
+            .into_iter()
+            .zip(&next)
+            .map(|(f, n)| f.unwrap_or(*n))
+            .collect();
+        return Ok(fold.finish(first, next));
+    }
     let (mut first_offsets, mut next_offsets) = (Vec::new(), Vec::new());
     for p in n.iter() {
         let proc = processor(p, n, opts.partitioner);
