@@ -74,24 +74,15 @@ pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
         .create_with_context(QuietEof)
         .map_err(kafka("create admin client"))?;
     let defs = topics::all();
-    let new: Vec<NewTopic<'_>> = defs
+    let specs: Vec<TopicSpec> = defs
         .iter()
-        .map(|d| {
-            d.config.iter().fold(
-                NewTopic::new(
-                    &d.name,
-                    d.partition_count(n).get() as i32,
-                    TopicReplication::Fixed(-1),
-                ),
-                |t, (k, v)| t.set(k, v),
-            )
+        .map(|d| TopicSpec {
+            name: d.name.clone(),
+            partitions: d.partition_count(n).get(),
+            config: d.config.clone().into_iter().collect(),
         })
         .collect();
-    let results = block_on(admin.create_topics(
-        &new,
-        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
-    ))
-    .map_err(|e| unreachable_or(opts, e, "create topics"))?;
+    let results = create_once(&admin, opts, &specs)?;
     let mut lines = Vec::new();
     for r in results {
         match r {
@@ -224,6 +215,28 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     Ok(lines)
 }
 
+/// One CreateTopics request for `specs`: per topic, its name or its error.
+fn create_once(
+    admin: &AdminClient<QuietEof>,
+    opts: &KafkaOptions,
+    specs: &[TopicSpec],
+) -> Result<Vec<rdkafka::admin::TopicResult>, KafkaLogError> {
+    let new: Vec<NewTopic<'_>> = specs
+        .iter()
+        .map(|t| {
+            t.config.iter().fold(
+                NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)),
+                |n, (k, v)| n.set(k, v),
+            )
+        })
+        .collect();
+    block_on(admin.create_topics(
+        &new,
+        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+    ))
+    .map_err(|e| unreachable_or(opts, e, "create topics"))
+}
+
 /// A topic to create.
 #[derive(Debug, Clone)]
 pub struct TopicSpec {
@@ -243,20 +256,8 @@ pub fn create_topics(opts: &KafkaOptions, specs: &[TopicSpec]) -> Result<(), Kaf
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut todo: Vec<&TopicSpec> = specs.iter().collect();
     while !todo.is_empty() {
-        let new: Vec<NewTopic<'_>> = todo
-            .iter()
-            .map(|t| {
-                t.config.iter().fold(
-                    NewTopic::new(&t.name, t.partitions as i32, TopicReplication::Fixed(-1)),
-                    |t, (k, v)| t.set(k, v),
-                )
-            })
-            .collect();
-        let results = block_on(admin.create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
-        ))
-        .map_err(|e| unreachable_or(opts, e, "create topics"))?;
+        let batch: Vec<TopicSpec> = todo.iter().map(|t| (*t).clone()).collect();
+        let results = create_once(&admin, opts, &batch)?;
         let mut again = Vec::new();
         for r in results {
             match r {

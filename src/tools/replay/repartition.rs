@@ -55,6 +55,25 @@ pub struct Plan {
     pub bytes: u64,
 }
 
+impl Plan {
+    /// A plan with nothing counted yet.
+    pub fn empty(from: PartitionCount, to: PartitionCount, partitioner: Partitioner) -> Self {
+        Plan {
+            from,
+            to,
+            partitioner,
+            records: 0,
+            unprocessed: 0,
+            keys: 0,
+            keys_moving: 0,
+            per_partition: vec![0; to.get() as usize],
+            dead_letters: 0,
+            state_entries: 0,
+            bytes: 0,
+        }
+    }
+}
+
 pub(crate) fn route(
     key: &[u8],
     value: &[u8],
@@ -73,17 +92,8 @@ pub fn plan(log: &EmbeddedLog, to: PartitionCount) -> Result<Plan, RepartitionEr
     let (from, partitioner) = (log.partitions(), log.partitioner());
     let mut keys: HashSet<Vec<u8>> = HashSet::new();
     let mut plan = Plan {
-        from,
-        to,
-        partitioner,
-        records: 0,
-        unprocessed: 0,
-        keys: 0,
-        keys_moving: 0,
-        per_partition: vec![0; to.get() as usize],
-        dead_letters: 0,
         state_entries: log.snapshot()?.states.len() as u64,
-        bytes: 0,
+        ..Plan::empty(from, to, partitioner)
     };
     for p in from.iter() {
         let position = log.position(p)?;

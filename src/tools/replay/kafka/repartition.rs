@@ -89,19 +89,7 @@ pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolEr
 fn survey(opts: &KafkaOptions, to: PartitionCount) -> Result<(Plan, Changelog), KafkaToolError> {
     let from = current_n(opts)?;
     let changelog = read_changelog(opts, &name(Role::State), from)?;
-    let mut plan = Plan {
-        from,
-        to,
-        partitioner: opts.partitioner,
-        records: 0,
-        unprocessed: 0,
-        keys: 0,
-        keys_moving: 0,
-        per_partition: vec![0; to.get() as usize],
-        dead_letters: 0,
-        state_entries: 0,
-        bytes: 0,
-    };
+    let mut plan = Plan::empty(from, to, opts.partitioner);
     for (p, states) in changelog.states.iter().enumerate() {
         plan.state_entries += states.len() as u64;
         plan.keys += states.len() as u64;
@@ -153,7 +141,12 @@ pub fn apply(
             );
             let from = PartitionCount::new(r.from).expect("a recorded N is positive");
             let phase = r.phase;
-            (r, Some(phase), empty_plan(opts, from, to), None)
+            (
+                r,
+                Some(phase),
+                Plan::empty(from, to, opts.partitioner),
+                None,
+            )
         }
         None => {
             let from = current_n(opts)?;
@@ -210,22 +203,6 @@ pub fn apply(
 /// Records a phase copies, when known.
 fn total(plan: &Plan) -> u64 {
     plan.records + plan.dead_letters + plan.state_entries
-}
-
-fn empty_plan(opts: &KafkaOptions, from: PartitionCount, to: PartitionCount) -> Plan {
-    Plan {
-        from,
-        to,
-        partitioner: opts.partitioner,
-        records: 0,
-        unprocessed: 0,
-        keys: 0,
-        keys_moving: 0,
-        per_partition: vec![0; to.get() as usize],
-        dead_letters: 0,
-        state_entries: 0,
-        bytes: 0,
-    }
 }
 
 fn write_record(producer: &KafkaProducer, r: &RepartitionRecord) -> Result<(), KafkaToolError> {
