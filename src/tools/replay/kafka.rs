@@ -94,11 +94,8 @@ impl Changelog {
     }
 
     /// Every reservation, in key order.
-    pub fn all(&self) -> BTreeMap<ReservationNo, StateRecord> {
-        self.states
-            .iter()
-            .flat_map(|s| s.iter().map(|(k, v)| (k.clone(), v.clone())))
-            .collect()
+    pub fn into_all(self) -> BTreeMap<ReservationNo, StateRecord> {
+        self.states.into_iter().flatten().collect()
     }
 }
 

@@ -331,8 +331,8 @@ fn rebuild(
     let partitioner = opts.partitioner;
     // The old state and where each old partition's processed input ended.
     let staged = read_changelog(opts, &staging(Role::State), from)?;
-    let old_state = staged.all();
     let resume = staged.resume.clone();
+    let old_state = staged.into_all();
     // Where each state record's source event was, to find where it lands.
     let sources: HashSet<(u32, u64)> = old_state
         .values()
@@ -468,7 +468,7 @@ fn rebuild(
     commit_group_offsets(opts, &events, &offsets)?;
 
     // Check: the new state equals the old.
-    let new_state = read_changelog(opts, &state, to)?.all();
+    let new_state = read_changelog(opts, &state, to)?.into_all();
     let differences = rebuild::diff(&new_state, &old_state);
     if let Some(d) = differences.first() {
         return Err(KafkaToolError::Check(format!(
