@@ -30,19 +30,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
         r#"{{"reservation_no":"R-0001","user_id":"u1","state":"cancelled","target":null,"version":2,"applied_event_ids":["e1","x"],"source_partition":{},"source_offset":0,"epoch":1}}"#,
         p.0
     );
-    let producer = KafkaProducer::new(&broker.options()).unwrap();
-    producer
-        .send_all(&[Outgoing {
-            topic: "reservation-state",
-            partition: p,
-            record: NewRecord {
-                key: b"R-0001".to_vec(),
-                value: forged.into_bytes(),
-                timestamp: 0,
-                headers: vec![],
-            },
-        }])
-        .unwrap();
+    send(&broker, p, "R-0001", &forged);
     let out = broker.ordo(&["replay", "--diff"]).output().unwrap();
     assert_eq!(
         out.status.code(),

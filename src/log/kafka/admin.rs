@@ -42,20 +42,22 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+fn admin_client(opts: &KafkaOptions) -> Result<AdminClient<QuietEof>, KafkaLogError> {
+    opts.base(&[])
+        .create_with_context(QuietEof)
+        .map_err(kafka("create admin client"))
+}
+
 /// Creates topic `name` with `partitions` partitions (outside `topics/`: the benchmark's
 /// scratch topic); an existing one is left as it is.
 pub fn create_topic(opts: &KafkaOptions, name: &str, partitions: u32) -> Result<(), KafkaLogError> {
-    let admin: AdminClient<QuietEof> = opts
-        .base(&[])
-        .create_with_context(QuietEof)
-        .map_err(kafka("create admin client"))?;
-    let topic = NewTopic::new(name, partitions as i32, TopicReplication::Fixed(-1));
-    let results = block_on(admin.create_topics(
-        [&topic],
-        &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
-    ))
-    .map_err(|e| unreachable_or(opts, e, "create topics"))?;
-    for r in results {
+    let admin = admin_client(opts)?;
+    let spec = TopicSpec {
+        name: name.to_owned(),
+        partitions,
+        config: Vec::new(),
+    };
+    for r in create_once(&admin, opts, &[spec])? {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => return Err(KafkaLogError::CreateTopic { topic, code }),
@@ -69,10 +71,7 @@ pub fn create_topic(opts: &KafkaOptions, name: &str, partitions: u32) -> Result<
 pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {
     let client = opts.metadata_client()?;
     partition_count(&client, opts, &topics::get(Role::Events).name)?;
-    let admin: AdminClient<QuietEof> = opts
-        .base(&[])
-        .create_with_context(QuietEof)
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(opts)?;
     let defs = topics::all();
     let specs: Vec<TopicSpec> = defs
         .iter()
@@ -143,10 +142,7 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
             Some(_) => {}
         }
     }
-    let admin: AdminClient<QuietEof> = opts
-        .base(&[])
-        .create_with_context(QuietEof)
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(opts)?;
     let resources: Vec<ResourceSpecifier<'_>> = defs
         .iter()
         .map(|d| ResourceSpecifier::Topic(&d.name))
@@ -249,10 +245,7 @@ pub struct TopicSpec {
 /// (a topic of a repartition must start empty). Topic deletion is asynchronous on some
 /// brokers, so a name still being deleted is retried for up to a minute.
 pub fn create_topics(opts: &KafkaOptions, specs: &[TopicSpec]) -> Result<(), KafkaLogError> {
-    let admin: AdminClient<QuietEof> = opts
-        .base(&[])
-        .create_with_context(QuietEof)
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(opts)?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut todo: Vec<&TopicSpec> = specs.iter().collect();
     while !todo.is_empty() {
@@ -327,10 +320,7 @@ pub fn delete_topics(opts: &KafkaOptions, names: &[String]) -> Result<(), KafkaL
     if present.is_empty() {
         return Ok(());
     }
-    let admin: AdminClient<QuietEof> = opts
-        .base(&[])
-        .create_with_context(QuietEof)
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(opts)?;
     let refs: Vec<&str> = present.iter().map(String::as_str).collect();
     let results = block_on(admin.delete_topics(
         &refs,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use super::rebuild::{self, Replay};
 use super::{OffsetSpec, Progress};
-use crate::core::changelog::{Change, EpochMarker, Reader, StateRecord};
+use crate::core::changelog::{EpochMarker, Reader, Snapshot, StateRecord};
 use crate::core::ownership::OwnershipRecord;
 use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
@@ -84,7 +84,6 @@ pub struct Changelog {
     pub epochs: Vec<Epoch>,
     /// Per partition, the input offset after the last one applied.
     pub resume: Vec<Offset>,
-    pub unreadable: u64,
 }
 
 impl Changelog {
@@ -107,31 +106,18 @@ pub fn read_changelog(
 ) -> Result<Changelog, KafkaLogError> {
     let size = n.get() as usize;
     let mut readers = vec![Reader::default(); size];
-    let mut log = Changelog {
-        states: vec![BTreeMap::new(); size],
-        epochs: vec![Epoch::default(); size],
-        resume: vec![Offset(0); size],
-        unreadable: 0,
-    };
+    let mut snapshots: Vec<Snapshot> = (0..size).map(|_| Snapshot::default()).collect();
     let partitions: Vec<Partition> = n.iter().collect();
     BulkReader::new(opts, topic)?.read_to_end(&partitions, |p, record| {
-        let Some(r) = record else { return };
-        match readers[p.index()].read(&r.key, &r.value) {
-            Ok(Some(Change::Put(s))) => {
-                log.states[p.index()].insert(s.reservation_no.clone(), s);
-            }
-            Ok(Some(Change::Delete(k))) => {
-                log.states[p.index()].remove(&k);
-            }
-            Ok(None) => {}
-            Err(_) => log.unreadable += 1,
+        if let Some(r) = record {
+            snapshots[p.index()].push(&mut readers[p.index()], &r.key, &r.value);
         }
     })?;
-    for (i, reader) in readers.iter().enumerate() {
-        log.epochs[i] = reader.highest_epoch();
-        log.resume[i] = reader.resume_offset();
-    }
-    Ok(log)
+    Ok(Changelog {
+        states: snapshots.into_iter().map(|s| s.states).collect(),
+        epochs: readers.iter().map(Reader::highest_epoch).collect(),
+        resume: readers.iter().map(Reader::resume_offset).collect(),
+    })
 }
 
 /// Records per send.
