@@ -189,6 +189,15 @@ impl Partitions {
             .clone()
     }
 
+    /// The ownership record held for `p`: the owner of the highest epoch seen.
+    pub fn holder(&self, p: Partition) -> Option<OwnershipRecord> {
+        self.owners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(p)
+            .cloned()
+    }
+
     /// The URL serving `p` per the ownership table.
     pub fn owner_url(&self, p: Partition) -> Option<String> {
         self.owners

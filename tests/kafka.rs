@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::broker::*;
@@ -238,10 +238,12 @@ fn partitions_handed_over_mid_stream_lose_nothing() {
     );
 }
 
-/// A stalled owner (SIGSTOP) that wakes up after a newer owner has taken its partitions keeps
-/// consuming and writing with its old epoch: none of it is visible. (tansu 0.6 does not evict a
-/// stopped member, so the newer owner is started in its own group: two owners of the same
-/// partitions at once, the harshest form of a zombie.)
+/// A stalled owner (SIGSTOP) that wakes up after a newer owner has taken its partitions stands
+/// back as soon as it sees the newer epoch on `reservation-owners`, and nothing it wrote after
+/// the newer marker is visible. (tansu 0.6 does not evict a stopped member, so the newer owner
+/// is started in its own group: two owners of the same partitions at once, the harshest form
+/// of a zombie.) What the zombie writes between waking and standing back depends on timing, so
+/// a zombie write is also forged: a state record of the old epoch after the newer marker.
 #[test]
 fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
     let dir = tempfile::tempdir().unwrap();
@@ -254,14 +256,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
         Duration::from_secs(60),
         || (zombie.metric_sum("ordo_events_total", "") == 20_000.0).then_some(()),
     );
-    let pid = zombie.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-STOP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    zombie.signal("STOP");
     let g = group();
     let mut owner = start_member(&broker, &g);
     wait_for(
@@ -273,14 +268,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
                 .then_some(())
         },
     );
-    assert!(
-        Command::new("kill")
-            .args(["-CONT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    // More input: both the zombie (epoch 1) and the owner (epoch 2) apply and write it.
+    // More input while the zombie sleeps: on waking it may fetch and write some of it.
     let more = dir.path().join("more.ndjson");
     let events = ordo::tools::generate::generate(25_000, 8);
     std::fs::write(
@@ -292,15 +280,36 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
     )
     .unwrap();
     broker.ok(&["produce", "--file", more.to_str().unwrap()]);
+    zombie.signal("CONT");
     wait_for(
-        "both to apply the new input",
+        "the zombie to stand back and the owner to apply the new input",
         Duration::from_secs(60),
         || {
-            (zombie.metric_sum("ordo_events_total", "") == 25_000.0
+            (zombie.metric_sum("ordo_partitions_owned", "") == 0.0
                 && owner.metric_sum("ordo_events_total", "") == 5_000.0)
                 .then_some(())
         },
     );
+    // The forged zombie write: reservation R of partition p, cancelled by epoch 1.
+    let (key, stored) = broker.state().into_iter().next().unwrap();
+    let mut forged: ordo::core::changelog::StateRecord =
+        serde_json::from_value(stored.clone()).unwrap();
+    forged.state = ordo::core::state_machine::Status::Cancelled;
+    forged.version += 1;
+    forged.epoch = ordo::core::Epoch(1);
+    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
+    producer
+        .send_all(&[ordo::log::kafka::Outgoing {
+            topic: "reservation-state",
+            partition: Partition(forged.source_partition),
+            record: ordo::core::record::NewRecord {
+                key: key.clone().into_bytes(),
+                value: forged.to_json(),
+                timestamp: 0,
+                headers: vec![],
+            },
+        }])
+        .unwrap();
     wait_for(
         "consumer lag reported as 0 for both partitions",
         Duration::from_secs(30),
@@ -312,6 +321,12 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
                 .collect();
             (lags.len() == 2 && lags.iter().all(|l| l.ends_with(" 0"))).then_some(())
         },
+    );
+    let log: Vec<String> = zombie.stderr.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("a newer owner holds this partition")),
+        "the zombie never said it stood back: {log:#?}"
     );
     drop(zombie);
     owner.terminate();
@@ -344,7 +359,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
         projected(&broker.state()),
         projected(&state(&reference_dir))
     );
-    // A restore sees the zombie's records and ignores them.
+    // A restore sees the zombie's records (the forged one at least) and ignores them.
     let out = broker.ok(&[
         "run",
         "--until-idle",
@@ -361,6 +376,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
         .filter_map(|rest| rest.split(' ').next()?.parse::<u64>().ok())
         .sum();
     assert!(fenced > 0, "no fenced records reported: {log}");
+    assert_eq!(broker.state()[&key], stored, "the forged record is fenced");
     assert_eq!(
         projected(&broker.state()),
         projected(&state(&reference_dir))
@@ -950,4 +966,113 @@ fn changelog_states(
         .unwrap();
     }
     got
+}
+
+/// Two owners of the same partitions at once (the broker gave a partition to a new member
+/// without taking it from the old one): the second member joins another group, so both are
+/// assigned everything. The older owner stops at once when it sees the newer epoch on
+/// `reservation-owners`, takes the partitions back when the newer owner lets them go, and
+/// whatever is appended through either member is applied exactly once after the hand-overs:
+/// `replay --diff` over the whole input equals the changelog (versions included), and every
+/// accepted reservation is there. Resuming after the group's committed offset, which the
+/// older member moved on while its records were fenced, lost the events of step 3.
+#[test]
+fn two_owners_of_one_partition_lose_no_accepted_event() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    broker.ok(&["produce", "--generate", "4000", "--seed", "31"]);
+    let g = group();
+    let mut a = start_member(&broker, &g);
+    wait_for("A applies the input", Duration::from_secs(60), || {
+        (a.metric_sum("ordo_events_total", "") == 4000.0
+            && a.metric_sum("ordo_partitions_owned", "") == 2.0)
+            .then_some(())
+    });
+    let mut accepted = Vec::new();
+    let reserve = |accepted: &mut Vec<(String, String)>, m: &Running, key: String| {
+        let body =
+            format!(r#"{{"event_id":"e-{key}","reservation_no":"{key}","user_id":"u-{key}"}}"#);
+        let (code, r) = http(m.addr, "POST", "/v1/reservations", Some(&body), &[]);
+        assert_eq!(code, 202, "{key}: {r}");
+        accepted.push((key, json(&r)["token"].as_str().unwrap().to_owned()));
+    };
+    // 1. B takes both partitions under epoch 2 while A still runs; A stands back.
+    let mut b = start_member(&broker, &group());
+    wait_for(
+        "B owns both under epoch 2, A none",
+        Duration::from_secs(60),
+        || {
+            (b.metric_sum("ordo_epoch", "") == 4.0
+                && b.metric_sum("ordo_partitions_owned", "") == 2.0
+                && a.metric_sum("ordo_partitions_owned", "") == 0.0)
+                .then_some(())
+        },
+    );
+    // 2. Appends through either member; queries through A are served by B.
+    for i in 0..40 {
+        reserve(
+            &mut accepted,
+            if i % 2 == 0 { &a } else { &b },
+            format!("X-{i}"),
+        );
+    }
+    for (key, token) in &accepted {
+        let path = format!("/v1/reservations/{key}?after={token}&wait=20000");
+        let (code, headers, body) = http_full(a.addr, "GET", &path, None, &[]);
+        assert_eq!(code, 200, "{path}: {body}");
+        assert_eq!(json(&body)["state"], "reserved");
+        let served_by = headers.get("ordo-served-by").cloned().unwrap_or_default();
+        assert!(
+            served_by.ends_with(&format!("/{}", b.child.id())),
+            "{path} served by {served_by}, not B"
+        );
+    }
+    // 3. B lets go (SIGTERM); A, still assigned both by its group, takes them back.
+    b.terminate();
+    let status = wait_for("B exits", Duration::from_secs(60), || {
+        b.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+    wait_for(
+        "A owns both again, under epoch 3",
+        Duration::from_secs(60),
+        || {
+            (a.metric_sum("ordo_epoch", "") == 6.0
+                && a.metric_sum("ordo_partitions_owned", "") == 2.0)
+                .then_some(())
+        },
+    );
+    for i in 40..80 {
+        reserve(&mut accepted, &a, format!("X-{i}"));
+    }
+    a.terminate();
+    let status = wait_for("A exits", Duration::from_secs(60), || {
+        a.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+    let log: Vec<String> = a.stderr.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("a newer owner holds this partition")),
+        "A never said it stood back: {log:#?}"
+    );
+    // 4. The next hand-over, in A's group (whose offsets A committed).
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let state = broker.state();
+    for (key, _) in &accepted {
+        let v = &state[key.as_str()];
+        assert_eq!(
+            (v["state"].as_str(), v["version"].as_u64()),
+            (Some("reserved"), Some(1)),
+            "{key}"
+        );
+    }
+    let diff = broker.ordo(&["replay", "--diff"]).output().unwrap();
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "replay --diff: {}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
 }

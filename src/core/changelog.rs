@@ -120,7 +120,9 @@ struct MarkerWire {
     epoch_marker: EpochMarker,
 }
 
-/// Key of a position mark; one key, so compaction keeps the latest.
+/// Key of a position mark: this, then `/` and the epoch, so compaction keeps the latest mark
+/// of each epoch (with one key for all, a fenced owner's late mark would be the one kept).
+/// Marks written under this key alone are read too.
 pub const POSITION_KEY: &str = "__ordo.position";
 
 /// Written by an owner after a batch's state records, in the same ordered send: every input
@@ -140,6 +142,17 @@ struct PositionWire {
 }
 
 impl PositionMark {
+    /// The changelog key of this mark.
+    pub fn key(&self) -> String {
+        format!("{POSITION_KEY}/{}", self.epoch)
+    }
+
+    /// Whether `key` is the key of a position mark.
+    pub fn is_key(key: &[u8]) -> bool {
+        key.strip_prefix(POSITION_KEY.as_bytes())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"/"))
+    }
+
     /// The mark as JSON, wrapped so it cannot be mistaken for a state record.
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(&PositionWire {
@@ -178,7 +191,7 @@ impl Entry {
         {
             return Ok(Entry::Marker(m.epoch_marker));
         }
-        if key == POSITION_KEY.as_bytes()
+        if PositionMark::is_key(key)
             && let Ok(p) = serde_json::from_slice::<PositionWire>(value)
         {
             return Ok(Entry::Position(p.position));
@@ -385,8 +398,16 @@ mod tests {
             partition: 0,
             resume_offset: Offset(resume),
         };
-        let decoded = Entry::decode(POSITION_KEY.as_bytes(), &position(1, 7).to_json()).unwrap();
+        let decoded =
+            Entry::decode(position(1, 7).key().as_bytes(), &position(1, 7).to_json()).unwrap();
         assert_eq!(decoded, Entry::Position(position(1, 7)));
+        assert_eq!(position(3, 7).key(), "__ordo.position/3");
+        // Marks written under the one key of earlier versions read the same.
+        assert_eq!(
+            Entry::decode(POSITION_KEY.as_bytes(), &position(1, 7).to_json()).unwrap(),
+            decoded
+        );
+        assert!(!PositionMark::is_key(b"__ordo.positions"));
         assert_eq!(reader.next(Entry::Marker(marker(1, 0))), Verdict::Marker);
         assert_eq!(reader.next(decoded), Verdict::Marker);
         assert_eq!(reader.resume_offset(), Offset(7));
@@ -476,7 +497,7 @@ mod tests {
             for entry in log {
                 let (key, value) = match entry {
                     Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
-                    Entry::Position(p) => (POSITION_KEY.as_bytes().to_vec(), p.to_json()),
+                    Entry::Position(p) => (p.key().into_bytes(), p.to_json()),
                     Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
                     Entry::Tombstone(k) => (k.as_str().as_bytes().to_vec(), Vec::new()),
                 };

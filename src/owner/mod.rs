@@ -87,6 +87,19 @@ pub trait Driver {
     /// whole changelog) and returns it: its resume offset is where processing starts.
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, Self::Error>;
 
+    /// Hands `record` what the changelog holds between the end of the restore and `marker`,
+    /// the marker included: a former owner that has not noticed the new one yet may have
+    /// written records there, and every later reader folds them, so the owner folds them too.
+    /// Returns whether the partition is still this owner's: not when another owner's marker
+    /// of an epoch at least as high landed first. Only then does the owner serve it.
+    fn settle(
+        &mut self,
+        _marker: &EpochMarker,
+        _record: &mut dyn FnMut(&Record),
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+
     /// Fills `records` (empty on entry) with input from `position` on. `wait`: whether it may
     /// wait for input to arrive (not while batches are in flight: their acknowledgements come
     /// first).
@@ -140,6 +153,8 @@ pub struct OwnerReport {
     pub epoch: Epoch,
     /// The next input offset: everything below it is applied and durable.
     pub position: Offset,
+    /// Another owner took the partition under a higher epoch before this one served it.
+    pub superseded: bool,
 }
 
 impl Owner<'_> {
@@ -169,8 +184,7 @@ impl Owner<'_> {
         let view = self.shared.view(p);
         let users = &self.shared.users;
         view.clear();
-        let mut reader = Reader::default();
-        driver.restore(&mut |r| match reader.read(&r.key, &r.value) {
+        let fold = |reader: &mut Reader, r: &Record| match reader.read(&r.key, &r.value) {
             Ok(Some(Change::Put(record))) => {
                 let (key, stored) = record.into_stored();
                 index_user(users, &stored.entity.user_id, &key);
@@ -184,18 +198,28 @@ impl Owner<'_> {
             Err(e) => {
                 warn!(partition = p.0, offset = r.offset.0, error = %e, "skipping unreadable changelog record");
             }
-        })?;
+        };
+        let mut reader = Reader::default();
+        driver.restore(&mut |r| fold(&mut reader, r))?;
+        let marker = driver.begin_epoch(&reader)?;
+        if !driver.settle(&marker, &mut |r| fold(&mut reader, r))? {
+            return Ok(OwnerReport {
+                epoch: marker.epoch,
+                superseded: true,
+                ..OwnerReport::default()
+            });
+        }
         let restored = view.len() as u64;
         self.metrics
             .restore
             .with_label_values(&[&plabel])
             .observe(started.elapsed().as_secs_f64());
         self.metrics.fenced.inc_by(reader.fenced);
-        let marker = driver.begin_epoch(&reader)?;
 
-        // Owning.
+        // Owning, from the marker's resume offset, or later where a former owner's records
+        // that landed before the marker say more was applied.
         let status = self.shared.status(p);
-        let mut position = marker.resume_offset;
+        let mut position = marker.resume_offset.max(reader.resume_offset());
         status.set_ready(marker.epoch, position);
         self.metrics
             .epoch

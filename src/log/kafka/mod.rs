@@ -25,5 +25,5 @@ pub use config::{
 pub use producer::{KafkaProducer, Outgoing, Pending};
 pub use reader::{
     BulkReader, KafkaIngest, OwnersLog, PartitionReader, check_no_repartition, count_all, pipe,
-    read_owners, read_to_end, snapshot, tail, to_record,
+    read_owners, read_range, read_to_end, snapshot, tail, to_record,
 };

@@ -86,6 +86,57 @@ pub fn read_to_end(
     }
 }
 
+/// Reads `topic`/`partition` from `from` through the record at `through`, calling `f` on each
+/// record in offset order (a short, recent range: a new owner's look at what landed between
+/// its restore and its epoch marker).
+pub fn read_range(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Partition,
+    from: Offset,
+    through: Offset,
+    mut f: impl FnMut(Record),
+) -> Result<(), KafkaLogError> {
+    let consumer: BaseConsumer<QuietEof> = from_beginning_config(opts)
+        .create_with_context(QuietEof)
+        .map_err(kafka("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(
+        topic,
+        partition.0 as i32,
+        KafkaOffset::Offset(from.0 as i64),
+    )
+    .map_err(kafka("assign"))?;
+    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    let consumer = Closing::new(consumer);
+    let stall = Duration::from_secs(60);
+    let mut last_progress = Instant::now();
+    loop {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_progress = Instant::now();
+                let r = to_record(&m);
+                let last = r.offset >= through;
+                f(r);
+                if last {
+                    return Ok(());
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) if is_transient(&e) => {}
+            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
+            None if last_progress.elapsed() > stall => {
+                return Err(KafkaLogError::Stalled {
+                    topic: topic.to_owned(),
+                    partition: partition.0,
+                    secs: stall.as_secs(),
+                });
+            }
+            None => {}
+        }
+    }
+}
+
 /// One plain consumer that reads partitions of a topic from their beginning to their ends,
 /// several at a time: the restore of every partition a rebalance assigns goes through one
 /// connection made before it is needed, instead of a new consumer per partition.

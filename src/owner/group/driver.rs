@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use tracing::warn;
 
 use super::{FETCH_WAIT, Flags, MAX_IN_FLIGHT, Member};
-use crate::core::changelog::{EpochMarker, POSITION_KEY, PositionMark, Reader};
+use crate::core::changelog::{Entry, EpochMarker, PositionMark, Reader};
 use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition};
-use crate::log::kafka::{KafkaLogError, Outgoing, PartitionReader, Pending};
+use crate::log::kafka::{KafkaLogError, Outgoing, PartitionReader, Pending, read_range};
 use crate::log::now_millis;
 use crate::owner::{Driver, Fetch};
 
@@ -45,8 +45,12 @@ pub(super) struct KafkaDriver<'a> {
     pub(super) reading: bool,
     /// Each in-flight batch's changelog send, oldest first.
     pub(super) in_flight: std::collections::VecDeque<Pending>,
-    /// The epoch taken, once its marker is durable.
+    /// The epoch taken, once its marker is durable and the partition is this owner's.
     pub(super) epoch: Option<Epoch>,
+    /// The changelog offset after the last record restored.
+    pub(super) restored_end: Offset,
+    /// The offset of this owner's epoch marker, once durable.
+    pub(super) marker_offset: Option<Offset>,
 }
 
 impl Driver for KafkaDriver<'_> {
@@ -66,7 +70,10 @@ impl Driver for KafkaDriver<'_> {
             .ok_or_else(|| KafkaLogError::Restore("restored twice".into()))?;
         for item in restored {
             match item {
-                Restored::Record(r) => record(&r),
+                Restored::Record(r) => {
+                    self.restored_end = self.restored_end.max(r.offset.next().unwrap_or(r.offset));
+                    record(&r);
+                }
                 Restored::End => {
                     tracing::debug!(
                         partition = self.partition.0,
@@ -84,17 +91,29 @@ impl Driver for KafkaDriver<'_> {
     }
 
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, KafkaLogError> {
-        // Resume after the later of the group's committed offset and the changelog's own
-        // record of what was applied.
+        // Resume after what the changelog proves applied, never after the group's committed
+        // offset alone: a former owner that went on after a newer one took over (a broker
+        // that assigned the partition twice, a stalled member) commits offsets whose effects
+        // are fenced, and resuming there would skip input that was never applied.
+        let resume_offset = reader.resume_offset();
+        if self.committed > resume_offset {
+            warn!(
+                partition = self.partition.0,
+                committed = self.committed.0,
+                changelog = resume_offset.0,
+                "the group's committed offset is past what the changelog reflects (a fenced \
+                 owner committed it); resuming from the changelog"
+            );
+        }
         let marker = EpochMarker {
             epoch: reader.highest_epoch().successor(),
             partition: self.partition.0,
-            resume_offset: self.committed.max(reader.resume_offset()),
+            resume_offset,
             owner: self.member.options.owner_id.clone(),
             carried: false,
         };
         let t0 = Instant::now();
-        self.member.producer.send_all(&[Outgoing {
+        let offsets = self.member.producer.send_all(&[Outgoing {
             topic: &self.member.state_topic,
             partition: self.partition,
             record: NewRecord {
@@ -104,23 +123,64 @@ impl Driver for KafkaDriver<'_> {
                 headers: Vec::new(),
             },
         }])?;
+        self.marker_offset = offsets.first().copied();
         tracing::debug!(
             partition = self.partition.0,
             ms = t0.elapsed().as_millis() as u64,
             "epoch marker acknowledged"
         );
+        Ok(marker)
+    }
+
+    fn settle(
+        &mut self,
+        marker: &EpochMarker,
+        record: &mut dyn FnMut(&Record),
+    ) -> Result<bool, KafkaLogError> {
+        let p = self.partition;
+        let at = self.marker_offset.unwrap_or(self.restored_end);
+        let mut rival = None;
+        if at > self.restored_end {
+            read_range(
+                &self.member.kafka,
+                &self.member.state_topic,
+                p,
+                self.restored_end,
+                at,
+                |r| {
+                    if let Ok(Entry::Marker(m)) = Entry::decode(&r.key, &r.value)
+                        && m.epoch >= marker.epoch
+                        && m != *marker
+                    {
+                        rival.get_or_insert(m);
+                    }
+                    record(&r);
+                },
+            )?;
+        }
+        if let Some(m) = rival {
+            warn!(
+                partition = p.0,
+                epoch = marker.epoch.0,
+                rival_epoch = m.epoch.0,
+                rival = %m.owner,
+                "another owner took this partition at the same moment with an epoch at least as \
+                 high; leaving it to that owner"
+            );
+            self.flags.superseded.store(true, Ordering::Release);
+            return Ok(false);
+        }
         let t0 = Instant::now();
-        // The marker is durable: tell every member where this partition is served, before
+        // The partition is this owner's: tell every member where it is served, before
         // reporting ready.
         self.epoch = Some(marker.epoch);
-        self.member
-            .publish_ownership(self.partition, marker.epoch, true)?;
+        self.member.publish_ownership(p, marker.epoch, true)?;
         tracing::debug!(
-            partition = self.partition.0,
+            partition = p.0,
             ms = t0.elapsed().as_millis() as u64,
             "ownership published"
         );
-        Ok(marker)
+        Ok(true)
     }
 
     fn fetch(
@@ -130,6 +190,24 @@ impl Driver for KafkaDriver<'_> {
         wait: bool,
     ) -> Result<Fetch, KafkaLogError> {
         if self.flags.stop.load(Ordering::Acquire) {
+            return Ok(Fetch::Last);
+        }
+        if let Some(epoch) = self.epoch
+            && let Some(newer) = self.member.shared.holder(self.partition)
+            && newer.epoch > epoch
+        {
+            // A newer owner holds the partition (the broker gave it to another member without
+            // taking it from this one, or this member stalled): whatever this owner writes
+            // from now on is fenced, so it stops at once.
+            warn!(
+                partition = self.partition.0,
+                epoch = epoch.0,
+                newer_epoch = newer.epoch.0,
+                newer_owner = %newer.owner,
+                "a newer owner holds this partition; stopping (this member's records of it are \
+                 fenced from here on)"
+            );
+            self.flags.superseded.store(true, Ordering::Release);
             return Ok(Fetch::Last);
         }
         let reader = match &mut self.reader {
@@ -223,7 +301,7 @@ impl Driver for KafkaDriver<'_> {
                 topic: &m.state_topic,
                 partition: p,
                 record: NewRecord {
-                    key: POSITION_KEY.as_bytes().to_vec(),
+                    key: mark.key().into_bytes(),
                     value: mark.to_json(),
                     timestamp: now,
                     headers: Vec::new(),
@@ -247,7 +325,10 @@ impl Driver for KafkaDriver<'_> {
     }
 
     fn committed(&mut self, position: Offset) {
-        self.member.commit_async(self.partition, position);
+        // A superseded owner's positions are another owner's business now.
+        if !self.flags.superseded.load(Ordering::Acquire) {
+            self.member.commit_async(self.partition, position);
+        }
     }
 
     fn release(&mut self) {
@@ -257,6 +338,7 @@ impl Driver for KafkaDriver<'_> {
             .with_label_values(&[&self.partition.to_string()])
             .set(0);
         if let Some(epoch) = self.epoch.take()
+            && !self.flags.superseded.load(Ordering::Acquire)
             && let Err(e) = self.member.publish_ownership(self.partition, epoch, false)
         {
             // The next owner's record (a higher epoch) replaces this one anyway.

@@ -9,8 +9,10 @@
 //!
 //! On assignment an owner restores its partition's state from `reservation-state` to the end,
 //! writes an epoch marker above every earlier one, publishes who serves the partition to
-//! `reservation-owners`, and resumes after the last offset applied (the later of the group's
-//! committed offset and the changelog's own record of it). Each batch's dead letters and state
+//! `reservation-owners`, and resumes after the last offset the changelog proves applied (never
+//! after the group's committed offset alone, which a fenced former owner may have moved on).
+//! An owner that sees a higher epoch for its partition on `reservation-owners` stops at once;
+//! the member takes the partition back when that owner lets it go. Each batch's dead letters and state
 //! records are produced (idempotent, `acks=all`) and acknowledged before its offset is committed
 //! and its states become visible. On revocation the owner finishes its batch and the main
 //! thread commits its position synchronously before the partition moves.
@@ -81,6 +83,10 @@ struct Flags {
     stop: AtomicBool,
     /// The owner's last fetch found nothing more: it has applied its partition to the end.
     caught_up: AtomicBool,
+    /// A newer owner holds the partition (seen on `reservation-owners`, or its marker landed
+    /// first): this member's owner stopped, commits nothing more, and takes the partition
+    /// again only once that owner lets it go.
+    superseded: AtomicBool,
 }
 
 /// The owner thread of one assigned partition, as the member sees it.
@@ -292,13 +298,17 @@ impl Member {
                     reading: false,
                     in_flight: std::collections::VecDeque::new(),
                     epoch: None,
+                    restored_end: Offset(0),
+                    marker_offset: None,
                 };
                 match owner.run(&mut driver) {
                     Ok(report) => {
                         member
                             .processed
                             .fetch_add(report.processed, Ordering::Relaxed);
-                        Some(report.position)
+                        // A superseded owner's position is not this member's to commit.
+                        (!driver.flags.superseded.load(Ordering::Acquire))
+                            .then_some(report.position)
                     }
                     Err(e) => {
                         error!(partition = p.0, error = %e, "partition owner failed");
@@ -427,7 +437,8 @@ impl Member {
         );
     }
 
-    /// Every assigned partition's owner is ready and has applied its input to the end.
+    /// Every assigned partition's owner is ready and has applied its input to the end (or was
+    /// superseded: another member serves it).
     fn caught_up(&self, consumer: &BaseConsumer<MemberContext>) -> bool {
         let Ok(assignment) = consumer.assignment() else {
             return false;
@@ -435,11 +446,48 @@ impl Member {
         let owners = self.lock_owners();
         assignment.count() > 0
             && partitions_of(&assignment).into_iter().all(|p| {
-                self.shared.status(p).is_ready()
-                    && owners
-                        .get(&p)
-                        .is_some_and(|o| o.flags.caught_up.load(Ordering::Acquire))
+                owners.get(&p).is_some_and(|o| {
+                    o.flags.superseded.load(Ordering::Acquire)
+                        || (self.shared.status(p).is_ready()
+                            && o.flags.caught_up.load(Ordering::Acquire))
+                })
             })
+    }
+
+    /// Takes back the assigned partitions whose owner was superseded once the newer owner has
+    /// let them go (`reservation-owners` says released): the group still gives them to this
+    /// member, and no other member may be serving them.
+    fn retake_released(self: &Arc<Self>) {
+        let released: Vec<Partition> = {
+            let owners = self.lock_owners();
+            owners
+                .iter()
+                .filter(|(p, o)| {
+                    o.flags.superseded.load(Ordering::Acquire)
+                        && o.handle.is_finished()
+                        && self.shared.holder(**p).is_some_and(|r| !r.is_held())
+                })
+                .map(|(p, _)| *p)
+                .collect()
+        };
+        if released.is_empty() {
+            return;
+        }
+        let mut restores = HashMap::new();
+        for p in released {
+            let old = self.lock_owners().remove(&p);
+            if let Some(old) = old {
+                let _ = old.handle.join();
+            }
+            info!(
+                partition = p.0,
+                "the newer owner let the partition go; taking it back"
+            );
+            let (tx, rx) = std::sync::mpsc::sync_channel(RESTORE_QUEUE);
+            restores.insert(p, tx);
+            self.start_owner(p, Offset(0), rx);
+        }
+        self.restore(restores);
     }
 }
 
@@ -556,6 +604,7 @@ pub fn run(
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
             Some(Err(e)) => warn!(error = %e, "consumer error"),
         }
+        member.retake_released();
         if options.until_idle {
             if member.caught_up(&consumer) {
                 tracing::debug!("every assigned partition caught up");
