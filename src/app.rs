@@ -18,6 +18,7 @@ use crate::log::embedded::EmbeddedLog;
 use crate::log::kafka::{
     KafkaIngest, KafkaLogError, KafkaOptions, check_no_repartition, check_topics,
 };
+use crate::log::topics::Role;
 use crate::metrics::Metrics;
 use crate::owner::{self, DEFAULT_BATCH_SIZE};
 use crate::shutdown::Shutdown;
@@ -180,6 +181,7 @@ pub fn run(
             let shared = Arc::new(Partitions::new(n));
             let ingest: Arc<dyn Ingest> = Arc::new(KafkaIngest {
                 producer: producer.clone(),
+                events_topic: kafka.topic(Role::Events),
                 client: kafka.metadata_client()?,
                 opts: kafka.clone(),
                 partitions: n,

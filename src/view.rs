@@ -68,6 +68,9 @@ pub struct PartitionStatus {
     applied: tokio::sync::watch::Sender<Applied>,
     /// The owner stopped on an error it cannot continue after: the process is ending.
     failed: AtomicBool,
+    /// The owner cannot make progress for now: its log does not answer (fetches or appends
+    /// fail or hang). It retries; readiness is off meanwhile.
+    stalled: AtomicBool,
 }
 
 impl Default for PartitionStatus {
@@ -77,6 +80,7 @@ impl Default for PartitionStatus {
             epoch: AtomicU64::new(0),
             applied: tokio::sync::watch::channel(Applied::default()).0,
             failed: AtomicBool::new(false),
+            stalled: AtomicBool::new(false),
         }
     }
 }
@@ -120,6 +124,7 @@ impl PartitionStatus {
     pub fn set_released(&self) {
         self.applied.send_modify(|a| a.ready = false);
         self.owned.store(false, Ordering::Release);
+        self.stalled.store(false, Ordering::Release);
     }
 
     /// The owner failed: readiness is gone for good.
@@ -130,6 +135,16 @@ impl PartitionStatus {
     /// Whether the owner failed.
     pub fn has_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Says whether the owner can make progress now (its log answers).
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Release);
+    }
+
+    /// Whether the owner cannot make progress now.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled.load(Ordering::Acquire)
     }
 
     /// The next input offset to process.
@@ -221,6 +236,16 @@ impl Partitions {
     pub fn failed(&self) -> Vec<u32> {
         (0..self.statuses.len() as u32)
             .filter(|p| self.statuses[*p as usize].has_failed())
+            .collect()
+    }
+
+    /// Partitions owned here whose owner cannot make progress now.
+    pub fn stalled(&self) -> Vec<u32> {
+        (0..self.statuses.len() as u32)
+            .filter(|p| {
+                let s = &self.statuses[*p as usize];
+                s.is_owned() && s.is_stalled()
+            })
             .collect()
     }
 

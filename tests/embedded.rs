@@ -3,6 +3,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -105,8 +106,7 @@ fn a_bad_line_fails_the_file_with_its_number_and_writes_nothing() {
     .unwrap();
     let out = ordo()
         .args(["produce", "--data-dir", s(&d), "--file", s(&file)])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -142,8 +142,7 @@ fn oversized_records_are_refused_without_buffering_the_line() {
     let d = dir.path().join("data");
     let out = ordo()
         .args(["produce", "--data-dir", s(&d), "--file", "/dev/zero"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -167,8 +166,7 @@ fn oversized_records_are_refused_without_buffering_the_line() {
     let out = ordo()
         .args(["produce", "--data-dir", s(&d), "--file", s(&file)])
         .args(["--max-record-bytes", "1000"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains(":2: the record is over 1000 bytes"));
     let out = ok(&[
@@ -447,8 +445,7 @@ fn a_data_dir_refuses_another_n_and_names_repartition() {
             "--until-idle",
             "--no-http",
         ])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -462,27 +459,24 @@ fn flags_read_ordo_env_vars_and_bad_flags_exit_2() {
     let out = ordo()
         .env("ORDO_PARTITIONS", "10")
         .args(["partition", "polygenelubricants"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "8");
     let out = ordo()
         .env("ORDO_CONTAINERS", "2")
         .env("ORDO_SERVERS", "2")
         .env("ORDO_PARTITIONER", "murmur2")
         .args(["partition", "kafka"])
-        .output()
-        .unwrap();
+        .run_bounded();
     let want = Partitioner::Murmur2.partition("kafka", PartitionCount::new(4).unwrap());
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         want.to_string()
     );
-    let out = ordo().args(["run", "--no-such-flag"]).output().unwrap();
+    let out = ordo().args(["run", "--no-such-flag"]).run_bounded();
     assert_eq!(out.status.code(), Some(2));
     let out = ordo()
         .args(["partition", "k", "--containers", "0"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     // More partition threads than one process runs: refused by name, nothing created.
     let dir = tempfile::tempdir().unwrap();
@@ -496,8 +490,7 @@ fn flags_read_ordo_env_vars_and_bad_flags_exit_2() {
             "--data-dir",
             s(&d),
         ])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -516,7 +509,7 @@ fn environment_variables_empty_boolean_and_named_in_errors() {
         for (k, v) in env {
             c.env(k, v);
         }
-        let out = c.args(args).output().unwrap();
+        let out = c.args(args).run_bounded();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).trim().to_owned(),
@@ -582,7 +575,10 @@ fn environment_variables_empty_boolean_and_named_in_errors() {
             r.terminate();
             r
         };
-        assert!(ordo.child.wait().unwrap().success());
+        let status = wait_for("exit after SIGTERM", Duration::from_secs(60), || {
+            ordo.child.try_wait().unwrap()
+        });
+        assert!(status.success());
     }
     let (code, _, err) = run(
         &[("ORDO_UNTIL_IDLE", "bogus")],
@@ -617,6 +613,9 @@ fn closed_or_full_stdout_never_panics() {
             .spawn()
             .unwrap();
         drop(child.stdout.take()); // the reader is gone before the first write
+        wait_for("the command to end", Duration::from_secs(60), || {
+            child.try_wait().unwrap()
+        });
         let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
@@ -626,13 +625,23 @@ fn closed_or_full_stdout_never_panics() {
         .write(true)
         .open("/dev/full")
         .unwrap();
-    let out = ordo()
+    let mut child = ordo()
         .args(["partition", "R-1", "--partitions", "3"])
         .stdout(full)
-        .output()
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let status = wait_for("the command to end", Duration::from_secs(60), || {
+        child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
@@ -646,8 +655,7 @@ fn demo_refuses_a_data_dir_that_holds_anything() {
     let before = std::fs::read(d.join("ordo.redb")).unwrap();
     let out = ordo()
         .args(["demo", "--events", "100", "--data-dir", s(&d)])
-        .output()
-        .unwrap();
+        .run_bounded();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -680,8 +688,7 @@ fn a_typed_target_wins_over_the_environment() {
         .env("ORDO_CONTAINERS", "2")
         .env("ORDO_SERVERS", "2")
         .args(["repartition", "--data-dir", s(&d), "--to-partitions", "6"])
-        .output()
-        .unwrap();
+        .run_bounded();
     let (stdout, err) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -692,8 +699,7 @@ fn a_typed_target_wins_over_the_environment() {
     let out = ordo()
         .args(["repartition", "--data-dir", s(&d), "--to-partitions", "6"])
         .args(["--containers", "2", "--servers", "2"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--to-partitions 6"));
 }
@@ -720,11 +726,7 @@ fn a_damaged_store_is_an_error_line_not_a_panic() {
         vec!["repartition", "--to-partitions", "6"],
     ] {
         std::fs::write(&file, &damaged).unwrap();
-        let out = ordo()
-            .args(&args)
-            .args(["--data-dir", s(&d)])
-            .output()
-            .unwrap();
+        let out = ordo().args(&args).args(["--data-dir", s(&d)]).run_bounded();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked at"), "{args:?}: {err}");
         // A command that only reads opens the store read-only: the file is left as it was.
@@ -815,8 +817,7 @@ fn a_failed_store_write_ends_the_process_and_the_restart_loses_nothing() {
         .arg(env!("CARGO_BIN_EXE_ordo"))
         .args(["run", "--data-dir", s(&b), "--until-idle", "--no-http"])
         .env("ORDO_LOG", "info")
-        .output()
-        .unwrap();
+        .run_bounded();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(!err.contains("panicked"), "{err}");

@@ -356,5 +356,8 @@ fn oversized_bodies_slow_headers_and_shutdown_drain() {
     let (code, body) = poll.join().unwrap();
     assert_eq!(code, 503, "{body}");
     assert_eq!(json(&body)["error"], "shutting_down", "{body}");
-    assert!(run.child.wait().unwrap().success());
+    let status = wait_for("exit after SIGHUP", Duration::from_secs(60), || {
+        run.child.try_wait().unwrap()
+    });
+    assert!(status.success());
 }

@@ -1,9 +1,9 @@
-//! The replay tooling's writes on Kafka, against tansu: `replay --apply` and `repartition`.
+//! The replay tooling's writes on Kafka (Apache Kafka 4.4 by default, tansu with
+//! `ORDO_TEST_BROKER=tansu`): `replay --apply` and `repartition`.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use ordo::core::Partition;
 use ordo::core::partitioner::Partitioner;
 use ordo::core::record::NewRecord;
 use ordo::log::kafka::{KafkaProducer, Outgoing};
+use ordo::log::topics::Role;
 
 #[test]
 fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
@@ -31,7 +32,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
         p.0
     );
     send(&broker, p, "R-0001", &forged);
-    let out = broker.ordo(&["replay", "--diff"]).output().unwrap();
+    let out = broker.run(&["replay", "--diff"]);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -58,7 +59,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
         held: Some(true),
     };
     send_owner(&broker, &held);
-    let out = broker.ordo(&["replay", "--apply"]).output().unwrap();
+    let out = broker.run(&["replay", "--apply"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -117,7 +118,7 @@ fn send(broker: &Broker, p: Partition, key: &str, value: &str) {
     let producer = KafkaProducer::new(&broker.options()).unwrap();
     producer
         .send_all(&[Outgoing {
-            topic: "reservation-state",
+            topic: &broker.topic(Role::State),
             partition: p,
             record: NewRecord {
                 key: key.as_bytes().to_vec(),
@@ -133,7 +134,7 @@ fn send_owner(broker: &Broker, r: &ordo::core::ownership::OwnershipRecord) {
     let producer = KafkaProducer::new(&broker.options()).unwrap();
     producer
         .send_all(&[Outgoing {
-            topic: "reservation-owners",
+            topic: &broker.topic(Role::Owners),
             partition: Partition(0),
             record: NewRecord {
                 key: r.key().into_bytes(),
@@ -268,9 +269,12 @@ fn move_to_six(broker: &Broker, group: &str, extra: &[&str]) -> std::process::Co
     broker.ordo(&args)
 }
 
+/// How long a repartition may take here.
+const LIMIT: Duration = Duration::from_secs(180);
+
 /// Runs `command`, which must succeed.
 fn ok_output(mut command: std::process::Command) -> std::process::Output {
-    let out = command.output().unwrap();
+    let out = bounded(&mut command, LIMIT, "repartition");
     assert!(
         out.status.success(),
         "{command:?}: {}",
@@ -285,14 +289,14 @@ fn ok_output(mut command: std::process::Command) -> std::process::Output {
 fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     let (dir, input, broker) = at_four();
     let g = group();
-    let member = Running::start(&["--brokers", &broker.brokers(), "--group", &g]);
+    let member = broker.member(&g, &[]);
     // Ready with nothing assigned yet is ready too: wait until it owns every partition.
     wait_for(
         "the member to own all 4 partitions",
         Duration::from_secs(60),
         || (member.metric_sum("ordo_partitions_owned", "") >= 4.0).then_some(()),
     );
-    let out = move_to_six(&broker, &g, &[]).output().unwrap();
+    let out = bounded(&mut move_to_six(&broker, &g, &[]), LIMIT, "repartition");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -305,7 +309,10 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     });
     member.terminate();
     let mut member = member;
-    assert!(member.child.wait().unwrap().success());
+    let status = wait_for("the member to exit", LIMIT, || {
+        member.child.try_wait().unwrap()
+    });
+    assert!(status.success());
     // More input while it is stopped: not processed yet.
     broker.ok(&["produce", "--file", &input.middle]);
 
@@ -317,10 +324,7 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
             && text.contains("500 not yet processed"),
         "{text}"
     );
-    let out = broker
-        .ordo(&["repartition", "--to-partitions", "6", "--apply"])
-        .output()
-        .unwrap();
+    let out = broker.run(&["repartition", "--to-partitions", "6", "--apply"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -351,32 +355,31 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let lines = lines_of(child.stderr.take().unwrap());
     // The staging copies are recorded complete: kill it as it starts to rebuild.
+    let deadline = std::time::Instant::now() + LIMIT;
     loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         let line = lines
-            .next()
-            .expect("the repartition logs its phases")
-            .unwrap();
+            .recv_timeout(left)
+            .expect("the repartition logs the Copied phase in time");
         if line.contains("repartition phase recorded") && line.contains("Copied") {
             break;
         }
     }
     child.kill().unwrap();
-    child.wait().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed before it finished: {status}");
 
-    let out = broker
-        .ordo(&[
-            "run",
-            "--until-idle",
-            "--no-http",
-            "--group",
-            &g,
-            "--partitions",
-            "6",
-        ])
-        .output()
-        .unwrap();
+    let out = broker.run(&[
+        "run",
+        "--until-idle",
+        "--no-http",
+        "--group",
+        &g,
+        "--partitions",
+        "6",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -386,10 +389,7 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
     let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
     assert!(String::from_utf8_lossy(&dry.stdout).contains("under way (phase Copied"));
     // Another target is refused while this one is unfinished.
-    let out = broker
-        .ordo(&["repartition", "--to-partitions", "8", "--apply"])
-        .output()
-        .unwrap();
+    let out = broker.run(&["repartition", "--to-partitions", "8", "--apply"]);
     assert_eq!(out.status.code(), Some(2));
 
     let out = ok_output(move_to_six(&broker, &g, &[]));

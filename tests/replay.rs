@@ -113,8 +113,7 @@ fn export_lists_every_input_record_with_partition_and_offset() {
     );
     let out = ordo()
         .args(["export", "--data-dir", s(&d), "-o", "sideways"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -163,8 +162,7 @@ fn replay_diff_is_silent_on_an_untouched_log_and_finds_a_planted_divergence() {
     }
     let out = ordo()
         .args(["replay", "--data-dir", s(&d), "--diff"])
-        .output()
-        .unwrap();
+        .run_bounded();
     assert_eq!(
         out.status.code(),
         Some(3),

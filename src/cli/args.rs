@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::DEFAULT_DATA_DIR;
 use crate::core::partitioner::Partitioner;
-use crate::log::kafka::DEFAULT_GROUP;
+use crate::log::kafka::{DEFAULT_GROUP, GroupProtocol};
 use crate::owner::DEFAULT_BATCH_SIZE;
 use crate::tools::produce::DEFAULT_MAX_RECORD_BYTES;
 
@@ -302,6 +302,15 @@ pub struct KafkaArgs {
         value_delimiter = ','
     )]
     pub properties: Vec<String>,
+    /// Put before every topic name, e.g. `staging.`: several deployments on one cluster.
+    #[arg(long, env = "ORDO_TOPIC_PREFIX", default_value = "", value_parser = topic_prefix,
+          hide_default_value = true)]
+    pub topic_prefix: String,
+}
+
+/// `--topic-prefix`: characters Kafka allows in topic names.
+fn topic_prefix(text: &str) -> Result<String, String> {
+    crate::log::topics::check_prefix(text).map(|()| text.to_owned())
 }
 
 /// N and the partitioner.
@@ -350,6 +359,17 @@ pub struct RunArgs {
     #[arg(long, env = "ORDO_BATCH_SIZE", default_value_t = DEFAULT_BATCH_SIZE,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub batch_size: usize,
+    /// On Kafka: a stable member name (`group.instance.id`, static membership): a member back
+    /// within the session timeout gets its partitions back with no rebalance. The Helm chart
+    /// sets the pod name.
+    #[arg(long, env = "ORDO_INSTANCE_ID", value_name = "NAME")]
+    pub instance_id: Option<String>,
+    /// On Kafka: the consumer-group protocol, `classic` (cooperative-sticky) or `consumer`
+    /// (KIP-848, broker-side assignment; Apache Kafka 4.0 or later).
+    #[arg(long, env = "ORDO_GROUP_PROTOCOL", default_value = "classic",
+          value_parser = PossibleValuesParser::new(["classic", "consumer"])
+              .map(|s| s.parse::<GroupProtocol>().expect("a listed protocol parses")))]
+    pub group_protocol: GroupProtocol,
 }
 
 /// `ordo produce`.

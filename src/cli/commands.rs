@@ -44,7 +44,9 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         batch_size: a.batch_size,
         advertise: a.advertise.as_deref().map(advertised).transpose()?,
     };
-    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
+    if let Some(mut kafka) = a.kafka.options(a.topology.partitioner)? {
+        kafka.instance_id = a.instance_id.clone().filter(|id| !id.is_empty());
+        kafka.group_protocol = a.group_protocol;
         if options.advertise.is_none() && !a.no_http && a.http.ip().is_unspecified() {
             return Err(Error::usage(format!(
                 "--http {} listens on every interface, so other members cannot derive this \
@@ -439,7 +441,7 @@ fn produce_kafka(
         (None, None) => unreachable!("clap requires --file or --generate"),
     };
     let producer = KafkaProducer::new(kafka)?;
-    let topic = topics::get(Role::Events).name;
+    let topic = kafka.topic(Role::Events);
     let total = records.len();
     let mut records = records.into_iter().peekable();
     while records.peek().is_some() {

@@ -8,7 +8,7 @@ use crate::core::PartitionCount;
 use crate::core::partitioner::Partitioner;
 use crate::log::embedded::OpenOptions;
 use crate::log::kafka::{KafkaLogError, KafkaOptions, partition_count};
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 
 /// Why a partition count could not be formed from the flags. Each names its setting as the
 /// user gave it: the flag, or the `ORDO_*` variable the value came from.
@@ -165,10 +165,11 @@ impl KafkaArgs {
             })
             .collect::<Result<_, _>>()?;
         Ok(Some(KafkaOptions {
-            brokers: brokers.clone(),
             group: self.group.clone(),
             properties,
             partitioner: partitioner.unwrap_or_default(),
+            topic_prefix: self.topic_prefix.clone(),
+            ..KafkaOptions::new(brokers.clone())
         }))
     }
 }
@@ -179,7 +180,7 @@ pub fn kafka_partitions(
     flags: Option<PartitionCount>,
 ) -> Result<PartitionCount, Error> {
     let client = opts.metadata_client()?;
-    let topic = topics::get(Role::Events).name;
+    let topic = opts.topic(Role::Events);
     let actual = partition_count(&client, opts, &topic)?
         .and_then(PartitionCount::new)
         .ok_or_else(|| KafkaLogError::MissingTopic {

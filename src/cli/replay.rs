@@ -37,7 +37,7 @@ pub fn export(a: ExportArgs) -> Result<(), Error> {
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if let Some(kafka) = a.kafka.options(None)? {
-        let topic = topics::get(role).name;
+        let topic = kafka.topic(role);
         export::export_kafka(&kafka, &topic, a.partition, spec, a.count, &mut out)?;
         out.flush()?;
         return Ok(());

@@ -34,12 +34,14 @@ impl Model {
         m
     }
 
-    /// Applies one event.
-    pub fn push(&mut self, e: &Event) {
+    /// Applies one event; returns the reason it was rejected, if it was.
+    pub fn push(&mut self, e: &Event) -> Option<&'static str> {
         let key = e.reservation_no.as_str();
         let user = e.user_id.as_str();
-        let reject =
-            |m: &mut Model, reason: &'static str| *m.rejects.entry(reason).or_default() += 1;
+        let reject = |m: &mut Model, reason: &'static str| {
+            *m.rejects.entry(reason).or_default() += 1;
+            Some(reason)
+        };
         let Some(s) = self.states.get_mut(key) else {
             if e.kind == EventKind::Reservation {
                 self.states.insert(
@@ -52,14 +54,13 @@ impl Model {
                     },
                 );
                 self.applied += 1;
-            } else {
-                reject(self, "not_reserved");
+                return None;
             }
-            return;
+            return reject(self, "not_reserved");
         };
         if s.applied.iter().any(|id| id == e.event_id.as_str()) {
             self.duplicates += 1;
-            return;
+            return None;
         }
         let verdict: Result<&'static str, &'static str> = if s.state == "associated" {
             Err("already_associated")
@@ -82,6 +83,7 @@ impl Model {
                 }
                 s.applied.push(e.event_id.to_string());
                 self.applied += 1;
+                None
             }
             Err(reason) => reject(self, reason),
         }

@@ -146,7 +146,7 @@ async fn ingest(
     let record = NewRecord {
         key: event.reservation_no.as_str().as_bytes().to_vec(),
         value: event.to_json().into_bytes(),
-        timestamp: event.ts.unwrap_or_else(now_millis),
+        timestamp: now_millis(),
         headers: Vec::new(),
     };
     let ingest = s.ingest.clone();

@@ -294,6 +294,13 @@ async fn readyz(State(s): State<AppState>) -> Result<Response, ApiError> {
             "the owners of partitions {failed:?} failed; the process is stopping (see its log)"
         )));
     }
+    let stalled = s.partitions.stalled();
+    if !stalled.is_empty() {
+        return Err(ApiError::NotReady(format!(
+            "partitions {stalled:?} cannot make progress: the broker does not answer their \
+             fetches or appends (retrying)"
+        )));
+    }
     let restoring = s.partitions.restoring();
     if restoring.is_empty() {
         Ok(
@@ -344,6 +351,14 @@ mod tests {
         }
         let ready = readyz(State(state.clone())).await.unwrap();
         assert_eq!(ready.status(), 200);
+        partitions.status(Partition(0)).set_stalled(true);
+        let err = readyz(State(state.clone())).await.unwrap_err();
+        assert!(
+            err.to_string().contains("[0] cannot make progress"),
+            "{err}"
+        );
+        partitions.status(Partition(0)).set_stalled(false);
+        assert_eq!(readyz(State(state.clone())).await.unwrap().status(), 200);
         partitions.status(Partition(1)).set_failed();
         let err = readyz(State(state)).await.unwrap_err();
         assert!(err.to_string().contains("[1]"), "{err}");

@@ -62,13 +62,50 @@ const SOURCES: [(&str, &str); 4] = [
 
 /// All topic definitions, one per role.
 pub fn all() -> Vec<TopicDef> {
-    let mut defs: Vec<TopicDef> = SOURCES
-        .iter()
-        .map(|(path, text)| {
-            toml::from_str(text).unwrap_or_else(|e| panic!("{path} is not a valid topic file: {e}"))
-        })
-        .collect();
-    defs.sort_by_key(|d| d.role);
+    static DEFS: std::sync::LazyLock<Vec<TopicDef>> = std::sync::LazyLock::new(|| {
+        let mut defs: Vec<TopicDef> = SOURCES
+            .iter()
+            .map(|(path, text)| {
+                toml::from_str(text)
+                    .unwrap_or_else(|e| panic!("{path} is not a valid topic file: {e}"))
+            })
+            .collect();
+        defs.sort_by_key(|d| d.role);
+        defs
+    });
+    DEFS.clone()
+}
+
+/// The longest topic prefix: Kafka topic names have at most 249 characters, and the longest
+/// name ordo derives (a staging copy, `reservation-events.dlq.repartition`) has 34.
+pub const MAX_PREFIX_LEN: usize = 200;
+
+/// Checks a topic prefix (`--topic-prefix`): the characters Kafka allows in a topic name
+/// (ASCII letters, digits, `.`, `_`, `-`), at most [`MAX_PREFIX_LEN`] of them.
+pub fn check_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.len() > MAX_PREFIX_LEN {
+        return Err(format!(
+            "is {} characters long; use at most {MAX_PREFIX_LEN}",
+            prefix.len()
+        ));
+    }
+    match prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        Some(c) => Err(format!(
+            "contains {c:?}; Kafka topic names allow only ASCII letters, digits, '.', '_' and '-'"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The definitions with every name under `prefix`.
+pub fn prefixed(prefix: &str) -> Vec<TopicDef> {
+    let mut defs = all();
+    for d in &mut defs {
+        d.name.insert_str(0, prefix);
+    }
     defs
 }
 
@@ -127,5 +164,17 @@ mod tests {
         assert_eq!(get(Role::State).config["cleanup.policy"], "compact");
         assert_eq!(get(Role::Events).name, "reservation-events");
         assert_eq!(get(Role::DeadLetters).name, "reservation-events.dlq");
+        assert_eq!(prefixed("staging.")[0].name, "staging.reservation-events");
+    }
+
+    #[test]
+    fn prefixes_are_what_kafka_allows_in_names() {
+        for ok in ["", "prod.", "team_a-", "v2"] {
+            assert_eq!(check_prefix(ok), Ok(()), "{ok}");
+        }
+        for bad in ["a/b", "ä", "a b", "x:"] {
+            assert!(check_prefix(bad).is_err(), "{bad}");
+        }
+        assert!(check_prefix(&"a".repeat(MAX_PREFIX_LEN + 1)).is_err());
     }
 }

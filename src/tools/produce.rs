@@ -85,7 +85,10 @@ pub struct Report {
 /// A record ready to append: partition and record.
 pub type Routed = (Partition, NewRecord);
 
-/// Routes a valid event.
+/// Routes a valid event. The record's timestamp is the time of the append, never the event's
+/// own `ts` (which stays in the value): a broker's time-based retention goes by record
+/// timestamps, and deletes at once events whose `ts` is older than `retention.ms` (Apache
+/// Kafka does, on the next segment roll).
 pub fn route(event: &Event, value: Vec<u8>, n: PartitionCount, partitioner: Partitioner) -> Routed {
     let key = event.reservation_no.as_str();
     (
@@ -93,7 +96,7 @@ pub fn route(event: &Event, value: Vec<u8>, n: PartitionCount, partitioner: Part
         NewRecord {
             key: key.as_bytes().to_vec(),
             value,
-            timestamp: event.ts.unwrap_or_else(now_millis),
+            timestamp: now_millis(),
             headers: Vec::new(),
         },
     )

@@ -1,62 +1,310 @@
-//! A Kafka-compatible broker for tests: tansu, started per test on a free loopback port with
-//! in-memory storage (`./scripts/test` installs it when it is missing).
+//! The Kafka broker the tests run against.
+//!
+//! By default Apache Kafka 4.4, started by `scripts/kafka-broker`: `./scripts/test` starts one
+//! broker for the whole run and passes its address in `ORDO_TEST_BROKERS`; without it, each test
+//! binary starts a broker of its own the first time a test asks for one, and a watchdog stops it
+//! when the binary exits. Tests share a broker through a fresh topic prefix and fresh group
+//! names each, so none sees another's topics or groups. `ORDO_TEST_BROKER=tansu` runs the same
+//! tests on tansu 0.6 instead (one in-memory broker per test), since users run
+//! Kafka-compatible brokers too. A test that kills or restarts the broker takes a private
+//! Apache Kafka ([`Broker::private`]).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use ordo::core::partitioner::Partitioner;
+use rdkafka::consumer::Consumer;
+
 use ordo::log::kafka::KafkaOptions;
+use ordo::log::topics::Role;
 
-use super::{ordo, wait_for};
+use super::{Running, bounded, ordo, set_context, unique, wait_for};
 
+/// Which broker the tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Apache Kafka 4.4 (the default, the reference broker).
+    Kafka,
+    /// tansu 0.6 (`ORDO_TEST_BROKER=tansu`).
+    Tansu,
+}
+
+/// The broker kind of this run.
+pub fn kind() -> Kind {
+    match std::env::var("ORDO_TEST_BROKER").as_deref() {
+        Ok("tansu") => Kind::Tansu,
+        Ok("kafka") | Ok("") | Err(_) => Kind::Kafka,
+        Ok(other) => panic!("ORDO_TEST_BROKER={other}: use kafka (the default) or tansu"),
+    }
+}
+
+/// A broker of the test's own.
+enum Own {
+    Tansu(Child),
+    /// A private Apache Kafka: its directory (log dir, config, log) lives with the value.
+    Kafka(tempfile::TempDir),
+}
+
+/// A namespace on a broker: its address, and a topic prefix no other test uses.
 pub struct Broker {
-    child: Child,
-    addr: SocketAddr,
+    addr: String,
+    prefix: String,
+    log: PathBuf,
+    own: Option<Own>,
+}
+
+/// `scripts/kafka-broker`.
+fn script() -> Command {
+    Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-broker"))
+}
+
+/// Starts an Apache Kafka broker in `dir` (or starts it again there) and returns its address.
+fn start_kafka(dir: &Path) -> String {
+    let out = bounded(
+        script().arg("start").arg(dir),
+        Duration::from_secs(300),
+        "scripts/kafka-broker start",
+    );
+    assert!(
+        out.status.success(),
+        "scripts/kafka-broker start {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The Apache Kafka broker every test of this run shares: `ORDO_TEST_BROKERS`, or one started
+/// for this test binary (stopped when the binary exits).
+fn shared() -> &'static (String, PathBuf) {
+    static SHARED: OnceLock<(String, PathBuf)> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        if let Ok(addr) = std::env::var("ORDO_TEST_BROKERS")
+            && !addr.is_empty()
+        {
+            let log = std::env::var("ORDO_TEST_BROKER_LOG").unwrap_or_default();
+            return (addr, PathBuf::from(log));
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("target/kafka-test")
+            .join(format!("broker-{}", std::process::id()));
+        let addr = start_kafka(&dir);
+        // Stops the broker once this test binary is gone, however it ends.
+        let _ = Command::new("setsid")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; {} stop {} && rm -rf {}",
+                std::process::id(),
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("scripts/kafka-broker")
+                    .display(),
+                dir.display(),
+                dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        (addr, dir.join("broker.log"))
+    })
 }
 
 impl Broker {
+    /// A fresh namespace on this run's broker: the shared Apache Kafka, or a tansu of its own.
     pub fn start() -> Broker {
-        let addr = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
+        let broker = match kind() {
+            Kind::Kafka => {
+                let (addr, log) = shared();
+                Broker {
+                    addr: addr.clone(),
+                    prefix: format!("{}.", unique("t")),
+                    log: log.clone(),
+                    own: None,
+                }
+            }
+            Kind::Tansu => Broker::tansu(),
+        };
+        broker.wait_until_up();
+        set_context(broker.log.clone());
+        broker
+    }
+
+    /// An Apache Kafka broker of this test's own, which it may kill and start again.
+    pub fn private() -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("ordo-kafka-")
+            .tempdir()
             .unwrap();
-        let url = format!("tcp://{addr}");
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is on PATH (./scripts/test installs it)");
-        wait_for("tansu to listen", Duration::from_secs(30), || {
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                .ok()
-                .map(|_| ())
-        });
-        Broker { child, addr }
+        let addr = start_kafka(dir.path());
+        let broker = Broker {
+            addr,
+            prefix: String::new(),
+            log: dir.path().join("broker.log"),
+            own: Some(Own::Kafka(dir)),
+        };
+        broker.wait_until_up();
+        set_context(broker.log.clone());
+        broker
+    }
+
+    fn tansu() -> Broker {
+        let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+        let log = log.keep().unwrap();
+        // The port is free when chosen; should another process take it before tansu binds it,
+        // tansu exits and a new port is chosen.
+        for _ in 0..5 {
+            let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let url = format!("tcp://{addr}");
+            let mut child = Command::new("tansu")
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &url,
+                ])
+                .args(["--storage-engine", "memory://tansu/"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("tansu is on PATH (ORDO_TEST_BROKER=tansu needs tansu 0.6.0)");
+            let up = wait_for("tansu to listen", Duration::from_secs(30), || {
+                if child.try_wait().unwrap().is_some() {
+                    return Some(false);
+                }
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .ok()
+                    .map(|_| true)
+            });
+            if up {
+                return Broker {
+                    addr: addr.to_string(),
+                    prefix: format!("{}.", unique("t")),
+                    log,
+                    own: Some(Own::Tansu(child)),
+                };
+            }
+        }
+        panic!(
+            "tansu did not stay up on five free ports; see {}",
+            log.display()
+        );
+    }
+
+    /// Waits until the broker answers a metadata request (it is alive and serving).
+    fn wait_until_up(&self) {
+        let opts = self.options();
+        let client = opts.metadata_client().unwrap();
+        wait_for(
+            "the broker to answer metadata",
+            Duration::from_secs(60),
+            || {
+                client
+                    .fetch_metadata(None, Duration::from_secs(2))
+                    .ok()
+                    .map(|_| ())
+            },
+        );
+    }
+
+    /// Which broker this is.
+    pub fn kind(&self) -> Kind {
+        match self.own {
+            Some(Own::Tansu(_)) => Kind::Tansu,
+            _ => Kind::Kafka,
+        }
     }
 
     pub fn brokers(&self) -> String {
-        self.addr.to_string()
+        self.addr.clone()
     }
 
-    /// `ordo args…` against this broker.
+    /// This test's topic prefix (empty on a private broker).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The name of the topic with `role` in this test's namespace.
+    pub fn topic(&self, role: Role) -> String {
+        self.options().topic(role)
+    }
+
+    /// The broker's log, for failure messages.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// SIGKILLs a private broker, as a crash.
+    pub fn kill(&self) {
+        let Some(Own::Kafka(dir)) = &self.own else {
+            panic!("only a private Apache Kafka broker can be killed");
+        };
+        let out = bounded(
+            script().arg("kill").arg(dir.path()),
+            Duration::from_secs(30),
+            "scripts/kafka-broker kill",
+        );
+        assert!(out.status.success());
+    }
+
+    /// Starts a private broker again on its log dir, at the same address.
+    pub fn restart(&self) {
+        let Some(Own::Kafka(dir)) = &self.own else {
+            panic!("only a private Apache Kafka broker can be restarted");
+        };
+        assert_eq!(start_kafka(dir.path()), self.addr);
+        self.wait_until_up();
+    }
+
+    /// `ordo args…` against this broker, in this test's namespace.
     pub fn ordo(&self, args: &[&str]) -> Command {
         let mut c = ordo();
-        c.env("ORDO_BROKERS", self.brokers()).args(args);
+        c.env("ORDO_BROKERS", self.brokers())
+            .env("ORDO_TOPIC_PREFIX", &self.prefix)
+            .args(args);
         c
     }
 
+    /// Starts `ordo run` as a member of `group` on this broker (HTTP on a free port, batches
+    /// of 500), with `extra` flags.
+    pub fn member(&self, group: &str, extra: &[&str]) -> Running {
+        self.member_with(&[], group, extra)
+    }
+
+    /// [`Broker::member`] with variables `env` set.
+    pub fn member_with(&self, env: &[(&str, &str)], group: &str, extra: &[&str]) -> Running {
+        let mut vars = vec![
+            ("ORDO_BROKERS", self.addr.as_str()),
+            ("ORDO_TOPIC_PREFIX", self.prefix.as_str()),
+        ];
+        vars.extend_from_slice(env);
+        let mut args = vec!["--group", group];
+        if !extra.contains(&"--batch-size") {
+            args.extend(["--batch-size", "500"]);
+        }
+        args.extend_from_slice(extra);
+        Running::start_with(&vars, &args)
+    }
+
+    /// Runs `ordo args…` (bounded) and returns what it did.
+    pub fn run(&self, args: &[&str]) -> Output {
+        bounded(
+            &mut self.ordo(args),
+            Duration::from_secs(180),
+            &format!("ordo {args:?}"),
+        )
+    }
+
+    /// Runs `ordo args…` and asserts it succeeded.
     pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.ordo(args).output().unwrap();
+        let out = self.run(args);
         assert!(
             out.status.success(),
             "ordo {args:?}: {}",
@@ -69,20 +317,33 @@ impl Broker {
         parse_state(&self.ok(&["state"]).stdout)
     }
 
+    /// Options for the library's Kafka clients, in this test's namespace.
     pub fn options(&self) -> KafkaOptions {
         KafkaOptions {
-            brokers: self.brokers(),
-            group: "test".into(),
-            properties: vec![],
-            partitioner: Partitioner::AbsHashModN,
+            group: unique("test"),
+            topic_prefix: self.prefix.clone(),
+            ..KafkaOptions::new(self.brokers())
         }
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        match self.own.take() {
+            Some(Own::Tansu(mut child)) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&self.log);
+            }
+            Some(Own::Kafka(dir)) => {
+                let _ = bounded(
+                    script().arg("kill").arg(dir.path()),
+                    Duration::from_secs(30),
+                    "scripts/kafka-broker kill",
+                );
+            }
+            None => {}
+        }
     }
 }
 
@@ -98,11 +359,5 @@ pub fn parse_state(stdout: &[u8]) -> BTreeMap<String, serde_json::Value> {
 
 /// A consumer group no other test uses.
 pub fn group() -> String {
-    format!(
-        "g-{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+    unique("g")
 }

@@ -2,12 +2,14 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod oracle;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,7 @@ pub fn ordo() -> Command {
 
 /// Runs `ordo args…` and asserts it succeeded.
 pub fn ok(args: &[&str]) -> Output {
-    let out = ordo().args(args).output().expect("ordo runs");
+    let out = run(args);
     assert!(
         out.status.success(),
         "ordo {args:?} failed: {}\n{}",
@@ -37,6 +39,118 @@ pub fn ok(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// Runs `ordo args…`, bounded in time.
+pub fn run(args: &[&str]) -> Output {
+    bounded(
+        ordo().args(args),
+        Duration::from_secs(180),
+        &format!("ordo {args:?}"),
+    )
+}
+
+/// A name no other test of this run uses: `prefix`, the process id, a clock and a counter.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+thread_local! {
+    /// The broker log of the running test (each test runs on a thread of its own): a timeout
+    /// shows its tail.
+    static CONTEXT: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Names the broker log that failures of this test should show.
+pub fn set_context(log: PathBuf) {
+    CONTEXT.with(|c| *c.borrow_mut() = Some(log));
+}
+
+/// The last lines of the test's broker log, if it has one.
+fn context_tail() -> String {
+    CONTEXT.with(|c| match c.borrow().as_ref() {
+        Some(path) if !path.as_os_str().is_empty() => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            format!(
+                "\n--- broker log {} (last 20 lines) ---\n{}",
+                path.display(),
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            )
+        }
+        _ => String::new(),
+    })
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs `command` to its end with its output captured, or kills it after `limit` and fails the
+/// test naming it, with the tail of its stderr and of the broker log.
+pub fn bounded(command: &mut Command, limit: Duration, what: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "{what}: no exit within {limit:?}; killed\n--- its stderr (last 20 lines) ---\n{}{}",
+                tail(&err, 20),
+                context_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    }
+}
+
+/// [`bounded`] as a method: a command's output, the command killed and the test failed if it
+/// does not end within 180 s.
+pub trait RunBounded {
+    fn run_bounded(&mut self) -> Output;
+}
+
+impl RunBounded for Command {
+    fn run_bounded(&mut self) -> Output {
+        let what = format!("{self:?}");
+        bounded(self, Duration::from_secs(180), &what)
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after `limit`.
@@ -48,10 +162,25 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
+            "timed out after {limit:?} waiting for {what}{}",
+            context_tail()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The lines of `stream`, as they come, on a channel (read with a timeout).
+pub fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// A running `ordo run` with HTTP on a free port.
@@ -78,25 +207,23 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .expect("ordo run starts");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let rx = lines_of(child.stderr.take().expect("piped"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
         let addr = loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .expect("ordo run prints its http address");
+            let line = rx.recv_timeout(left).unwrap_or_else(|e| {
+                let _ = child.kill();
+                panic!(
+                    "ordo run {extra:?} printed no http address ({e}):\n{}{}",
+                    seen.join("\n"),
+                    context_tail()
+                )
+            });
             if let Some(a) = line.strip_prefix("ordo: http listening on ") {
                 break a.parse().expect("an address");
             }
+            seen.push(line);
         };
         Running {
             child,
@@ -142,7 +269,66 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the process said that the test did not read.
+        if std::thread::panicking() {
+            let lines: Vec<String> = self.stderr.try_iter().collect();
+            eprintln!(
+                "--- ordo run at {} (last 40 unread stderr lines) ---\n{}",
+                self.addr,
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
     }
+}
+
+/// Waits until every partition has applied everything appended before this call: appends one
+/// reservation per partition through `m` and waits, with its read-your-writes token, until it
+/// is applied (a partition applies its input in order). The events join the input, so the
+/// oracle counts them like any other.
+pub fn barrier(m: &Running, n: u32) {
+    let count = ordo::core::PartitionCount::new(n).unwrap();
+    let tag = unique("barrier");
+    for p in 0..n {
+        let key = (0..)
+            .map(|i| format!("{tag}-{i}"))
+            .find(|k| {
+                ordo::core::partitioner::Partitioner::AbsHashModN.partition(k, count)
+                    == ordo::core::Partition(p)
+            })
+            .unwrap();
+        let body = format!(r#"{{"event_id":"{key}","reservation_no":"{key}","user_id":"{tag}"}}"#);
+        let (code, r) = wait_for("the barrier append", Duration::from_secs(60), || {
+            let (code, r) = http(m.addr, "POST", "/v1/reservations", Some(&body), &[]);
+            (code != 503).then_some((code, r))
+        });
+        assert_eq!(code, 202, "{r}");
+        let token = json(&r)["token"].as_str().unwrap().to_owned();
+        let path = format!("/v1/reservations/{key}?after={token}&wait=5000");
+        wait_for(
+            "partition to apply the barrier",
+            Duration::from_secs(120),
+            || (m.get(&path).0 == 200).then_some(()),
+        );
+    }
+}
+
+/// Waits for `m` to exit after SIGTERM and asserts it exited 0.
+pub fn terminate(m: &mut Running) {
+    m.terminate();
+    let status = wait_for("exit after SIGTERM", Duration::from_secs(60), || {
+        m.child.try_wait().unwrap()
+    });
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        m.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    );
+}
+
+/// The body as JSON.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// Sums the samples of `name` whose line contains `filter`.

@@ -12,7 +12,7 @@ use super::config::{
     KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
 };
 use crate::core::PartitionCount;
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 
 /// Partition count of `topic`, `None` when it does not exist.
 pub fn partition_count(
@@ -70,9 +70,9 @@ pub fn create_topic(opts: &KafkaOptions, name: &str, partitions: u32) -> Result<
 /// Returns one line per topic.
 pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String>, KafkaLogError> {
     let client = opts.metadata_client()?;
-    partition_count(&client, opts, &topics::get(Role::Events).name)?;
+    partition_count(&client, opts, &opts.topic(Role::Events))?;
     let admin = admin_client(opts)?;
-    let defs = topics::all();
+    let defs = opts.topic_defs();
     let specs: Vec<TopicSpec> = defs
         .iter()
         .map(|d| TopicSpec {
@@ -82,6 +82,20 @@ pub fn apply_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
         })
         .collect();
     let results = create_once(&admin, opts, &specs)?;
+    let created: Vec<TopicSpec> = specs
+        .iter()
+        .filter(|spec| {
+            results
+                .iter()
+                .any(|r| r.as_ref().is_ok_and(|n| *n == spec.name))
+        })
+        .cloned()
+        .collect();
+    wait_visible(
+        opts,
+        &created,
+        std::time::Instant::now() + std::time::Duration::from_secs(30),
+    )?;
     let mut lines = Vec::new();
     for r in results {
         match r {
@@ -111,7 +125,7 @@ pub fn check_topics(opts: &KafkaOptions, n: PartitionCount) -> Result<Vec<String
     let md = client
         .fetch_metadata(None, REQUEST_TIMEOUT)
         .map_err(|e| unreachable_or(opts, e, "fetch metadata"))?;
-    let defs = topics::all();
+    let defs = opts.topic_defs();
     for d in &defs {
         let actual = md
             .topics()
@@ -268,7 +282,16 @@ pub fn create_topics(opts: &KafkaOptions, specs: &[TopicSpec]) -> Result<(), Kaf
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
     }
-    // Created is not yet visible everywhere: wait until the metadata shows every partition.
+    wait_visible(opts, specs, deadline)
+}
+
+/// Waits until the cluster's metadata shows every topic of `specs` with all its partitions
+/// (a created topic reaches the brokers' metadata a moment after CreateTopics answers).
+fn wait_visible(
+    opts: &KafkaOptions,
+    specs: &[TopicSpec],
+    deadline: std::time::Instant,
+) -> Result<(), KafkaLogError> {
     let client = opts.metadata_client()?;
     loop {
         let md = client

@@ -9,6 +9,7 @@ use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 use crate::core::partitioner::Partitioner;
+use crate::log::topics::{self, Role, TopicDef};
 
 /// Default consumer group.
 pub const DEFAULT_GROUP: &str = "ordo";
@@ -24,6 +25,45 @@ pub struct KafkaOptions {
     /// librdkafka properties from `-X key=value`, applied last.
     pub properties: Vec<(String, String)>,
     pub partitioner: Partitioner,
+    /// Put before every topic name (`--topic-prefix`): several deployments on one cluster.
+    pub topic_prefix: String,
+    /// `group.instance.id` of `ordo run` (static membership), if any.
+    pub instance_id: Option<String>,
+    /// The consumer-group protocol of `ordo run`.
+    pub group_protocol: GroupProtocol,
+}
+
+/// The consumer-group protocol (`--group-protocol`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup with the client-side `cooperative-sticky` assignor.
+    #[default]
+    Classic,
+    /// KIP-848: the broker assigns, incrementally (Apache Kafka 4.0 and later).
+    Consumer,
+}
+
+impl GroupProtocol {
+    /// The name, as `group.protocol` and `--group-protocol` spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
+    }
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!(
+                "unknown group protocol {other:?}; use classic or consumer"
+            )),
+        }
+    }
 }
 
 /// What went wrong talking to Kafka.
@@ -100,6 +140,29 @@ pub(crate) fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> KafkaLogErro
 }
 
 impl KafkaOptions {
+    /// Options for `brokers`, with every other setting at its default.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaOptions {
+            brokers: brokers.into(),
+            group: DEFAULT_GROUP.to_owned(),
+            properties: Vec::new(),
+            partitioner: Partitioner::default(),
+            topic_prefix: String::new(),
+            instance_id: None,
+            group_protocol: GroupProtocol::default(),
+        }
+    }
+
+    /// The name of the topic with `role` in this deployment (under its prefix).
+    pub fn topic(&self, role: Role) -> String {
+        format!("{}{}", self.topic_prefix, topics::get(role).name)
+    }
+
+    /// The definitions of `topics/`, named as in this deployment.
+    pub fn topic_defs(&self) -> Vec<TopicDef> {
+        topics::prefixed(&self.topic_prefix)
+    }
+
     /// Settings every client shares, then the user's `-X` properties.
     pub(crate) fn base(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -117,19 +180,37 @@ impl KafkaOptions {
     /// A consumer in the group: cooperative-sticky, offsets stored and committed only after
     /// their effects are acknowledged, and short fetch waits (see the README).
     pub fn group_consumer_config(&self) -> ClientConfig {
-        let mut c = self.base(&[
-            ("partition.assignment.strategy", "cooperative-sticky"),
+        let common = [
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "10"),
             ("queued.max.messages.kbytes", "16384"),
-            ("session.timeout.ms", "10000"),
             ("enable.partition.eof", "true"),
             ("statistics.interval.ms", "1000"),
-            ("heartbeat.interval.ms", "1000"),
-        ]);
+        ];
+        let mut c = match self.group_protocol {
+            GroupProtocol::Classic => {
+                let mut d = common.to_vec();
+                d.extend([
+                    ("group.protocol", "classic"),
+                    ("partition.assignment.strategy", "cooperative-sticky"),
+                    ("session.timeout.ms", "10000"),
+                    ("heartbeat.interval.ms", "1000"),
+                ]);
+                self.base(&d)
+            }
+            // The broker owns the session timeout, the heartbeat and the assignor.
+            GroupProtocol::Consumer => {
+                let mut d = common.to_vec();
+                d.push(("group.protocol", "consumer"));
+                self.base(&d)
+            }
+        };
         c.set("group.id", &self.group);
+        if let Some(id) = &self.instance_id {
+            c.set("group.instance.id", id);
+        }
         c
     }
 

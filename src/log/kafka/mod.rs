@@ -19,7 +19,7 @@ pub use admin::{
     partition_count,
 };
 pub use config::{
-    Closing, DEFAULT_GROUP, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
+    Closing, DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
     log_client_error, log_client_message,
 };
 pub use producer::{KafkaProducer, Outgoing, Pending};

@@ -18,7 +18,7 @@ use crate::core::changelog::{Reader, Snapshot};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::{NewRecord, Record};
 use crate::core::{Offset, Partition, PartitionCount};
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 use crate::log::{Ingest, IngestError};
 
 /// The settings of a reader of partitions from their beginning: partition ends reported, and
@@ -364,6 +364,8 @@ pub fn to_record<M: Message>(m: &M) -> Record {
 /// The gateway's view of Kafka: appends through the producer, ends from the watermarks.
 pub struct KafkaIngest {
     pub producer: Arc<KafkaProducer>,
+    /// The input topic's name.
+    pub events_topic: String,
     pub client: Closing<BaseConsumer<QuietEof>>,
     pub opts: KafkaOptions,
     pub partitions: PartitionCount,
@@ -379,19 +381,17 @@ impl Ingest for KafkaIngest {
     }
 
     fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
-        let topic = topics::get(Role::Events).name;
         Ok(self.producer.send_all(&[Outgoing {
-            topic: &topic,
+            topic: &self.events_topic,
             partition,
             record,
         }])?[0])
     }
 
     fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
-        let topic = topics::get(Role::Events).name;
         let (_, high) = self
             .client
-            .fetch_watermarks(&topic, partition.0 as i32, REQUEST_TIMEOUT)
+            .fetch_watermarks(&self.events_topic, partition.0 as i32, REQUEST_TIMEOUT)
             .map_err(|e| unreachable_or(&self.opts, e, "fetch watermarks"))?;
         Ok(Offset(high.max(0) as u64))
     }
@@ -401,7 +401,7 @@ impl Ingest for KafkaIngest {
 /// `ordo replay --diff`).
 pub fn snapshot(opts: &KafkaOptions) -> Result<Snapshot, KafkaLogError> {
     let client = opts.metadata_client()?;
-    let topic = topics::get(Role::State).name;
+    let topic = opts.topic(Role::State);
     let n = super::admin::partition_count(&client, opts, &topic)?.ok_or_else(|| {
         KafkaLogError::MissingTopic {
             topic: topic.clone(),
@@ -431,7 +431,7 @@ pub fn read_owners(opts: &KafkaOptions) -> Result<OwnersLog, KafkaLogError> {
     let mut log = OwnersLog::default();
     read_to_end(
         opts,
-        &topics::get(Role::Owners).name,
+        &opts.topic(Role::Owners),
         Partition(0),
         |r| match OwnersEntry::decode(&r.key, &r.value) {
             Ok(OwnersEntry::Owner(o)) => log.owners.push(o),
@@ -457,10 +457,12 @@ pub fn check_no_repartition(opts: &KafkaOptions) -> Result<(), KafkaLogError> {
     }
 }
 
-/// The client context of a [`PartitionReader`]: keeps the partition's high watermark from the
-/// fetch statistics.
+/// The client context of a [`PartitionReader`]: keeps the partition's high watermark and
+/// whether its leader is connected, from the client's statistics.
 pub struct WatermarkContext {
     high: std::sync::atomic::AtomicI64,
+    /// The partition's leader broker was connected (state `UP`) at the latest statistics.
+    leader_up: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for WatermarkContext {
@@ -473,16 +475,26 @@ impl ClientContext for WatermarkContext {
     }
 
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let high = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .map(|p| p.hi_offset)
-            .max()
-            .unwrap_or(-1);
+        // A reader is assigned one partition; librdkafka also lists an internal partition -1.
+        let partitions = || {
+            statistics
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.values())
+                .filter(|p| p.partition >= 0)
+        };
+        let high = partitions().map(|p| p.hi_offset).max().unwrap_or(-1);
         if high >= 0 {
             self.high.store(high, std::sync::atomic::Ordering::Relaxed);
         }
+        let leader = partitions().map(|p| p.leader).max().unwrap_or(-1);
+        let up = leader >= 0
+            && statistics
+                .brokers
+                .values()
+                .any(|b| b.nodeid == leader && b.state == "UP");
+        self.leader_up
+            .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -549,6 +561,8 @@ impl PartitionReader {
         let consumer: BaseConsumer<WatermarkContext> = config
             .create_with_context(WatermarkContext {
                 high: std::sync::atomic::AtomicI64::new(-1),
+                // Until the first statistics say otherwise.
+                leader_up: std::sync::atomic::AtomicBool::new(true),
             })
             .map_err(kafka("create reader"))?;
         // Connect and learn the partition's leader now.
@@ -718,6 +732,14 @@ impl PartitionReader {
     /// Whether every record up to the partition's end has been handed out.
     pub fn at_end(&self) -> bool {
         self.ended && self.pending.is_empty()
+    }
+
+    /// Whether the partition's leader was connected at the latest statistics (every second).
+    pub fn leader_up(&self) -> bool {
+        self.consumer
+            .context()
+            .leader_up
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The partition's high watermark as of the latest fetch statistics.

@@ -17,6 +17,10 @@ use crate::log::kafka::{KafkaLogError, Outgoing, PartitionReader, Pending, read_
 use crate::log::now_millis;
 use crate::owner::{Driver, Fetch};
 
+/// How long a batch may wait for its acknowledgements before the owner reports that it cannot
+/// make progress (readiness off until the next fetch finds the leader connected).
+const STALL: Duration = Duration::from_secs(2);
+
 /// Changelog records queued for each restoring owner.
 pub(super) const RESTORE_QUEUE: usize = 4096;
 
@@ -235,6 +239,10 @@ impl Driver for KafkaDriver<'_> {
         }
         let wait = if wait { FETCH_WAIT } else { Duration::ZERO };
         let at_end = reader.fetch(self.member.options.batch_size, wait, records)?;
+        // Not ready while the partition's leader is not connected: nothing can be read or
+        // made durable until it is.
+        let status = self.member.shared.status(self.partition);
+        status.set_stalled(!reader.leader_up());
         let caught_up = at_end && records.is_empty();
         self.flags.caught_up.store(caught_up, Ordering::Release);
         // Lag from the reader's latest fetch statistics, refreshed on every fetch (idle ones
@@ -271,7 +279,10 @@ impl Driver for KafkaDriver<'_> {
                 })
                 .collect();
             // Rare (bad input): acknowledged before any state record of the batch is sent.
-            m.producer.send_all(&dead)?;
+            let status = m.shared.status(p);
+            m.producer
+                .send(&dead)
+                .wait_noting(STALL, || status.set_stalled(true))?;
         }
         let now = now_millis();
         let state: Vec<Outgoing<'_>> = effects
@@ -314,8 +325,11 @@ impl Driver for KafkaDriver<'_> {
     }
 
     fn complete(&mut self) -> Result<(), KafkaLogError> {
+        let status = self.member.shared.status(self.partition);
         match self.in_flight.pop_front() {
-            Some(pending) => pending.wait().map(drop),
+            Some(pending) => pending
+                .wait_noting(STALL, || status.set_stalled(true))
+                .map(drop),
             None => Ok(()),
         }
     }

@@ -39,7 +39,7 @@ use crate::log::kafka::{
     BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, REQUEST_TIMEOUT, tail,
 };
 use crate::log::now_millis;
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::view::Partitions;
@@ -166,14 +166,16 @@ impl ConsumerContext for MemberContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            if tpl.count() == 0 {
-                return;
-            }
+            // Every rebalance this member takes part in ends in an assignment, empty when it
+            // gains nothing (cooperative and KIP-848 assignments carry only the change).
             self.member
                 .metrics
                 .rebalances
                 .with_label_values(&["assign"])
                 .inc();
+            if tpl.count() == 0 {
+                return;
+            }
             // The owners read their partitions themselves: the group consumer fetches nothing.
             if let Err(e) = consumer.pause(tpl) {
                 warn!(error = %e, "cannot pause the group consumer's partitions");
@@ -509,7 +511,7 @@ impl Connections {
     ) -> (Result<Connections, KafkaLogError>, T) {
         std::thread::scope(|s| {
             let producer = s.spawn(|| KafkaProducer::new(kafka));
-            let restorer = s.spawn(|| BulkReader::new(kafka, &topics::get(Role::State).name));
+            let restorer = s.spawn(|| BulkReader::new(kafka, &kafka.topic(Role::State)));
             let also = also();
             let connections = joined(producer).and_then(|producer| {
                 Ok(Connections {
@@ -545,10 +547,10 @@ pub fn run(
     shutdown: &Shutdown,
 ) -> Result<Summary, GroupError> {
     let member = Arc::new(Member {
-        events_topic: topics::get(Role::Events).name,
-        state_topic: topics::get(Role::State).name,
-        dlq_topic: topics::get(Role::DeadLetters).name,
-        owners_topic: topics::get(Role::Owners).name,
+        events_topic: kafka.topic(Role::Events),
+        state_topic: kafka.topic(Role::State),
+        dlq_topic: kafka.topic(Role::DeadLetters),
+        owners_topic: kafka.topic(Role::Owners),
         shared: shared.clone(),
         metrics: metrics.clone(),
         owners: Mutex::new(HashMap::new()),
@@ -649,7 +651,7 @@ fn follow_owners(
     shared: &Partitions,
     shutdown: &Shutdown,
 ) -> Result<(), KafkaLogError> {
-    let topic = topics::get(Role::Owners).name;
+    let topic = kafka.topic(Role::Owners);
     tail(
         kafka,
         &topic,

@@ -13,7 +13,7 @@ use super::{BenchError, Client, percentile};
 use crate::core::reference::Model;
 use crate::core::{Partition, PartitionCount};
 use crate::log::kafka::{KafkaOptions, KafkaProducer, Outgoing, apply_topics};
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 use crate::tools::generate::Generator;
 use crate::tools::produce;
 
@@ -169,7 +169,7 @@ pub fn run(
     requests: usize,
 ) -> Result<Members, BenchError> {
     apply_topics(kafka, n)?;
-    let topic = topics::get(Role::Events).name;
+    let topic = kafka.topic(Role::Events);
     let producer = KafkaProducer::new(kafka)?;
     let generated: Vec<_> = Generator::new(1).take(events).collect();
     for chunk in generated.chunks(20_000) {

@@ -433,7 +433,7 @@ pub fn kafka(
 ) -> Result<KafkaBench, RunError> {
     use crate::log::kafka::{KafkaProducer, Outgoing, apply_topics, count_all, create_topic, pipe};
     apply_topics(opts, n)?;
-    let topic = crate::log::topics::get(Role::Events).name;
+    let topic = opts.topic(Role::Events);
     let run = |group: &str| -> Result<f64, RunError> {
         let mut opts = opts.clone();
         opts.group = format!("ordo-bench-{group}-{}", std::process::id());
@@ -478,7 +478,11 @@ pub fn kafka(
     let t0 = Instant::now();
     let read = count_all(opts, &topic, n)?;
     let raw_consume_secs = t0.elapsed().as_secs_f64();
-    let scratch = format!("ordo-bench-pipe-{}", std::process::id());
+    let scratch = format!(
+        "{}ordo-bench-pipe-{}",
+        opts.topic_prefix,
+        std::process::id()
+    );
     create_topic(opts, &scratch, n.get())?;
     let t0 = Instant::now();
     pipe(opts, &topic, &scratch, n)?;

@@ -17,7 +17,7 @@ use crate::log::kafka::{
     read_owners,
 };
 use crate::log::now_millis;
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 
 /// What went wrong in a write of the replay tooling on Kafka.
 #[derive(Debug, thiserror::Error)]
@@ -259,7 +259,7 @@ pub fn apply_replay(
              are gone (retention), so a replay cannot rebuild the state; nothing was changed"
         )));
     }
-    let topic = topics::get(Role::State).name;
+    let topic = opts.topic(Role::State);
     let live = read_changelog(opts, &topic, n)?;
     let producer = KafkaProducer::new(opts)?;
     let mut sender = Sender::new(&producer, None, None);

@@ -171,7 +171,7 @@ pub fn replay_kafka(
     n: PartitionCount,
     spec: OffsetSpec,
 ) -> Result<Replay, crate::log::kafka::KafkaLogError> {
-    let topic = crate::log::topics::get(Role::Events).name;
+    let topic = opts.topic(Role::Events);
     let mut fold = Fold::new();
     if spec.is_everything() {
         // The whole input: one reader over every partition (keys never cross partitions, so

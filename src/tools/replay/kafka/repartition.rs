@@ -36,7 +36,7 @@ use crate::log::kafka::{
     delete_topics, partition_count, read_owners,
 };
 use crate::log::now_millis;
-use crate::log::topics::{self, Role};
+use crate::log::topics::Role;
 use crate::tools::replay::Progress;
 use crate::tools::replay::rebuild;
 use crate::tools::replay::repartition::{Plan, route};
@@ -47,12 +47,8 @@ const STAGED_OFFSET: &str = "ordo.staged.offset";
 /// The topics rebuilt with M partitions, in order: input, changelog, dead letters.
 const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
 
-fn name(role: Role) -> String {
-    topics::get(role).name
-}
-
-fn staging(role: Role) -> String {
-    format!("{}.repartition", name(role))
+fn staging(opts: &KafkaOptions, role: Role) -> String {
+    format!("{}.repartition", opts.topic(role))
 }
 
 /// What `repartition --brokers --apply` found or did.
@@ -69,7 +65,7 @@ pub enum Outcome {
 
 /// The current N of the deployment: the input topic's partition count.
 fn current_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
-    let topic = name(Role::Events);
+    let topic = opts.topic(Role::Events);
     let client = opts.metadata_client()?;
     partition_count(&client, opts, &topic)?
         .and_then(PartitionCount::new)
@@ -88,7 +84,7 @@ pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolEr
 /// The plan, and the changelog it read.
 fn survey(opts: &KafkaOptions, to: PartitionCount) -> Result<(Plan, Changelog), KafkaToolError> {
     let from = current_n(opts)?;
-    let changelog = read_changelog(opts, &name(Role::State), from)?;
+    let changelog = read_changelog(opts, &opts.topic(Role::State), from)?;
     let mut plan = Plan::empty(from, to, opts.partitioner);
     for (p, states) in changelog.states.iter().enumerate() {
         plan.state_entries += states.len() as u64;
@@ -99,14 +95,14 @@ fn survey(opts: &KafkaOptions, to: PartitionCount) -> Result<(Plan, Changelog), 
             .count() as u64;
     }
     let partitions: Vec<Partition> = from.iter().collect();
-    BulkReader::new(opts, &name(Role::Events))?.read_to_end(&partitions, |p, r| {
+    BulkReader::new(opts, &opts.topic(Role::Events))?.read_to_end(&partitions, |p, r| {
         let Some(r) = r else { return };
         plan.records += 1;
         plan.unprocessed += u64::from(r.offset >= changelog.resume[p.index()]);
         plan.bytes += (r.key.len() + r.value.len()) as u64;
         plan.per_partition[route(&r.key, &r.value, opts.partitioner, to).index()] += 1;
     })?;
-    BulkReader::new(opts, &name(Role::DeadLetters))?.read_to_end(&partitions, |_, r| {
+    BulkReader::new(opts, &opts.topic(Role::DeadLetters))?.read_to_end(&partitions, |_, r| {
         plan.dead_letters += u64::from(r.is_some())
     })?;
     Ok((plan, changelog))
@@ -171,7 +167,7 @@ pub fn apply(
                 by: by.to_owned(),
                 ts: now_millis(),
             };
-            write_record(&producer, &r)?;
+            write_record(opts, &producer, &r)?;
             (r, None, plan, Some(changelog))
         }
     };
@@ -182,7 +178,7 @@ pub fn apply(
             Phase::Copying => copy_to_staging(opts, from, total(&plan), changelog.take())?,
             Phase::Copied => plan = rebuild(opts, &record, plan)?,
             Phase::Rebuilt => {
-                let names: Vec<String> = ROLES.iter().map(|r| staging(*r)).collect();
+                let names: Vec<String> = ROLES.iter().map(|r| staging(opts, *r)).collect();
                 delete_topics(opts, &names)?;
             }
             Phase::Done => break,
@@ -193,7 +189,7 @@ pub fn apply(
             Phase::Rebuilt | Phase::Done => Phase::Done,
         };
         record.ts = now_millis();
-        write_record(&producer, &record)?;
+        write_record(opts, &producer, &record)?;
         tracing::info!(phase = ?record.phase, "repartition phase recorded");
     }
     producer.flush();
@@ -205,9 +201,13 @@ fn total(plan: &Plan) -> u64 {
     plan.records + plan.dead_letters + plan.state_entries
 }
 
-fn write_record(producer: &KafkaProducer, r: &RepartitionRecord) -> Result<(), KafkaToolError> {
+fn write_record(
+    opts: &KafkaOptions,
+    producer: &KafkaProducer,
+    r: &RepartitionRecord,
+) -> Result<(), KafkaToolError> {
     producer.send_all(&[Outgoing {
-        topic: &name(Role::Owners),
+        topic: &opts.topic(Role::Owners),
         partition: Partition(0),
         record: NewRecord {
             key: REPARTITION_KEY.as_bytes().to_vec(),
@@ -234,7 +234,7 @@ fn copy_to_staging(
     total: u64,
     changelog: Option<Changelog>,
 ) -> Result<(), KafkaToolError> {
-    let names: Vec<String> = ROLES.iter().map(|r| staging(*r)).collect();
+    let names: Vec<String> = ROLES.iter().map(|r| staging(opts, *r)).collect();
     delete_topics(opts, &names)?;
     let specs: Vec<TopicSpec> = names
         .iter()
@@ -248,12 +248,15 @@ fn copy_to_staging(
     // A producer made now knows the new topics' partitions.
     let producer = &KafkaProducer::new(opts)?;
     let partitions: Vec<Partition> = from.iter().collect();
-    let (events, dead) = (staging(Role::Events), staging(Role::DeadLetters));
+    let (events, dead) = (
+        staging(opts, Role::Events),
+        staging(opts, Role::DeadLetters),
+    );
     let mut progress = Progress::new("repartition: copying to staging", total);
     for (role, to) in [(Role::Events, &events), (Role::DeadLetters, &dead)] {
         let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
         let mut failed = None;
-        BulkReader::new(opts, &name(role))?.read_to_end(&partitions, |p, r| {
+        BulkReader::new(opts, &opts.topic(role))?.read_to_end(&partitions, |p, r| {
             let Some(mut r) = r else { return };
             if failed.is_some() {
                 return;
@@ -275,9 +278,9 @@ fn copy_to_staging(
     // for the plan: no member has written since, or the change would have been refused).
     let changelog = match changelog {
         Some(c) => c,
-        None => read_changelog(opts, &name(Role::State), from)?,
+        None => read_changelog(opts, &opts.topic(Role::State), from)?,
     };
-    let state = staging(Role::State);
+    let state = staging(opts, Role::State);
     let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
     for (p, states) in changelog.states.iter().enumerate() {
         for r in states.values() {
@@ -330,7 +333,7 @@ fn rebuild(
     let to = PartitionCount::new(rec.to).expect("a recorded N is positive");
     let partitioner = opts.partitioner;
     // The old state and where each old partition's processed input ended.
-    let staged = read_changelog(opts, &staging(Role::State), from)?;
+    let staged = read_changelog(opts, &staging(opts, Role::State), from)?;
     let resume = staged.resume.clone();
     let old_state = staged.into_all();
     // Where each state record's source event was, to find where it lands.
@@ -339,12 +342,16 @@ fn rebuild(
         .map(|r| (r.source_partition, r.source_offset.0))
         .collect();
 
-    let names: Vec<String> = ROLES.iter().map(|r| name(*r)).collect();
+    let names: Vec<String> = ROLES.iter().map(|r| opts.topic(*r)).collect();
     delete_topics(opts, &names)?;
     let specs: Vec<TopicSpec> = ROLES
         .iter()
         .map(|r| {
-            let d = topics::get(*r);
+            let d = opts
+                .topic_defs()
+                .into_iter()
+                .find(|d| d.role == *r)
+                .expect("every role");
             TopicSpec {
                 name: d.name,
                 partitions: to.get(),
@@ -358,7 +365,7 @@ fn rebuild(
 
     // The input: processed records first, then the rest, each old partition in offset order.
     let partitions: Vec<Partition> = from.iter().collect();
-    let events = name(Role::Events);
+    let events = opts.topic(Role::Events);
     let mut landed: HashMap<(u32, u64), u64> = HashMap::new();
     let mut processed = vec![0u64; to.get() as usize];
     let mut progress = Progress::new("repartition: rebuilding", total(&plan));
@@ -369,7 +376,7 @@ fn rebuild(
             break;
         }
         let mut failed = None;
-        BulkReader::new(opts, &staging(Role::Events))?.read_to_end(&partitions, |p, r| {
+        BulkReader::new(opts, &staging(opts, Role::Events))?.read_to_end(&partitions, |p, r| {
             let Some(mut r) = r else { return };
             if failed.is_some() {
                 return;
@@ -399,21 +406,24 @@ fn rebuild(
     }
     sender.finish()?;
     // Dead letters, routed by key, with their headers (which name the old layout).
-    let dead = name(Role::DeadLetters);
+    let dead = opts.topic(Role::DeadLetters);
     let mut dead_letters = 0u64;
     let mut failed = None;
     let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
-    BulkReader::new(opts, &staging(Role::DeadLetters))?.read_to_end(&partitions, |_, r| {
-        let Some(r) = r else { return };
-        if failed.is_some() {
-            return;
-        }
-        let q = route(&r.key, &r.value, partitioner, to);
-        dead_letters += 1;
-        if let Err(e) = sender.push(&dead, q, new_record(r)) {
-            failed = Some(e);
-        }
-    })?;
+    BulkReader::new(opts, &staging(opts, Role::DeadLetters))?.read_to_end(
+        &partitions,
+        |_, r| {
+            let Some(r) = r else { return };
+            if failed.is_some() {
+                return;
+            }
+            let q = route(&r.key, &r.value, partitioner, to);
+            dead_letters += 1;
+            if let Err(e) = sender.push(&dead, q, new_record(r)) {
+                failed = Some(e);
+            }
+        },
+    )?;
     if let Some(e) = failed {
         return Err(e);
     }
@@ -421,7 +431,7 @@ fn rebuild(
     let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
     // The changelog: per new partition a marker that resumes after its processed records,
     // then each reservation's state carried over under the same epoch.
-    let state = name(Role::State);
+    let state = opts.topic(Role::State);
     for q in to.iter() {
         let marker = EpochMarker {
             epoch: rec.epoch,
