@@ -186,6 +186,23 @@ pub fn assert_exact_at(opts: &KafkaOptions, n: u32) {
     }
     let lost: Vec<_> = want.dead.difference(&got.dead).collect();
     let extra: Vec<_> = got.dead.difference(&want.dead).collect();
+    if !lost.is_empty() {
+        // Where the dead-letter partitions start and end, for the failure message.
+        for p in 0..n {
+            let mut offsets = Vec::new();
+            read_to_end(opts, &opts.topic(Role::DeadLetters), Partition(p), |r| {
+                offsets.push(r.offset.0)
+            })
+            .unwrap();
+            let held = got.dead.iter().filter(|d| d.1 == p).count();
+            eprintln!(
+                "dead-letter partition {p}: {} records at offsets {:?}..{:?}, {held} distinct",
+                offsets.len(),
+                offsets.first(),
+                offsets.last()
+            );
+        }
+    }
     assert!(
         lost.is_empty() && extra.is_empty(),
         "dead letters: {} lost {lost:?}, {} unexpected {extra:?}",

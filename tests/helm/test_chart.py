@@ -128,6 +128,29 @@ def test_kafka_properties_reach_the_pods():
     assert cm["kafka-properties"] == "sasl.mechanisms=SCRAM-SHA-512,security.protocol=SASL_SSL"
 
 
+def test_static_membership_group_protocol_and_topic_prefix_reach_the_pods():
+    objects, _ = render({"kafka": {"brokers": "k:9092", "group": "g", "topicPrefix": "staging.",
+                                   "groupProtocol": "consumer"}, "topics": {"mode": "strimzi"}})
+    container = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    names = [e["name"] for e in container["env"]]
+    assert env["ORDO_INSTANCE_ID"]["value"] == "$(POD_NAME)"
+    assert names.index("POD_NAME") < names.index("ORDO_INSTANCE_ID")
+    assert env["ORDO_GROUP_PROTOCOL"]["value"] == "consumer"
+    assert env["ORDO_TOPIC_PREFIX"]["valueFrom"]["configMapKeyRef"]["key"] == "topic-prefix"
+    assert one(objects, "ConfigMap")["data"]["topic-prefix"] == "staging."
+    topics = {o["spec"]["topicName"] for o in objects if o["kind"] == "KafkaTopic"}
+    assert "staging.reservation-events" in topics and "staging.reservation-owners" in topics
+    objects, _ = render({"kafka": {"brokers": "k:9092", "group": "g", "staticMembership": False}})
+    container = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert "ORDO_INSTANCE_ID" not in env_of(container)
+    chart = helm.Chart.load(str(CHART))
+    for bad in ({"kafka": {"brokers": "k", "group": "g", "topicPrefix": "a/b"}},
+                {"kafka": {"brokers": "k", "group": "g", "groupProtocol": "eager"}}):
+        with pytest.raises(helm.HelmError):
+            chart.validate_schema(chart.merge_values(bad) if hasattr(chart, "merge_values") else bad)
+
+
 def test_members_advertise_their_stable_name_through_the_headless_service():
     objects, _ = render({"servers": 3})
     sts = one(objects, "StatefulSet")

@@ -44,6 +44,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   valueFrom: {configMapKeyRef: {name: {{ include "ordo.fullname" . }}, key: brokers}}
 - name: ORDO_KAFKA_PROPERTIES
   valueFrom: {configMapKeyRef: {name: {{ include "ordo.fullname" . }}, key: kafka-properties}}
+- name: ORDO_TOPIC_PREFIX
+  valueFrom: {configMapKeyRef: {name: {{ include "ordo.fullname" . }}, key: topic-prefix}}
 - name: ORDO_PARTITIONER
   value: {{ .Values.partitioner | quote }}
 - name: ORDO_LOG

@@ -187,7 +187,6 @@ impl KafkaOptions {
             ("fetch.wait.max.ms", "10"),
             ("queued.max.messages.kbytes", "16384"),
             ("enable.partition.eof", "true"),
-            ("statistics.interval.ms", "1000"),
         ];
         let mut c = match self.group_protocol {
             GroupProtocol::Classic => {

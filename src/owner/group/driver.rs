@@ -199,6 +199,7 @@ impl Driver for KafkaDriver<'_> {
         if let Some(epoch) = self.epoch
             && let Some(newer) = self.member.shared.holder(self.partition)
             && newer.epoch > epoch
+            && newer.is_held()
         {
             // A newer owner holds the partition (the broker gave it to another member without
             // taking it from this one, or this member stalled): whatever this owner writes
