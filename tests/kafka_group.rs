@@ -394,7 +394,9 @@ fn two_members_serve_every_key_through_its_owner() {
 
     // B stops answering: its keys, and every lookup by user (which could depend on B's
     // partitions), answer 503 with Retry-After; A's own keys still answer.
-    // Who serves what right now (under load a rebalance may have moved partitions since).
+    // Who serves what once B is stopped (under load a rebalance may have moved partitions
+    // before; a stopped B takes part in none).
+    b.signal("STOP");
     let now = owners(&a);
     let b_now = now
         .iter()
@@ -405,7 +407,6 @@ fn two_members_serve_every_key_through_its_owner() {
         .position(|(_, u)| u.as_deref() == Some(&a_url))
         .expect("A serves a partition");
     let remote = &keys[b_now];
-    b.signal("STOP");
     let (code, headers, body) = http_full(
         a.addr,
         "GET",

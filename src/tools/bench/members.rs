@@ -56,6 +56,7 @@ impl Member {
         let exe = std::env::current_exe()?;
         let mut cmd = Command::new(exe);
         cmd.args(["run", "--brokers", &kafka.brokers, "--group", group])
+            .args(["--topic-prefix", &kafka.topic_prefix])
             .args(["--partitions", &n.to_string(), "--http", "127.0.0.1:0"])
             .env("ORDO_LOG", "warn")
             .stdout(Stdio::null())
@@ -67,11 +68,15 @@ impl Member {
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut last = String::new();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("ordo: http listening on ") {
-                    let _ = tx.send(addr.parse::<SocketAddr>());
+                    let _ = tx.send(addr.parse::<SocketAddr>().map_err(|e| e.to_string()));
                 }
+                last = line;
             }
+            // The member ended before it listened: say why.
+            let _ = tx.send(Err(format!("a member exited: {last}")));
         });
         let addr = rx
             .recv_timeout(Duration::from_secs(30))
