@@ -212,10 +212,7 @@ fn a_delivery_that_fails_for_good_ends_the_process_and_the_restart_loses_nothing
 /// or applied twice, dead letters included.
 #[test]
 fn the_broker_killed_and_restarted_under_load_loses_nothing() {
-    if kind() == Kind::Tansu {
-        eprintln!("tansu keeps its log in memory here: a restart loses it");
-        return;
-    }
+    requires_apache_kafka("tansu keeps its log in memory here: a restart loses it");
     let broker = Broker::private();
     broker.ok(&["topics", "apply", "--partitions", "4"]);
     broker.ok(&["produce", "--generate", "200000", "--seed", "51"]);

@@ -583,10 +583,7 @@ fn two_owners_of_one_partition_lose_no_accepted_event() {
 /// epoch marker, `restore_ms` of each "partition owned" line).
 fn failover(protocol: &[&str], session_ms: u64) {
     let broker = Broker::start();
-    if broker.kind() == Kind::Tansu {
-        eprintln!("tansu 0.6 never evicts a SIGKILLed member: no failover inside one group there");
-        return;
-    }
+    requires_apache_kafka("tansu 0.6 never evicts a SIGKILLed member: no failover inside one group there");
     broker.ok(&["topics", "apply", "--partitions", "4"]);
     broker.ok(&["produce", "--generate", "16000", "--seed", "21"]);
     let g = group();
@@ -705,10 +702,7 @@ fn failover_in_one_group_with_the_consumer_protocol() {
 #[test]
 fn a_stalled_member_is_fenced_and_rejoins() {
     let broker = Broker::start();
-    if broker.kind() == Kind::Tansu {
-        eprintln!("tansu 0.6 never evicts a stalled member");
-        return;
-    }
+    requires_apache_kafka("tansu 0.6 never evicts a stalled member");
     broker.ok(&["topics", "apply", "--partitions", "4"]);
     broker.ok(&["produce", "--generate", "20000", "--seed", "41"]);
     let g = group();
@@ -746,10 +740,7 @@ fn a_stalled_member_is_fenced_and_rejoins() {
 #[test]
 fn a_static_member_restarted_within_its_session_keeps_its_partitions() {
     let broker = Broker::start();
-    if broker.kind() == Kind::Tansu {
-        eprintln!("tansu 0.6 has no static membership");
-        return;
-    }
+    requires_apache_kafka("tansu 0.6 has no static membership");
     broker.ok(&["topics", "apply", "--partitions", "4"]);
     broker.ok(&["produce", "--generate", "8000", "--seed", "43"]);
     let g = group();

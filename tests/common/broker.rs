@@ -41,6 +41,17 @@ pub fn kind() -> Kind {
     }
 }
 
+/// Fails the test at once when the run's broker is not Apache Kafka, naming why: a test that
+/// needs what only Apache Kafka has (eviction, static membership, a broker restart on a durable
+/// log) never passes without testing it. `ORDO_TEST_BROKER=tansu ./scripts/test` skips those
+/// tests by name.
+pub fn requires_apache_kafka(why: &str) {
+    assert!(
+        kind() == Kind::Kafka,
+        "this test needs Apache Kafka ({why}); run it without ORDO_TEST_BROKER=tansu"
+    );
+}
+
 /// A broker of the test's own.
 enum Own {
     Tansu(Child),
