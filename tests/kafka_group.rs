@@ -583,7 +583,9 @@ fn two_owners_of_one_partition_lose_no_accepted_event() {
 /// epoch marker, `restore_ms` of each "partition owned" line).
 fn failover(protocol: &[&str], session_ms: u64) {
     let broker = Broker::start();
-    requires_apache_kafka("tansu 0.6 never evicts a SIGKILLed member: no failover inside one group there");
+    requires_apache_kafka(
+        "tansu 0.6 never evicts a SIGKILLed member: no failover inside one group there",
+    );
     broker.ok(&["topics", "apply", "--partitions", "4"]);
     broker.ok(&["produce", "--generate", "16000", "--seed", "21"]);
     let g = group();

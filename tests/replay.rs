@@ -305,24 +305,37 @@ fn repartition_killed_midway_can_be_run_again() {
             "6",
             "--apply",
         ])
+        .env("ORDO_LOG", "info")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let next = d.join("ordo.redb.next");
-    wait_for(
-        "the next generation to be started",
-        Duration::from_secs(60),
-        || (next.exists() || child.try_wait().unwrap().is_some()).then_some(()),
+    // Killed once it has copied the input into the next generation, before the swap.
+    let lines = lines_of(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the repartition logs its copy phase in time");
+        if line.contains("repartition phase: input and dead letters copied") {
+            break;
+        }
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running when killed"
     );
-    let _ = child.kill();
-    child.wait().unwrap();
-    // Whatever moment it died at, the data dir is one whole generation: old (4) or new (6).
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "it was killed: {status}");
+    assert!(d.join("ordo.redb.next").exists());
+    // Killed before the swap: the data dir is the old generation, whole.
     let n = EmbeddedLog::open(&d, OpenOptions::default())
         .unwrap()
         .partitions()
         .get();
-    assert!(n == 4 || n == 6, "{n}");
+    assert_eq!(n, 4);
     assert_eq!(states(&d), before, "the state is intact after the kill");
 
     ok(&[
@@ -340,7 +353,7 @@ fn repartition_killed_midway_can_be_run_again() {
             .get(),
         6
     );
-    assert!(!next.exists());
+    assert!(!d.join("ordo.redb.next").exists());
     assert_eq!(states(&d), before);
     assert!(
         ok(&["replay", "--data-dir", s(&d), "--diff"])

@@ -70,11 +70,13 @@ pub fn main() -> ExitCode {
             e.exit()
         }
         Err(_) => {
+            let store = crate::log::embedded::opened()
+                .map_or_else(|| "ordo.redb".to_owned(), |p| p.display().to_string());
             eprintln!(
-                "ordo: error: internal error: {}; where it came from the data dir's store, the \
-                 file may be damaged: restore ordo.redb from a .bak, or rebuild the state from \
-                 the input with `ordo replay --apply`",
-                last_panic().unwrap_or_else(|| "unknown".to_owned())
+                "ordo: error: {}; where it came from the data dir's store, {store} may be \
+                 damaged: restore it from a .bak, or, where only the state is damaged, rebuild \
+                 it from the input with `ordo replay --apply`",
+                last_panic().unwrap_or_else(|| "internal error".to_owned())
             );
             ExitCode::from(1)
         }

@@ -98,6 +98,12 @@ impl<W, R, E: std::fmt::Display> GroupCommit<W, R, E> {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue<W, R>> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Work queued for the next group write.
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.lock().pending.len()
+    }
 }
 
 #[cfg(test)]
@@ -110,7 +116,32 @@ mod tests {
     fn every_submitter_gets_its_own_result_and_writes_are_shared() {
         let g: Arc<GroupCommit<u32, u32, String>> = Arc::new(GroupCommit::default());
         let writes = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..8u32)
+        // The first submitter leads; its write waits until the seven others have queued, so
+        // they must all go in the one write after it.
+        let (leading_tx, leading) = std::sync::mpsc::channel();
+        let first = {
+            let (g, writes) = (g.clone(), writes.clone());
+            std::thread::spawn(move || {
+                let (w, r) = g.submit(0, |batch| {
+                    if writes.fetch_add(1, Ordering::Relaxed) == 0 {
+                        leading_tx.send(()).unwrap();
+                        let deadline =
+                            std::time::Instant::now() + std::time::Duration::from_secs(30);
+                        while g.queued() < 7 {
+                            assert!(
+                                std::time::Instant::now() < deadline,
+                                "the others never queued"
+                            );
+                            std::thread::yield_now();
+                        }
+                    }
+                    Ok(batch.iter().map(|w| w * 10).collect())
+                });
+                assert_eq!((w, r.unwrap()), (0, 0));
+            })
+        };
+        leading.recv().unwrap();
+        let others: Vec<_> = (1..8u32)
             .map(|i| {
                 let (g, writes) = (g.clone(), writes.clone());
                 std::thread::spawn(move || {
@@ -123,10 +154,15 @@ mod tests {
                 })
             })
             .collect();
-        for t in threads {
+        for t in others {
             t.join().unwrap();
         }
-        assert!(writes.load(Ordering::Relaxed) <= 8);
+        first.join().unwrap();
+        assert_eq!(
+            writes.load(Ordering::Relaxed),
+            2,
+            "eight submitters, two writes"
+        );
         let (_, r) = g.submit(1, |_| Err("disk full".to_owned()));
         assert!(matches!(r, Err(Failed::Shared(m)) if m == "disk full"));
     }

@@ -159,6 +159,15 @@ impl std::fmt::Debug for EmbeddedLog {
     }
 }
 
+/// The first store file this process opened: a panic inside the store (a damaged file) is
+/// reported at the command's boundary naming it.
+static OPENED: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// The first store file this process opened, if any.
+pub fn opened() -> Option<&'static Path> {
+    OPENED.get().map(|p| p.as_path())
+}
+
 impl EmbeddedLog {
     /// Opens (or creates) the data directory `dir`, checking N and the partitioner.
     pub fn open(dir: &Path, opts: OpenOptions) -> Result<Self, LogError> {
@@ -168,6 +177,7 @@ impl EmbeddedLog {
     /// Opens (or creates) the database `file` of data directory `dir`; `ordo repartition`
     /// builds the next generation of a data dir beside the live one this way.
     pub fn open_file(dir: &Path, file: &Path, opts: OpenOptions) -> Result<Self, LogError> {
+        let _ = OPENED.set(file.to_path_buf());
         let cache = opts.cache_bytes.unwrap_or(64 << 20);
         if opts.read_only {
             let db = store::open_read_only(dir, file, cache)?;

@@ -240,12 +240,17 @@ pub fn apply(
     }
     progress.add(dead.len() as u64);
     new.append(Role::DeadLetters, dead)?;
+    tracing::info!(
+        next = %next.display(),
+        "repartition phase: input and dead letters copied to the next generation"
+    );
 
     // State: the processed input replayed in the new layout, which must equal the old state.
     let replay = rebuild::replay_log(&new, OffsetSpec::default(), Some(&processed))?;
     rebuild::apply(&new, &replay, owner)?;
     progress.finish();
     check(&old, &new)?;
+    tracing::info!("repartition phase: the next generation checked; installing it");
     drop(new);
     drop(old);
 
