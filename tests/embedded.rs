@@ -338,8 +338,8 @@ fn kill_9_at_a_random_moment_loses_nothing_and_applies_nothing_twice() {
         assert_eq!(va["source_offset"], vb["source_offset"], "{no}");
     }
     assert_eq!(
-        dead_letter_reasons(&a),
-        dead_letter_reasons(&b),
+        dead_letter_keys(&a),
+        dead_letter_keys(&b),
         "no dead letter lost or written twice"
     );
 }
@@ -843,5 +843,40 @@ fn a_failed_store_write_ends_the_process_and_the_restart_loses_nothing() {
     for (no, va) in &sa {
         assert_eq!(project(va), project(&sb[no]), "{no}");
     }
-    assert_eq!(dead_letter_reasons(&a), dead_letter_reasons(&b));
+    assert_eq!(dead_letter_keys(&a), dead_letter_keys(&b));
+}
+
+/// An internal error (a panic) in one partition's owner ends the process with exit 1 and one
+/// error line naming the partition, while the other owners finish their batch (they are
+/// serving, not running until idle, so only the failure can end them); the restart then loses
+/// nothing and applies nothing twice. (`ORDO_FAIL_POINT` injects the panic.)
+#[test]
+fn a_panic_in_a_partition_owner_ends_the_process_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for d in [&a, &b] {
+        generated(d, "4", "20000");
+    }
+    ok(&["run", "--data-dir", s(&a), "--until-idle", "--no-http"]);
+    let out = ordo()
+        .env("ORDO_FAIL_POINT", "panic@2:1500")
+        .args(["run", "--data-dir", s(&b), "--no-http"])
+        .args(["--batch-size", "500"])
+        .run_bounded();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("ordo: error: partition 2 owner stopped on an internal error")
+            && last.contains("fail point"),
+        "{last}"
+    );
+    assert!(!err.contains("panicked at"), "{err}");
+    ok(&["run", "--data-dir", s(&b), "--until-idle", "--no-http"]);
+    let (sa, sb) = (state(&a), state(&b));
+    assert_eq!(sa.len(), sb.len());
+    for (no, va) in &sa {
+        assert_eq!(project(va), project(&sb[no]), "{no}");
+    }
+    assert_eq!(dead_letter_keys(&a), dead_letter_keys(&b));
 }

@@ -251,3 +251,30 @@ fn the_broker_killed_and_restarted_under_load_loses_nothing() {
     terminate(&mut member);
     oracle::assert_exact(&broker, 4);
 }
+
+/// An internal error (a panic) in one partition's owner ends the member with exit 1 and an
+/// error line naming the partition (it does not run on without the partition); the restart
+/// applies everything exactly once. (`ORDO_FAIL_POINT` injects the panic.)
+#[test]
+fn a_panic_in_a_partition_owner_ends_the_member_naming_it() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    broker.ok(&["produce", "--generate", "20000", "--seed", "61"]);
+    let g = group();
+    let out = bounded(
+        broker
+            .ordo(&["run", "--no-http", "--group", &g, "--batch-size", "500"])
+            .env("ORDO_FAIL_POINT", "panic@1:1500"),
+        Duration::from_secs(120),
+        "ordo run with a fail point",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(
+        last.starts_with("ordo: error: partition 1 owner failed: internal error: fail point"),
+        "{last}"
+    );
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    oracle::assert_exact(&broker, 4);
+}

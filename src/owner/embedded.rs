@@ -8,7 +8,7 @@ use std::time::Duration;
 use prometheus::IntGauge;
 use tracing::error;
 
-use super::{Driver, Fetch, Options, Owner, OwnerReport};
+use super::{Driver, Fetch, Options, Owner, OwnerError, OwnerReport};
 use crate::core::changelog::{EpochMarker, Reader};
 use crate::core::record::Record;
 use crate::core::step::Effects;
@@ -105,11 +105,11 @@ pub enum OwnersError {
         source: LogError,
     },
     #[error(
-        "partition {partition} owner stopped on an internal error (see the log); where it came \
-         from the store, ordo.redb may be damaged: restore it from a .bak, or rebuild the state \
-         with `ordo replay --apply`"
+        "partition {partition} owner stopped on an internal error ({message}); where it came \
+         from the store, ordo.redb may be damaged: restore it from a .bak, or, where only the \
+         state is damaged, rebuild it with `ordo replay --apply`"
     )]
-    Panicked { partition: Partition },
+    Panicked { partition: Partition, message: String },
     #[error("cannot start the owner thread of partition {partition}: {source}")]
     Spawn {
         partition: Partition,
@@ -169,7 +169,12 @@ pub fn run(
                             shutdown.trigger();
                             log.appended().notify();
                         }
-                        result.map_err(|source| OwnersError::Log { partition: p, source })
+                        result.map_err(|e| match e {
+                            OwnerError::Driver(source) => OwnersError::Log { partition: p, source },
+                            OwnerError::Panicked(message) => {
+                                OwnersError::Panicked { partition: p, message }
+                            }
+                        })
                     });
                 (p, spawned)
             })
@@ -180,7 +185,12 @@ pub fn run(
                 let outcome = match spawned {
                     Ok(handle) => handle
                         .join()
-                        .unwrap_or(Err(OwnersError::Panicked { partition: p })),
+                        .unwrap_or_else(|_| {
+                            Err(OwnersError::Panicked {
+                                partition: p,
+                                message: "the owner thread ended in a panic".into(),
+                            })
+                        }),
                     Err(source) => Err(OwnersError::Spawn {
                         partition: p,
                         source,

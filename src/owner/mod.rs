@@ -157,13 +157,30 @@ pub struct OwnerReport {
     pub superseded: bool,
 }
 
+/// Why an owner stopped before its driver said so.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError<E> {
+    /// Its log failed.
+    #[error(transparent)]
+    Driver(E),
+    /// An internal error (a panic, in ordo or in a crate below it); the message is the panic's.
+    #[error("internal error: {0}")]
+    Panicked(String),
+}
+
 impl Owner<'_> {
     /// Restores, takes an epoch, and processes until the driver says stop; the partition is
-    /// released (not ready, not owned) on every way out.
-    pub fn run<D: Driver>(&self, driver: &mut D) -> Result<OwnerReport, D::Error> {
+    /// released (not ready, not owned) on every way out. A panic on the way is caught here: the
+    /// partition is marked failed at once (readiness goes) and the error says so, so the
+    /// process ends as for any other failure rather than run on without the partition.
+    pub fn run<D: Driver>(&self, driver: &mut D) -> Result<OwnerReport, OwnerError<D::Error>> {
         let status = self.shared.status(self.partition);
         status.set_owned();
-        let result = self.own(driver);
+        let result =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.own(driver))) {
+                Ok(result) => result.map_err(OwnerError::Driver),
+                Err(panic) => Err(OwnerError::Panicked(panic_message(&*panic))),
+            };
         if result.is_err() {
             status.set_failed();
         }
@@ -263,6 +280,7 @@ impl Owner<'_> {
         let (mut seq, mut in_flight_bytes) = (0u64, 0usize);
         // The next offset to read: ahead of `position` (durable) while batches are in flight.
         let mut read = position;
+        let fail_at = panic_at(p);
         loop {
             records.clear();
             let fetch = driver.fetch(read, &mut records, in_flight.is_empty())?;
@@ -271,6 +289,11 @@ impl Owner<'_> {
             let got = !records.is_empty();
             if let Some(last) = records.last() {
                 let next = last.offset.next().unwrap_or(last.offset);
+                if let Some(at) = fail_at
+                    && (read..next).contains(&at)
+                {
+                    panic!("fail point ORDO_FAIL_POINT: partition {p}, offset {at}");
+                }
                 let pending = Pending {
                     newest: &newest,
                     in_flight: &in_flight,
@@ -365,6 +388,23 @@ impl Owner<'_> {
     }
 }
 
+/// The text of a panic's payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+/// A fault to inject, for tests of what a panicking owner does: `ORDO_FAIL_POINT=panic@P:O`
+/// makes the owner of partition P panic on the batch that holds input offset O.
+fn panic_at(p: Partition) -> Option<Offset> {
+    let spec = std::env::var("ORDO_FAIL_POINT").ok()?;
+    let (partition, offset) = spec.strip_prefix("panic@")?.split_once(':')?;
+    (partition.parse::<u32>().ok()? == p.0).then_some(Offset(offset.parse().ok()?))
+}
+
 /// The most bytes of changelog records and dead letters an owner keeps in flight.
 const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
 
@@ -398,5 +438,115 @@ impl<V: StateView> StateView for Pending<'_, V> {
             Some(b) => f(b.changes.get(key)),
             None => self.base.with(key, f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::{Receiver, Sender, channel};
+
+    /// A driver whose batches become durable only when the test says so.
+    struct Held {
+        input: Vec<Record>,
+        fetched: bool,
+        /// Told when the owner waits for a batch to be durable.
+        waiting: Sender<()>,
+        /// Makes the oldest batch durable.
+        durable: Receiver<()>,
+        done: bool,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Driver for Held {
+        type Error = Never;
+        fn restore(&mut self, _: &mut dyn FnMut(&Record)) -> Result<(), Never> {
+            Ok(())
+        }
+        fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, Never> {
+            Ok(EpochMarker {
+                epoch: reader.highest_epoch().successor(),
+                partition: 0,
+                resume_offset: Offset(0),
+                owner: "test".into(),
+                carried: false,
+            })
+        }
+        fn fetch(&mut self, _: Offset, out: &mut Vec<Record>, _: bool) -> Result<Fetch, Never> {
+            if self.done {
+                return Ok(Fetch::Last);
+            }
+            if !self.fetched {
+                self.fetched = true;
+                out.append(&mut self.input);
+            }
+            Ok(Fetch::More)
+        }
+        fn submit(&mut self, effects: &mut Effects, _: Offset) -> Result<(), Never> {
+            effects.clear();
+            Ok(())
+        }
+        fn complete(&mut self) -> Result<(), Never> {
+            self.waiting.send(()).unwrap();
+            self.durable.recv().unwrap();
+            self.done = true;
+            Ok(())
+        }
+        fn depth(&self) -> usize {
+            4
+        }
+    }
+
+    /// Read after commit: a query reads the view, and the view gets a batch's states only
+    /// once the batch is durable, never while the owner waits for that.
+    #[test]
+    fn a_state_is_visible_only_once_its_batch_is_durable() {
+        let n = PartitionCount::new(1).unwrap();
+        let shared = Partitions::new(n);
+        let metrics = Metrics::fresh();
+        let (waiting_tx, waiting) = channel();
+        let (durable, durable_rx) = channel();
+        let event = r#"{"type":"reservation","event_id":"e1","reservation_no":"R-1","user_id":"u"}"#;
+        let mut driver = Held {
+            input: vec![Record {
+                partition: Partition(0),
+                offset: Offset(0),
+                timestamp: 0,
+                key: b"R-1".to_vec(),
+                value: event.as_bytes().to_vec(),
+                headers: Vec::new(),
+            }],
+            fetched: false,
+            waiting: waiting_tx,
+            durable: durable_rx,
+            done: false,
+        };
+        std::thread::scope(|s| {
+            let owner = s.spawn(|| {
+                Owner {
+                    partition: Partition(0),
+                    partitions: n,
+                    partitioner: Partitioner::AbsHashModN,
+                    shared: &shared,
+                    metrics: &metrics,
+                    batch_size: 10,
+                }
+                .run(&mut driver)
+                .map_err(|e| e.to_string())
+            });
+            waiting
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the owner waits for its batch");
+            let view = shared.view(Partition(0));
+            assert!(view.get("R-1").is_none(), "visible before it was durable");
+            assert_eq!(shared.status(Partition(0)).position(), Offset(0));
+            durable.send(()).unwrap();
+            let report = owner.join().unwrap().unwrap();
+            assert_eq!(report.position, Offset(1));
+            assert!(view.get("R-1").is_some(), "visible once durable");
+        });
     }
 }

@@ -458,6 +458,23 @@ pub fn header<'a>(r: &'a Record, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no header {name}"))
 }
 
+/// Every dead letter of a data dir as (reason, source partition, source offset), sorted, with
+/// repeats kept: one lost and one doubled do not cancel out.
+pub fn dead_letter_keys(dir: &Path) -> Vec<(String, u32, u64)> {
+    let mut all: Vec<(String, u32, u64)> = dead_letters(dir)
+        .iter()
+        .map(|r| {
+            (
+                header(r, headers::REASON).to_owned(),
+                header(r, headers::SOURCE_PARTITION).parse().unwrap(),
+                header(r, headers::SOURCE_OFFSET).parse().unwrap(),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
 /// Dead letters counted by reason.
 pub fn dead_letter_reasons(dir: &Path) -> BTreeMap<String, u64> {
     let mut m = BTreeMap::new();

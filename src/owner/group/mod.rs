@@ -31,7 +31,7 @@ mod driver;
 
 use driver::{KafkaDriver, RESTORE_QUEUE, Restored};
 
-use super::{Options, Owner};
+use super::{Options, Owner, OwnerError};
 use crate::core::ownership::{OwnersEntry, OwnershipRecord};
 use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
@@ -67,7 +67,7 @@ pub enum GroupError {
     #[error("partition {partition} owner failed: {source}")]
     Owner {
         partition: Partition,
-        source: KafkaLogError,
+        source: OwnerError<KafkaLogError>,
     },
     #[error("cannot start the owner thread of partition {partition}: {source}")]
     Spawn {
