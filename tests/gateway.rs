@@ -361,3 +361,133 @@ fn oversized_bodies_slow_headers_and_shutdown_drain() {
     });
     assert!(status.success());
 }
+
+/// The answers the other tests do not reach, each produced end to end: `409 ambiguous` for a
+/// user with two open reservations, `405` for a method a route does not take, and `400
+/// bad_body` for a body that cannot be read (a broken chunked encoding).
+#[test]
+fn ambiguous_lookups_wrong_methods_and_unreadable_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(&dir.path().join("d"));
+    let mut tokens = Vec::new();
+    for no in ["R-amb-1", "R-amb-2"] {
+        let (code, r) = post(
+            &run,
+            "/v1/reservations",
+            &format!(r#"{{"event_id":"e-{no}","reservation_no":"{no}","user_id":"bob"}}"#),
+            &[],
+        );
+        assert_eq!(code, 202, "{r}");
+        tokens.push((no, r["token"].as_str().unwrap().to_owned()));
+    }
+    for (no, token) in &tokens {
+        let (code, body) = run.get(&format!("/v1/reservations/{no}?after={token}&wait=5000"));
+        assert_eq!(code, 200, "{body}");
+    }
+    let (code, r) = post(
+        &run,
+        "/v1/associations",
+        r#"{"event_id":"assoc-bob","user_id":"bob","target":"tv"}"#,
+        &[],
+    );
+    assert_eq!((code, r["error"].as_str()), (409, Some("ambiguous")), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("reservation_no"),
+        "{r}"
+    );
+    for (method, path) in [
+        ("GET", "/v1/reservations"),
+        ("DELETE", "/v1/reservations/R-amb-1"),
+    ] {
+        let (code, body) = http(run.addr, method, path, None, &[]);
+        assert_eq!(
+            (code, json(&body)["error"].as_str()),
+            (405, Some("method_not_allowed")),
+            "{method} {path}"
+        );
+    }
+    // A chunk size that is not hexadecimal: the body cannot be read.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(run.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"POST /v1/reservations HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+          Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    assert!(head.starts_with("HTTP/1.1 400"), "{answer}");
+    let body = if head.to_ascii_lowercase().contains("chunked") {
+        body.lines().nth(1).unwrap_or_default().to_owned()
+    } else {
+        body.to_owned()
+    };
+    assert_eq!(json(&body)["error"], "bad_body", "{answer}");
+}
+
+/// While a partition restores its state, a query for one of its keys answers `503
+/// not_ready` with `Retry-After` (its view is partial: a 404 or an older state would be
+/// wrong), and the answer once ready is the reservation.
+#[test]
+fn queries_during_restore_are_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    processed(&d, "4", "300000");
+    let key = state(&d).into_keys().next().unwrap();
+    let run = Running::start(&["--data-dir", s(&d)]);
+    let (code, headers, body) = http_full(
+        run.addr,
+        "GET",
+        &format!("/v1/reservations/{key}"),
+        None,
+        &[],
+    );
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (503, Some("not_ready")),
+        "the first query came after the restore: {body}"
+    );
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+    run.wait_ready();
+    let (code, body) = run.get(&format!("/v1/reservations/{key}"));
+    assert_eq!(code, 200, "{body}");
+}
+
+/// An append the input log refuses (here the store cannot grow: `ulimit -f`) is answered `503
+/// append_failed` with `Retry-After`, as JSON.
+#[test]
+fn an_append_the_log_refuses_is_503_append_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    generated(&d, "2", "10");
+    let limit_kib = std::fs::metadata(d.join("ordo.redb")).unwrap().len() / 1024;
+    let mut command = std::process::Command::new("bash");
+    command
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f {limit_kib}; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_ordo"))
+        .args(["run", "--data-dir", s(&d), "--http", "127.0.0.1:0"])
+        .env("ORDO_LOG", "warn");
+    let run = Running::spawn(command);
+    // The file has some room left: append until it is full.
+    let refused = (0..20_000).find_map(|i| {
+        let body = format!(
+            r#"{{"event_id":"f-{i}","reservation_no":"R-full-{i}","user_id":"u","pad":"{}"}}"#,
+            "p".repeat(8000)
+        );
+        let (code, headers, answer) =
+            http_full(run.addr, "POST", "/v1/reservations", Some(&body), &[]);
+        (code != 202).then_some((code, headers, answer))
+    });
+    let (code, headers, answer) = refused.expect("the store never filled up");
+    assert_eq!(
+        (code, json(&answer)["error"].as_str()),
+        (503, Some("append_failed")),
+        "{answer}"
+    );
+    assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
+}

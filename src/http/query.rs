@@ -151,6 +151,13 @@ pub async fn reservation(
         let until = t.offset.next().expect("Token::parse checks the successor");
         wait_applied(&s, t.partition, until, params.wait()).await?;
     }
+    // A partition still restoring has a partial view: its answer could be an older state, or
+    // a 404 for a reservation that exists.
+    if s.partitions.status(p).is_restoring() {
+        return Err(ApiError::NotReady(format!(
+            "partition {p} is still restoring its state; retry"
+        )));
+    }
     match local_record(&s, p, &no) {
         Some(record) => Ok(served_by(&s, axum::Json(record).into_response())),
         None => Err(ApiError::NotFound(format!("no reservation {no}"))),

@@ -109,7 +109,10 @@ pub enum OwnersError {
          from the store, ordo.redb may be damaged: restore it from a .bak, or, where only the \
          state is damaged, rebuild it with `ordo replay --apply`"
     )]
-    Panicked { partition: Partition, message: String },
+    Panicked {
+        partition: Partition,
+        message: String,
+    },
     #[error("cannot start the owner thread of partition {partition}: {source}")]
     Spawn {
         partition: Partition,
@@ -183,14 +186,12 @@ pub fn run(
             .into_iter()
             .map(|(p, spawned)| {
                 let outcome = match spawned {
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or_else(|_| {
-                            Err(OwnersError::Panicked {
-                                partition: p,
-                                message: "the owner thread ended in a panic".into(),
-                            })
-                        }),
+                    Ok(handle) => handle.join().unwrap_or_else(|_| {
+                        Err(OwnersError::Panicked {
+                            partition: p,
+                            message: "the owner thread ended in a panic".into(),
+                        })
+                    }),
                     Err(source) => Err(OwnersError::Spawn {
                         partition: p,
                         source,

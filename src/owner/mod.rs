@@ -509,7 +509,8 @@ mod tests {
         let metrics = Metrics::fresh();
         let (waiting_tx, waiting) = channel();
         let (durable, durable_rx) = channel();
-        let event = r#"{"type":"reservation","event_id":"e1","reservation_no":"R-1","user_id":"u"}"#;
+        let event =
+            r#"{"type":"reservation","event_id":"e1","reservation_no":"R-1","user_id":"u"}"#;
         let mut driver = Held {
             input: vec![Record {
                 partition: Partition(0),

@@ -198,11 +198,20 @@ impl Running {
 
     /// [`Running::start`] with variables `env` set.
     pub fn start_with(env: &[(&str, &str)], extra: &[&str]) -> Running {
-        let mut child = ordo()
+        let mut command = ordo();
+        command
             .envs(env.iter().copied())
             .arg("run")
             .args(["--http", "127.0.0.1:0"])
-            .args(extra)
+            .args(extra);
+        Running::spawn(command)
+    }
+
+    /// Starts `command` (an `ordo run` with `--http 127.0.0.1:0`, perhaps behind a wrapper)
+    /// and waits for its listen line.
+    pub fn spawn(mut command: Command) -> Running {
+        let extra = format!("{command:?}");
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -215,7 +224,7 @@ impl Running {
             let line = rx.recv_timeout(left).unwrap_or_else(|e| {
                 let _ = child.kill();
                 panic!(
-                    "ordo run {extra:?} printed no http address ({e}):\n{}{}",
+                    "{extra} printed no http address ({e}):\n{}{}",
                     seen.join("\n"),
                     context_tail()
                 )

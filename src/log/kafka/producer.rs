@@ -83,6 +83,14 @@ impl Pending {
         self.wait_noting(Duration::MAX, || {})
     }
 
+    /// [`Pending::wait`], giving up after `limit` (shorter than [`DELIVERY_TIMEOUT`]): an HTTP
+    /// client's append is answered within a bound while the broker is away. The records may
+    /// still be written later; a client that retries appends its event again, which the
+    /// processor applies once.
+    pub fn wait_within(self, limit: Duration) -> Result<Vec<Offset>, KafkaLogError> {
+        self.wait_until(limit.min(DELIVERY_TIMEOUT), Duration::MAX, || {})
+    }
+
     /// [`Pending::wait`], calling `slow` once if the acknowledgements take longer than
     /// `after` (the owner then reports that it cannot make progress).
     pub fn wait_noting(
@@ -90,9 +98,18 @@ impl Pending {
         after: Duration,
         slow: impl FnOnce(),
     ) -> Result<Vec<Offset>, KafkaLogError> {
+        self.wait_until(DELIVERY_TIMEOUT, after, slow)
+    }
+
+    fn wait_until(
+        self,
+        limit: Duration,
+        after: Duration,
+        slow: impl FnOnce(),
+    ) -> Result<Vec<Offset>, KafkaLogError> {
         let acks = self.0;
         let started = std::time::Instant::now();
-        let deadline = started + DELIVERY_TIMEOUT;
+        let deadline = started + limit;
         let mut slow = Some(slow);
         let mut s = acks.state.lock().unwrap_or_else(|e| e.into_inner());
         while s.pending > 0 {

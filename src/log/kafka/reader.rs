@@ -391,6 +391,10 @@ pub fn to_record<M: Message>(m: &M) -> Record {
     }
 }
 
+/// How long an HTTP append waits for its acknowledgement before it answers `503
+/// append_failed` (a client retries; the processor applies a repeated event once).
+pub const INGEST_WAIT: Duration = Duration::from_secs(10);
+
 /// The gateway's view of Kafka: appends through the producer, ends from the watermarks.
 pub struct KafkaIngest {
     pub producer: Arc<KafkaProducer>,
@@ -411,11 +415,14 @@ impl Ingest for KafkaIngest {
     }
 
     fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
-        Ok(self.producer.send_all(&[Outgoing {
-            topic: &self.events_topic,
-            partition,
-            record,
-        }])?[0])
+        Ok(self
+            .producer
+            .send(&[Outgoing {
+                topic: &self.events_topic,
+                partition,
+                record,
+            }])
+            .wait_within(INGEST_WAIT)?[0])
     }
 
     fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
