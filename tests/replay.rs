@@ -37,6 +37,57 @@ fn golden_fixtures_replay_to_their_expected_state_deterministically() {
         let got: Vec<_> = lines(&first).iter().map(project).collect();
         let want = lines(&std::fs::read(case.join("expected.ndjson")).unwrap());
         assert_eq!(got, want, "{case:?}");
+
+        // A second oracle: the independent reference model over the lines that decode.
+        let text = std::fs::read_to_string(&input).unwrap();
+        let events: Vec<ordo::core::event::Event> = text
+            .lines()
+            .filter_map(|l| ordo::core::event::Event::decode(l.as_bytes()).ok())
+            .collect();
+        let model = ordo::core::reference::Model::run(&events);
+        let reference: Vec<serde_json::Value> = model
+            .states
+            .iter()
+            .map(|(no, r)| {
+                serde_json::json!({
+                    "reservation_no": no, "user_id": r.user, "state": r.state,
+                    "target": r.target, "version": r.applied.len(),
+                    "applied_event_ids": r.applied,
+                })
+            })
+            .collect();
+        assert_eq!(reference, want, "{case:?}: the reference model disagrees");
+
+        // Processed by `ordo run`, the dead letters are the fixture's, and the model's rejects
+        // plus the lines that do not decode.
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path().join("d");
+        ok(&[
+            "produce",
+            "--raw",
+            "--partitions",
+            "6",
+            "--data-dir",
+            s(&data),
+            "--file",
+            s(&input),
+        ]);
+        ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&data)]);
+        let dead = dead_letter_reasons(&data);
+        let want_dead: std::collections::BTreeMap<String, u64> =
+            serde_json::from_str(&std::fs::read_to_string(case.join("dead_letters.json")).unwrap())
+                .unwrap();
+        assert_eq!(dead, want_dead, "{case:?}: dead letters");
+        let mut from_model: std::collections::BTreeMap<String, u64> = model
+            .rejects
+            .iter()
+            .map(|(r, n)| (r.to_string(), *n))
+            .collect();
+        let malformed = (text.lines().count() - events.len()) as u64;
+        if malformed > 0 {
+            from_model.insert("malformed".into(), malformed);
+        }
+        assert_eq!(dead, from_model, "{case:?}: the model's rejects");
         cases += 1;
     }
     assert!(cases >= 2);
