@@ -7,10 +7,14 @@
 //! * [`admin`]: topics apply and check, partition counts, topic creation and deletion and the
 //!   group's offsets for `ordo repartition`.
 //! * [`producer`]: the idempotent producer that waits for acknowledgements.
-//! * [`reader`]: reading a partition to its end, and the gateway's [`reader::KafkaIngest`].
+//! * [`reader`]: reading a partition to its end, a range of it, or from an owner's thread.
+//! * [`ingest`]: the gateway's [`ingest::KafkaIngest`].
+//! * [`bench`]: the raw consumer and pipe `ordo bench kafka` compares against.
 
 pub mod admin;
+pub mod bench;
 pub mod config;
+pub mod ingest;
 pub mod producer;
 pub mod reader;
 
@@ -18,12 +22,14 @@ pub use admin::{
     apply_topics, check_topics, commit_group_offsets, create_topic, create_topics, delete_topics,
     partition_count,
 };
+pub use bench::{count_all, pipe};
 pub use config::{
     Closing, DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
     log_client_error, log_client_message,
 };
+pub use ingest::{INGEST_WAIT, KafkaIngest};
 pub use producer::{KafkaProducer, Outgoing, Pending};
 pub use reader::{
-    BulkReader, KafkaIngest, OwnersLog, PartitionReader, check_no_repartition, count_all, pipe,
-    read_owners, read_range, read_to_end, snapshot, tail, to_record,
+    BulkReader, OwnersLog, PartitionReader, check_no_repartition, read_owners, read_range,
+    read_to_end, snapshot, tail, to_record,
 };

@@ -1,7 +1,6 @@
-//! Reading partitions to their end (restore, `ordo state`, replay, the benchmark's raw
-//! consumer), and the gateway's access to the input topic.
+//! Reading partitions: to their end (restore, `ordo state`, replay), a short range (a new
+//! owner's settle), followed (`tail`), and one partition by its owner's thread.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
@@ -13,19 +12,16 @@ use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use super::config::{
     Closing, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
 };
-use super::producer::{KafkaProducer, Outgoing};
 use crate::core::changelog::{Reader, Snapshot};
-use crate::core::partitioner::Partitioner;
-use crate::core::record::{NewRecord, Record};
-use crate::core::{Offset, Partition, PartitionCount};
+use crate::core::record::Record;
+use crate::core::{Offset, Partition};
 use crate::log::topics::Role;
-use crate::log::{Ingest, IngestError};
 
 /// The settings of a reader of partitions from their beginning: partition ends reported, and
 /// offset 0 standing for the beginning. Assigning offset 0 rather than the logical "beginning"
 /// saves a ListOffsets round (≈ 0.5 s a partition on tansu 0.6); where retention has removed
 /// offset 0, the reset policy moves the reader to the earliest record.
-fn from_beginning_config(opts: &KafkaOptions) -> rdkafka::config::ClientConfig {
+pub(super) fn from_beginning_config(opts: &KafkaOptions) -> rdkafka::config::ClientConfig {
     let mut config = opts.reader_config();
     config.set("enable.partition.eof", "true");
     config.set("auto.offset.reset", "earliest");
@@ -34,7 +30,7 @@ fn from_beginning_config(opts: &KafkaOptions) -> rdkafka::config::ClientConfig {
 
 /// A consumer outside any group, reporting partition ends, assigned to `partitions` of `topic`
 /// from their beginning.
-fn from_beginning(
+pub(super) fn from_beginning(
     opts: &KafkaOptions,
     topic: &str,
     partitions: impl IntoIterator<Item = Partition>,
@@ -238,135 +234,6 @@ pub fn tail(
     Ok(())
 }
 
-/// Reads every partition of `topic` to its end with one plain consumer and counts the records:
-/// the raw consume rate that the Kafka benchmark compares against.
-pub fn count_all(
-    opts: &KafkaOptions,
-    topic: &str,
-    n: PartitionCount,
-) -> Result<u64, KafkaLogError> {
-    let consumer = from_beginning(opts, topic, n.iter())?;
-    let (mut count, mut ended) = (0u64, std::collections::HashSet::new());
-    let mut last_progress = Instant::now();
-    while ended.len() < n.get() as usize {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                // Touch the payload as a consumer would.
-                count += u64::from(m.payload().is_some());
-                last_progress = Instant::now();
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
-            None if last_progress.elapsed() > Duration::from_secs(60) => {
-                return Err(KafkaLogError::Stalled {
-                    topic: topic.to_owned(),
-                    partition: 0,
-                    secs: 60,
-                });
-            }
-            None => {}
-        }
-    }
-    Ok(count)
-}
-
-/// The raw consume→produce pipe the Kafka benchmark compares against, with ordo's own shape:
-/// one thread per partition of `from`, each reading it to its end with a consumer of its own
-/// (the settings of an owner's reader) and handing every record, unprocessed and uncopied, to
-/// the same partition of `to` through one shared idempotent producer (`acks=all`, ordo's
-/// settings); then every acknowledgement is waited for. Returns the records piped. (One
-/// consumer over every partition, as this pipe was first written, moved half as many records
-/// a second on Apache Kafka: 163–164 k against 325–347 k records/s.)
-pub fn pipe(
-    opts: &KafkaOptions,
-    from: &str,
-    to: &str,
-    n: PartitionCount,
-) -> Result<u64, KafkaLogError> {
-    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> = opts
-        .producer_config()
-        .create()
-        .map_err(kafka("create producer"))?;
-    let one = |p: Partition| -> Result<u64, KafkaLogError> {
-        let mut config = from_beginning_config(opts);
-        config.set("queued.max.messages.kbytes", "16384");
-        config.set("fetch.wait.max.ms", "5");
-        for (k, v) in &opts.properties {
-            config.set(k, v);
-        }
-        let consumer: BaseConsumer<QuietEof> = config
-            .create_with_context(QuietEof)
-            .map_err(kafka("create reader"))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(from, p.0 as i32, KafkaOffset::Offset(0))
-            .map_err(kafka("assign"))?;
-        consumer.assign(&tpl).map_err(kafka("assign"))?;
-        let consumer = Closing::new(consumer);
-        let mut count = 0u64;
-        let mut last_progress = Instant::now();
-        loop {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    last_progress = Instant::now();
-                    let mut record = BaseRecord::<[u8], [u8]>::to(to)
-                        .partition(m.partition())
-                        .key(m.key().unwrap_or_default())
-                        .payload(m.payload().unwrap_or_default());
-                    loop {
-                        match producer.send(record) {
-                            Ok(()) => break,
-                            Err((
-                                KafkaError::MessageProduction(
-                                    rdkafka::types::RDKafkaErrorCode::QueueFull,
-                                ),
-                                r,
-                            )) => {
-                                record = r;
-                                std::thread::sleep(Duration::from_millis(1));
-                            }
-                            Err((e, _)) => return Err(KafkaLogError::Delivery { source: e }),
-                        }
-                    }
-                    count += 1;
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => return Ok(count),
-                Some(Err(e)) if is_transient(&e) => {}
-                Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
-                None if last_progress.elapsed() > Duration::from_secs(60) => {
-                    return Err(KafkaLogError::Stalled {
-                        topic: from.to_owned(),
-                        partition: p.0,
-                        secs: 60,
-                    });
-                }
-                None => {}
-            }
-        }
-    };
-    let counts: Vec<Result<u64, KafkaLogError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = n.iter().map(|p| s.spawn(move || one(p))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(KafkaLogError::Restore("a pipe thread panicked".into()))
-                })
-            })
-            .collect()
-    });
-    let mut total = 0;
-    for c in counts {
-        total += c?;
-    }
-    producer
-        .flush(REQUEST_TIMEOUT * 6)
-        .map_err(|source| KafkaLogError::Delivery { source })?;
-    Ok(total)
-}
-
 /// Converts a consumed message into a [`Record`].
 pub fn to_record<M: Message>(m: &M) -> Record {
     Record {
@@ -388,49 +255,6 @@ pub fn to_record<M: Message>(m: &M) -> Record {
                     .collect()
             })
             .unwrap_or_default(),
-    }
-}
-
-/// How long an HTTP append waits for its acknowledgement before it answers `503
-/// append_failed` (a client retries; the processor applies a repeated event once).
-pub const INGEST_WAIT: Duration = Duration::from_secs(10);
-
-/// The gateway's view of Kafka: appends through the producer, ends from the watermarks.
-pub struct KafkaIngest {
-    pub producer: Arc<KafkaProducer>,
-    /// The input topic's name.
-    pub events_topic: String,
-    pub client: Closing<BaseConsumer<QuietEof>>,
-    pub opts: KafkaOptions,
-    pub partitions: PartitionCount,
-}
-
-impl Ingest for KafkaIngest {
-    fn partitions(&self) -> PartitionCount {
-        self.partitions
-    }
-
-    fn partitioner(&self) -> Partitioner {
-        self.opts.partitioner
-    }
-
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
-        Ok(self
-            .producer
-            .send(&[Outgoing {
-                topic: &self.events_topic,
-                partition,
-                record,
-            }])
-            .wait_within(INGEST_WAIT)?[0])
-    }
-
-    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
-        let (_, high) = self
-            .client
-            .fetch_watermarks(&self.events_topic, partition.0 as i32, REQUEST_TIMEOUT)
-            .map_err(|e| unreachable_or(&self.opts, e, "fetch watermarks"))?;
-        Ok(Offset(high.max(0) as u64))
     }
 }
 
@@ -798,7 +622,7 @@ enum Polled {
 }
 
 /// Errors librdkafka recovers from by itself (reconnects, retries).
-fn is_transient(e: &KafkaError) -> bool {
+pub(super) fn is_transient(e: &KafkaError) -> bool {
     use rdkafka::error::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
