@@ -1,0 +1,414 @@
+//! The embedded log at its edges, through the CLI: a data dir in use or with a zero-byte store,
+//! the partitioner a data dir remembers, a record key that is not its reservation, input from
+//! stdin and input that is not UTF-8, SIGINT, and what `/metrics` says about HTTP.
+
+mod common;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use ordo::core::partitioner::Partitioner;
+use ordo::core::record::{NewRecord, headers};
+use ordo::core::{Partition, PartitionCount};
+use ordo::log::embedded::{EmbeddedLog, OpenOptions};
+use ordo::log::topics::Role;
+
+fn fixture(case: &str, file: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(case)
+        .join(file)
+}
+
+/// The one error line of a failed command, asserted to be one line and no panic.
+fn one_error_line(out: &std::process::Output, what: &str) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{what}: {err}");
+    assert!(err.starts_with("ordo: error:"), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    err
+}
+
+/// While `ordo run` serves a data dir, `run`, `produce` and `state` on it fail at once with
+/// exit 1 and a line naming the data dir as in use; the serving process is untouched.
+#[test]
+fn a_data_dir_in_use_is_refused_by_every_other_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    processed(&d, "4", "2000");
+    let before = state(&d);
+    let run = Running::start(&["--data-dir", s(&d)]);
+    run.wait_ready();
+    let input = fixture("spec", "input.ndjson");
+    for args in [
+        vec!["run", "--until-idle", "--no-http"],
+        vec!["produce", "--file", s(&input)],
+        vec!["state"],
+    ] {
+        let out = ordo().args(&args).args(["--data-dir", s(&d)]).run_bounded();
+        let err = one_error_line(&out, &format!("{args:?}"));
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(&d.display().to_string()) && err.contains("in use by another ordo"),
+            "{args:?}: {err}"
+        );
+    }
+    assert_eq!(run.get("/healthz").0, 200);
+    let mut run = run;
+    terminate(&mut run);
+    assert_eq!(state(&d), before, "the refused commands changed nothing");
+}
+
+/// A zero-byte `ordo.redb` is refused by every command, naming the file and the way back; it is
+/// never taken for a new, empty data dir (which would start from nothing and overwrite it).
+#[test]
+fn a_zero_byte_store_is_refused_never_taken_for_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    processed(&d, "4", "2000");
+    let file = d.join("ordo.redb");
+    std::fs::write(&file, b"").unwrap();
+    let input = fixture("spec", "input.ndjson");
+    for args in [
+        vec!["state"],
+        vec!["export"],
+        vec!["produce", "--file", s(&input)],
+        vec!["run", "--until-idle", "--no-http"],
+    ] {
+        let out = ordo().args(&args).args(["--data-dir", s(&d)]).run_bounded();
+        let err = one_error_line(&out, &format!("{args:?}"));
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(
+            err.contains(&file.display().to_string()) && err.contains("is empty (0 bytes)"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "{args:?} wrote");
+    }
+}
+
+/// `--partitioner murmur2` routes every record by murmur2, the state is the same as with the
+/// default partitioner, and the data dir remembers it: a later command that asks for the other
+/// partitioner exits 2 naming the one to pass, and one that names none uses murmur2.
+#[test]
+fn murmur2_routes_by_murmur2_and_the_data_dir_remembers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let input = fixture("spec", "input.ndjson");
+    ok(&[
+        "produce",
+        "--partitions",
+        "4",
+        "--partitioner",
+        "murmur2",
+        "--data-dir",
+        s(&d),
+        "--file",
+        s(&input),
+    ]);
+    let out = ordo()
+        .args([
+            "run",
+            "--until-idle",
+            "--no-http",
+            "--partitioner",
+            "abs-hash-mod-n",
+        ])
+        .args(["--data-dir", s(&d)])
+        .run_bounded();
+    let err = one_error_line(&out, "run with the other partitioner");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--partitioner murmur2"), "{err}");
+
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&d)]);
+    let got: Vec<_> = state(&d).values().map(project).collect();
+    let want: Vec<serde_json::Value> = std::fs::read_to_string(fixture("spec", "expected.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, want);
+
+    let n = PartitionCount::new(4).unwrap();
+    let out = ok(&["export", "--data-dir", s(&d)]);
+    let mut routed = 0;
+    let mut differs = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let Some(key) = v["key"].as_str() else {
+            continue;
+        };
+        let p = Partition(v["partition"].as_u64().unwrap() as u32);
+        assert_eq!(Partitioner::Murmur2.partition(key, n), p, "{line}");
+        differs += usize::from(Partitioner::AbsHashModN.partition(key, n) != p);
+        routed += 1;
+    }
+    assert!(routed > 10, "export listed {routed} keyed records");
+    assert!(
+        differs > 0,
+        "murmur2 and abs-hash-mod-n agree on every key: nothing was shown"
+    );
+}
+
+/// A record whose key is not its `reservation_no` is dead-lettered as malformed, naming both,
+/// and applies nothing; the partition goes on with the next record.
+#[test]
+fn a_record_keyed_by_another_reservation_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let n = PartitionCount::new(4).unwrap();
+    {
+        let log = EmbeddedLog::open(
+            &d,
+            OpenOptions {
+                partitions: Some(n),
+                create: true,
+                ..OpenOptions::default()
+            },
+        )
+        .unwrap();
+        let record = |key: &str, no: &str, id: &str| {
+            NewRecord {
+            key: key.as_bytes().to_vec(),
+            value: format!(
+                r#"{{"type":"reservation","event_id":"{id}","reservation_no":"{no}","user_id":"u"}}"#
+            )
+            .into_bytes(),
+            timestamp: 0,
+            headers: vec![],
+        }
+        };
+        // Written to the key's own partition, so only the key/value disagreement is wrong.
+        let p = Partitioner::AbsHashModN.partition("R-key", n);
+        log.append(
+            Role::Events,
+            vec![
+                (p, record("R-key", "R-value", "e1")),
+                (p, record("R-key", "R-key", "e2")),
+            ],
+        )
+        .unwrap();
+    }
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&d)]);
+    let dead = dead_letters(&d);
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(header(&dead[0], headers::REASON), "malformed");
+    let error = header(&dead[0], headers::ERROR);
+    assert!(
+        error.contains("R-key") && error.contains("R-value") && error.contains("differs"),
+        "{error}"
+    );
+    let states = state(&d);
+    assert_eq!(states.keys().collect::<Vec<_>>(), ["R-key"]);
+    assert_eq!(
+        states["R-key"]["applied_event_ids"],
+        serde_json::json!(["e2"])
+    );
+}
+
+/// `produce --file -` reads stdin, with the same validation as a file: the same lines give the
+/// same state, and a bad line on stdin is named `<stdin>:LINE`.
+#[test]
+fn produce_reads_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = std::fs::read(fixture("spec", "input.ndjson")).unwrap();
+    let from_stdin = |d: &std::path::Path, bytes: &[u8]| {
+        let mut child = ordo()
+            .args([
+                "produce",
+                "--partitions",
+                "4",
+                "--data-dir",
+                s(d),
+                "--file",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        wait_for("produce --file - to exit", Duration::from_secs(60), || {
+            child.try_wait().unwrap()
+        });
+        child.wait_with_output().unwrap()
+    };
+    let a = dir.path().join("a");
+    let out = from_stdin(&a, &input);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&a)]);
+    let b = dir.path().join("b");
+    ok(&[
+        "produce",
+        "--partitions",
+        "4",
+        "--data-dir",
+        s(&b),
+        "--file",
+        s(&fixture("spec", "input.ndjson")),
+    ]);
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&b)]);
+    assert_eq!(state(&a), state(&b));
+    assert!(!state(&a).is_empty());
+
+    let c = dir.path().join("c");
+    let mut bad = input.clone();
+    bad.extend_from_slice(b"{not json\n");
+    let lines = bad.iter().filter(|&&b| b == b'\n').count();
+    let out = from_stdin(&c, &bad);
+    let err = one_error_line(&out, "a bad line on stdin");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("<stdin>:{lines}:")), "{err}");
+    assert!(!c.join("ordo.redb").exists() || state(&c).is_empty());
+}
+
+/// A line that is not UTF-8 fails a validated file, naming the line, and writes nothing; with
+/// `--raw` it is appended and dead-lettered as malformed while the good lines apply.
+#[test]
+fn input_that_is_not_utf8_is_named_or_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("in.ndjson");
+    let mut bytes =
+        br#"{"type":"reservation","event_id":"e1","reservation_no":"R-1","user_id":"u"}"#.to_vec();
+    bytes.extend_from_slice(b"\n{\"type\":\"reservation\",\"event_id\":\"e2\",\"reservation_no\":\"R-\xff\xfe\",\"user_id\":\"u\"}\n");
+    std::fs::write(&file, &bytes).unwrap();
+
+    let strict = dir.path().join("strict");
+    let out = ordo()
+        .args([
+            "produce",
+            "--partitions",
+            "2",
+            "--data-dir",
+            s(&strict),
+            "--file",
+            s(&file),
+        ])
+        .run_bounded();
+    let err = one_error_line(&out, "a validated file with a non-UTF-8 line");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("{}:2", file.display())), "{err}");
+    assert!(!strict.join("ordo.redb").exists() || state(&strict).is_empty());
+
+    let raw = dir.path().join("raw");
+    ok(&[
+        "produce",
+        "--raw",
+        "--partitions",
+        "2",
+        "--data-dir",
+        s(&raw),
+        "--file",
+        s(&file),
+    ]);
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&raw)]);
+    assert_eq!(state(&raw).keys().collect::<Vec<_>>(), ["R-1"]);
+    let reasons = dead_letter_reasons(&raw);
+    assert_eq!(reasons, [("malformed".to_string(), 1)].into());
+}
+
+/// SIGINT mid-stream ends the run with status 0 after making its batch durable: resumed, the
+/// data dir ends exactly where a run that was never interrupted ends.
+#[test]
+fn sigint_mid_stream_exits_0_and_the_resumed_run_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    generated(&a, "4", "200000");
+    let mut run = Running::start(&["--data-dir", s(&a)]);
+    wait_for("events to be applied", Duration::from_secs(60), || {
+        (run.metric_sum("ordo_events_total", "") > 0.0).then_some(())
+    });
+    run.signal("INT");
+    let status = wait_for("exit after SIGINT", Duration::from_secs(30), || {
+        run.child.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(0));
+    let interrupted: usize = state(&a)
+        .values()
+        .map(|v| v["applied_event_ids"].as_array().unwrap().len())
+        .sum();
+    assert!(interrupted > 0, "SIGINT came before anything was durable");
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&a)]);
+
+    let b = dir.path().join("b");
+    processed(&b, "4", "200000");
+    let (sa, sb) = (state(&a), state(&b));
+    let total: usize = sb
+        .values()
+        .map(|v| v["applied_event_ids"].as_array().unwrap().len())
+        .sum();
+    assert!(
+        interrupted < total,
+        "SIGINT came after the last event: nothing was shown"
+    );
+    assert_eq!(sa.len(), sb.len());
+    for (no, va) in &sa {
+        assert_eq!(project(va), project(&sb[no]), "{no}");
+        assert_eq!(va["source_offset"], sb[no]["source_offset"], "{no}");
+    }
+    assert_eq!(dead_letter_keys(&a), dead_letter_keys(&b));
+}
+
+/// `ordo_http_request_duration_seconds` counts each request under its route template and
+/// status, and no sample of `/metrics` carries a reservation number or a user id as a label.
+#[test]
+fn http_durations_by_route_template_and_no_per_key_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    ok(&[
+        "produce",
+        "--partitions",
+        "4",
+        "--data-dir",
+        s(&d),
+        "--file",
+        s(&fixture("spec", "input.ndjson")),
+    ]);
+    let mut run = Running::start(&["--data-dir", s(&d)]);
+    run.wait_ready();
+    barrier(&run, 4);
+    let counts = |metrics: &str| {
+        let count =
+            |filter: &str| metric_sum(metrics, "ordo_http_request_duration_seconds_count", filter);
+        [
+            count("route=\"/v1/reservations/{no}\",status=\"200\""),
+            count("route=\"/v1/reservations/{no}\",status=\"404\""),
+            count("route=\"/v1/users/{id}\",status=\"200\""),
+        ]
+    };
+    let before = counts(&run.get("/metrics").1);
+    for _ in 0..3 {
+        assert_eq!(run.get("/v1/reservations/R-0001").0, 200);
+    }
+    assert_eq!(run.get("/v1/reservations/R-none").0, 404);
+    assert_eq!(run.get("/v1/users/u1").0, 200);
+    let (_, metrics) = run.get("/metrics");
+    let after = counts(&metrics);
+    let added: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(added, [3.0, 1.0, 1.0]);
+    assert!(
+        metric_sum(
+            &metrics,
+            "ordo_http_request_duration_seconds_bucket",
+            "route=\"/v1/reservations/{no}\""
+        ) >= 4.0
+    );
+    terminate(&mut run);
+    let keys: Vec<String> = state(&d).keys().cloned().collect();
+    assert!(keys.len() > 4);
+    for line in metrics.lines().filter(|l| !l.starts_with('#')) {
+        for key in keys.iter().map(String::as_str).chain(["R-none", "u1"]) {
+            let value = format!("\"{key}\"");
+            assert!(
+                !line.contains(&value),
+                "a per-key label in /metrics: {line}"
+            );
+        }
+    }
+}
