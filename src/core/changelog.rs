@@ -510,5 +510,94 @@ mod tests {
                 .collect();
             prop_assert_eq!(got, expected);
         }
+
+        /// A partition handed over several times, with every kind of late write: former owners
+        /// (any stale epoch) writing state records and position marks after newer markers, a
+        /// rival's marker of a lower epoch landing late (it stood back), the current owner's
+        /// positions and tombstones. The state read back is exactly what the rightful owners
+        /// wrote, in order; the resume offset is the rightful owners' progress, never a
+        /// zombie's; and every zombie state record is counted as fenced.
+        #[test]
+        fn only_the_rightful_owners_writes_show(
+            steps in prop::collection::vec((0u8..7, 0u8..5, 0u64..50), 0..60),
+        ) {
+            let mut log = vec![Entry::Marker(marker(1, 0))];
+            let (mut epoch, mut progress, mut version) = (1u64, 0u64, 0u32);
+            let mut expected: HashMap<String, u32> = HashMap::new();
+            let mut zombies = 0u64;
+            for (kind, k, n) in steps {
+                let key = format!("k{k}");
+                version += 1;
+                match kind {
+                    // The rightful owner applies the next input record.
+                    0 | 1 => {
+                        log.push(Entry::State(record(&key, version, progress, epoch)));
+                        expected.insert(key, version);
+                        progress += 1;
+                    }
+                    // It reads past records that leave no state (rejects, duplicates).
+                    2 => {
+                        progress += n % 4;
+                        log.push(Entry::Position(PositionMark {
+                            epoch: Epoch(epoch),
+                            partition: 0,
+                            resume_offset: Offset(progress),
+                        }));
+                    }
+                    // The partition is handed over: a new owner, one epoch up.
+                    3 => {
+                        epoch += 1;
+                        log.push(Entry::Marker(marker(epoch, progress)));
+                    }
+                    // A former owner, of any stale epoch, writes on from where it thinks it is.
+                    4 if epoch > 1 => {
+                        let stale = 1 + n % (epoch - 1);
+                        log.push(Entry::State(record(&key, version, progress + n, stale)));
+                        zombies += 1;
+                    }
+                    5 if epoch > 1 => {
+                        let stale = 1 + n % (epoch - 1);
+                        log.push(Entry::Position(PositionMark {
+                            epoch: Epoch(stale),
+                            partition: 0,
+                            resume_offset: Offset(progress + n + 1),
+                        }));
+                    }
+                    // A rival that restored earlier: its lower marker lands late; it stood back.
+                    6 if epoch > 1 => {
+                        let stale = 1 + n % (epoch - 1);
+                        log.push(Entry::Marker(marker(stale, progress.saturating_sub(n))));
+                    }
+                    // `ordo replay --apply`, as the owner of the next epoch, deletes a key.
+                    _ => {
+                        epoch += 1;
+                        log.push(Entry::Marker(marker(epoch, progress)));
+                        log.push(Entry::Tombstone(ReservationNo::from(key.as_str())));
+                        expected.remove(&key);
+                    }
+                }
+            }
+            let mut reader = Reader::default();
+            let mut snapshot = Snapshot::default();
+            for entry in log {
+                let (key, value) = match entry {
+                    Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
+                    Entry::Position(p) => (p.key().into_bytes(), p.to_json()),
+                    Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
+                    Entry::Tombstone(k) => (k.as_str().as_bytes().to_vec(), Vec::new()),
+                };
+                snapshot.push(&mut reader, &key, &value);
+            }
+            let got: HashMap<String, u32> = snapshot
+                .states
+                .into_iter()
+                .map(|(k, r)| (k.to_string(), r.version))
+                .collect();
+            prop_assert_eq!(got, expected);
+            prop_assert_eq!(snapshot.unreadable, 0);
+            prop_assert_eq!(reader.resume_offset(), Offset(progress));
+            prop_assert_eq!(reader.highest_epoch(), Epoch(epoch));
+            prop_assert_eq!(reader.fenced, zombies);
+        }
     }
 }
