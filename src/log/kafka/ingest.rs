@@ -1,0 +1,57 @@
+//! The gateway's access to the input topic: an append that waits for its acknowledgement,
+//! and the partitions' ends from the watermarks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::config::{Closing, KafkaOptions, QuietEof, REQUEST_TIMEOUT, unreachable_or};
+use super::producer::{KafkaProducer, Outgoing};
+use crate::core::partitioner::Partitioner;
+use crate::core::record::NewRecord;
+use crate::core::{Offset, Partition, PartitionCount};
+use crate::log::{Ingest, IngestError};
+
+/// How long an HTTP append waits for its acknowledgement before it answers `503
+/// append_failed` (a client retries; the processor applies a repeated event once).
+pub const INGEST_WAIT: Duration = Duration::from_secs(10);
+
+/// The gateway's view of Kafka: appends through the producer, ends from the watermarks.
+pub struct KafkaIngest {
+    pub producer: Arc<KafkaProducer>,
+    /// The input topic's name.
+    pub events_topic: String,
+    pub client: Closing<BaseConsumer<QuietEof>>,
+    pub opts: KafkaOptions,
+    pub partitions: PartitionCount,
+}
+
+impl Ingest for KafkaIngest {
+    fn partitions(&self) -> PartitionCount {
+        self.partitions
+    }
+
+    fn partitioner(&self) -> Partitioner {
+        self.opts.partitioner
+    }
+
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
+        Ok(self
+            .producer
+            .send(&[Outgoing {
+                topic: &self.events_topic,
+                partition,
+                record,
+            }])
+            .wait_within(INGEST_WAIT)?[0])
+    }
+
+    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
+        let (_, high) = self
+            .client
+            .fetch_watermarks(&self.events_topic, partition.0 as i32, REQUEST_TIMEOUT)
+            .map_err(|e| unreachable_or(&self.opts, e, "fetch watermarks"))?;
+        Ok(Offset(high.max(0) as u64))
+    }
+}
