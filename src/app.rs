@@ -13,12 +13,9 @@ use tracing::info;
 
 use crate::core::PartitionCount;
 use crate::http::{self, AppState, Forwarder, Served};
-use crate::log::Ingest;
-use crate::log::embedded::EmbeddedLog;
-use crate::log::kafka::{
-    KafkaIngest, KafkaLogError, KafkaOptions, check_no_repartition, check_topics,
-};
+use crate::log::kafka::{KafkaIngest, KafkaLogError, check_no_repartition, check_topics};
 use crate::log::topics::Role;
+use crate::log::{Ingest, Logs};
 use crate::metrics::Metrics;
 use crate::owner::{self, DEFAULT_BATCH_SIZE};
 use crate::shutdown::Shutdown;
@@ -26,15 +23,6 @@ use crate::view::Partitions;
 
 /// The data dir used when none is given.
 pub const DEFAULT_DATA_DIR: &str = "./ordo-data";
-
-/// Where the logs are.
-pub enum Backend {
-    Embedded(Arc<EmbeddedLog>),
-    Kafka {
-        options: KafkaOptions,
-        n: PartitionCount,
-    },
-}
 
 /// What `ordo run` needs.
 #[derive(Debug, Clone)]
@@ -73,6 +61,11 @@ pub enum RunError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "--http {http} listens on every interface, so other members cannot derive this \
+         member's address from it; pass --advertise http://HOST:PORT (ORDO_ADVERTISE)"
+    )]
+    Unadvertised { http: SocketAddr },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error(
@@ -103,11 +96,34 @@ pub struct RunSummary {
     pub restored: u64,
     pub elapsed: Duration,
     pub http: Option<SocketAddr>,
+    /// Whether `applied` and `restored` were counted (the embedded log's owners count them).
+    pub counted: bool,
+}
+
+impl RunSummary {
+    /// The run's closing line.
+    pub fn line(&self) -> String {
+        if self.counted {
+            format!(
+                "ordo: processed {} records ({} transitions) in {:.2}s; restored {} reservations",
+                self.processed,
+                self.applied,
+                self.elapsed.as_secs_f64(),
+                self.restored
+            )
+        } else {
+            format!(
+                "ordo: consumed {} records in {:.2}s",
+                self.processed,
+                self.elapsed.as_secs_f64()
+            )
+        }
+    }
 }
 
 /// Runs the backend's partitions until idle (`until_idle`) or `shutdown`.
 pub fn run(
-    backend: Backend,
+    backend: Logs,
     opts: RunOptions,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
@@ -115,11 +131,11 @@ pub fn run(
     let started = Instant::now();
     let mut summary = RunSummary::default();
     check_thread_bound(match &backend {
-        Backend::Embedded(log) => log.partitions(),
-        Backend::Kafka { n, .. } => *n,
+        Logs::Embedded(log) => log.partitions(),
+        Logs::Kafka { n, .. } => *n,
     })?;
     match backend {
-        Backend::Embedded(log) => {
+        Logs::Embedded(log) => {
             let shared = Arc::new(Partitions::new(log.partitions()));
             let shell = Shell::start(
                 Shell::bind(opts.http)?,
@@ -153,8 +169,14 @@ pub fn run(
             summary.processed = owned.processed;
             summary.applied = owned.applied;
             summary.restored = owned.restored;
+            summary.counted = true;
         }
-        Backend::Kafka { options: kafka, n } => {
+        Logs::Kafka { options: kafka, n } => {
+            if let (Some(http), None) = (opts.http, &opts.advertise)
+                && http.ip().is_unspecified()
+            {
+                return Err(RunError::Unadvertised { http });
+            }
             // Refuse to start on topics that do not match N or are not co-partitioned, or while
             // a change of N is under way; the producer and the restore reader connect
             // meanwhile.
@@ -235,6 +257,8 @@ pub fn run(
 struct Shell {
     runtime: tokio::runtime::Runtime,
     http: Option<SocketAddr>,
+    /// The HTTP server, which drains the requests in flight once shutdown is triggered.
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Shell {
@@ -263,6 +287,7 @@ impl Shell {
             .enable_all()
             .build()
             .map_err(RunError::Runtime)?;
+        let mut served = None;
         let bound = match listener {
             Some((listener, local)) => {
                 let listener = {
@@ -277,7 +302,7 @@ impl Shell {
                 // Tests and operators parse this line to find a port picked with `:0`.
                 eprintln!("ordo: http listening on {local}");
                 info!(addr = %local, "http listening");
-                runtime.spawn(http::serve(listener, state, shutdown.clone()));
+                served = Some(runtime.spawn(http::serve(listener, state, shutdown.clone())));
                 Some(local)
             }
             None => None,
@@ -292,12 +317,18 @@ impl Shell {
         Ok(Shell {
             runtime,
             http: bound,
+            served,
         })
     }
 
     /// Ends HTTP (after the owners are done) and the runtime.
     fn stop(self, shutdown: &Shutdown) {
         shutdown.trigger();
+        // The requests in flight are answered (a failed append with its 503) before the
+        // runtime, and every task on it, is dropped; the drain is bounded by the server.
+        if let Some(served) = self.served {
+            let _ = self.runtime.block_on(served);
+        }
         self.runtime.shutdown_timeout(Duration::from_secs(2));
     }
 }

@@ -9,18 +9,15 @@ use super::args::{
     BenchArgs, BenchWhat, DemoArgs, Format, PartitionArgs, PlanArgs, ProduceArgs, RunArgs,
     StateArgs, TopicsAction, TopicsArgs,
 };
-use super::options::kafka_partitions;
-use crate::app::{self, Backend, RunOptions};
+use super::options::{Access, deployment};
+use crate::app::{self, RunOptions};
 use crate::core::PartitionCount;
-use crate::core::partitioner::Partitioner;
-use crate::log::embedded::{EmbeddedLog, OpenOptions};
-use crate::log::kafka::{self, KafkaOptions, KafkaProducer, Outgoing};
 use crate::log::topics::{self, Role};
+use crate::log::{self, Logs};
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::tools::bench;
 use crate::tools::demo::{self, DemoOptions};
-use crate::tools::generate::Generator;
 use crate::tools::produce::{self, Validation};
 
 /// `ordo demo`.
@@ -38,77 +35,42 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
 
 /// `ordo run`.
 pub fn run(a: RunArgs) -> Result<(), Error> {
-    let mut options = RunOptions {
+    let options = RunOptions {
         http: (!a.no_http).then_some(a.http),
         until_idle: a.until_idle,
         batch_size: a.batch_size,
-        advertise: a.advertise.as_deref().map(advertised).transpose()?,
+        advertise: match a.no_http {
+            true => None,
+            false => a.advertise.as_deref().map(advertised).transpose()?,
+        },
     };
-    if let Some(mut kafka) = a.kafka.options(a.topology.partitioner)? {
-        kafka.instance_id = a.instance_id.clone().filter(|id| !id.is_empty());
-        kafka.group_protocol = a.group_protocol;
-        if options.advertise.is_none() && !a.no_http && a.http.ip().is_unspecified() {
-            return Err(Error::usage(format!(
-                "--http {} listens on every interface, so other members cannot derive this \
-                 member's address from it; pass --advertise http://HOST:PORT (ORDO_ADVERTISE)",
-                a.http
-            )));
-        }
-        if a.no_http {
-            options.advertise = None;
-        }
-        let n = match kafka_partitions(&kafka, a.topology.count()?) {
-            Ok(n) => n,
-            // Topics that do not match N may be a change of N under way: say that first.
-            Err(e) => {
-                kafka::check_no_repartition(&kafka)?;
-                return Err(e);
-            }
-        };
-        let summary = app::run(
-            Backend::Kafka { options: kafka, n },
-            options,
-            Arc::new(Metrics::fresh()),
-            Shutdown::new(),
-        )?;
-        eprintln!(
-            "ordo: consumed {} records in {:.2}s",
-            summary.processed,
-            summary.elapsed.as_secs_f64()
-        );
-        return Ok(());
-    }
-    let open = a.topology.open_options(true)?;
-    if let Some(n) = open.partitions {
-        // Before the data dir is created with an N that could never run.
+    if let Some(n) = a.topology.count()? {
+        // Before a data dir is created with an N that could never run.
         app::check_thread_bound(n)?;
     }
-    let log = Arc::new(EmbeddedLog::open(&a.store.data_dir, open)?);
-    say_created(&log, open.partitions.is_none());
-    let summary = app::run(
-        Backend::Embedded(log),
-        options,
-        Arc::new(Metrics::fresh()),
-        Shutdown::new(),
-    )?;
-    eprintln!(
-        "ordo: processed {} records ({} transitions) in {:.2}s; restored {} reservations",
-        summary.processed,
-        summary.applied,
-        summary.elapsed.as_secs_f64(),
-        summary.restored
-    );
+    let logs = deployment(
+        &a.kafka,
+        &a.store,
+        a.topology.count()?,
+        a.topology.partitioner,
+        Access::Create,
+    )?
+    .with_member(a.instance_id.clone(), a.group_protocol)
+    .open()?;
+    say_created(&logs, a.topology.count()?.is_none());
+    let summary = app::run(logs, options, Arc::new(Metrics::fresh()), Shutdown::new())?;
+    eprintln!("{}", summary.line());
     Ok(())
 }
 
 /// Says so when an open created the data dir, with its N (for ever, until `ordo repartition`).
-fn say_created(log: &EmbeddedLog, defaulted: bool) {
-    if log.created() {
+fn say_created(logs: &Logs, defaulted: bool) {
+    if logs.created() {
         eprintln!(
             "ordo: created {} with N = {} ({}){}",
-            log.path().display(),
-            log.partitions(),
-            log.partitioner(),
+            logs.describe(Role::Events),
+            logs.partitions(),
+            logs.partitioner(),
             if defaulted {
                 "; to choose N, pass --partitions N or --containers C --servers S when creating it"
             } else {
@@ -141,49 +103,40 @@ pub fn produce(a: ProduceArgs) -> Result<(), Error> {
         (false, true) => Validation::SkipInvalid,
         (false, false) => Validation::Strict,
     };
-    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
-        return produce_kafka(&a, &kafka, validation);
-    }
-    let open = a.topology.open_options(true)?;
-    // Validate the whole file before touching the data dir: a bad file writes nothing.
+    let deployment = deployment(
+        &a.kafka,
+        &a.store,
+        a.topology.count()?,
+        a.topology.partitioner,
+        Access::Create,
+    )?;
     let report = match (&a.file, a.generate) {
         (Some(path), _) => {
-            let n = open
-                .partitions
-                .or_else(|| stored_partitions(&a.store.data_dir));
-            let log_n = n.unwrap_or(PartitionCount::new(1).expect("1 > 0"));
-            let partitioner = open
-                .partitioner
-                .or_else(|| stored_partitioner(&a.store.data_dir))
-                .unwrap_or_default();
+            // Validate the whole file before touching the logs: a bad file writes nothing.
+            let (n, partitioner) = deployment.layout()?;
             let (records, skipped) =
-                produce::read_file(path, validation, log_n, partitioner, a.max_record_bytes)?;
-            let log = EmbeddedLog::open(
-                &a.store.data_dir,
-                OpenOptions {
-                    partitions: Some(log_n),
-                    partitioner: Some(partitioner),
-                    ..open
-                },
-            )?;
-            say_created(&log, open.partitions.is_none());
-            let appended = produce::append(&log, records)?;
-            produce::Report { appended, skipped }
+                produce::read_file(path, validation, n, partitioner, a.max_record_bytes)?;
+            let logs = deployment.pinned(n, partitioner).open()?;
+            say_created(&logs, a.topology.count()?.is_none());
+            let appended = logs.append(Role::Events, records)?;
+            (logs, produce::Report { appended, skipped })
         }
         (None, Some(count)) => {
-            let log = EmbeddedLog::open(&a.store.data_dir, open)?;
-            say_created(&log, open.partitions.is_none());
-            produce::produce_generated(&log, count, a.seed)?
+            let logs = deployment.open()?;
+            say_created(&logs, a.topology.count()?.is_none());
+            let report = produce::produce_generated(&logs, count, a.seed)?;
+            (logs, report)
         }
         (None, None) => unreachable!("clap requires --file or --generate"),
     };
+    let (logs, report) = report;
     for s in &report.skipped {
         eprintln!("ordo: skipped line {}: {}", s.line, s.reason);
     }
     eprintln!(
         "ordo: appended {} events to {}{}",
         report.appended,
-        a.store.data_dir.display(),
+        logs.describe(Role::Events),
         if report.skipped.is_empty() {
             String::new()
         } else {
@@ -193,29 +146,10 @@ pub fn produce(a: ProduceArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// N of an existing data dir, read without holding it open.
-fn stored_partitions(dir: &std::path::Path) -> Option<PartitionCount> {
-    EmbeddedLog::open(dir, OpenOptions::reading())
-        .ok()
-        .map(|l| l.partitions())
-}
-
-fn stored_partitioner(dir: &std::path::Path) -> Option<Partitioner> {
-    EmbeddedLog::open(dir, OpenOptions::reading())
-        .ok()
-        .map(|l| l.partitioner())
-}
-
 /// `ordo state`.
 pub fn state(a: StateArgs) -> Result<(), Error> {
-    let snapshot = match a.kafka.options(None)? {
-        Some(kafka) => crate::log::kafka::snapshot(&kafka)?.states,
-        None => {
-            EmbeddedLog::open(&a.store.data_dir, OpenOptions::reading())?
-                .snapshot()?
-                .states
-        }
-    };
+    let logs = deployment(&a.kafka, &a.store, None, None, Access::Read)?.open()?;
+    let snapshot = logs.snapshot()?.states;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match a.format {
         Format::Ndjson => {
@@ -408,60 +342,12 @@ pub fn topics(a: TopicsArgs) -> Result<(), Error> {
         Error::usage("no partition count; pass --containers C --servers S or --partitions N")
     })?;
     let lines = match a.action {
-        TopicsAction::Apply => kafka::apply_topics(&kafka, n)?,
-        TopicsAction::Check => kafka::check_topics(&kafka, n)?,
+        TopicsAction::Apply => log::apply_topics(&kafka, n)?,
+        TopicsAction::Check => log::check_topics(&kafka, n)?,
     };
     let mut out = io::stdout().lock();
     for l in lines {
         writeln!(out, "{l}")?;
     }
-    Ok(())
-}
-
-fn produce_kafka(
-    a: &ProduceArgs,
-    kafka: &KafkaOptions,
-    validation: Validation,
-) -> Result<(), Error> {
-    let n = kafka_partitions(kafka, a.topology.count()?)?;
-    let (records, skipped) = match (&a.file, a.generate) {
-        (Some(path), _) => {
-            produce::read_file(path, validation, n, kafka.partitioner, a.max_record_bytes)?
-        }
-        (None, Some(count)) => (
-            Generator::new(a.seed)
-                .take(count)
-                .map(|e| {
-                    let value = e.to_json().into_bytes();
-                    produce::route(&e, value, n, kafka.partitioner)
-                })
-                .collect(),
-            Vec::new(),
-        ),
-        (None, None) => unreachable!("clap requires --file or --generate"),
-    };
-    let producer = KafkaProducer::new(kafka)?;
-    let topic = kafka.topic(Role::Events);
-    let total = records.len();
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        let chunk: Vec<Outgoing<'_>> = records
-            .by_ref()
-            .take(20_000)
-            .map(|(partition, record)| Outgoing {
-                topic: &topic,
-                partition,
-                record,
-            })
-            .collect();
-        producer.send_all(&chunk)?;
-    }
-    for s in &skipped {
-        eprintln!("ordo: skipped line {}: {}", s.line, s.reason);
-    }
-    eprintln!(
-        "ordo: appended {total} events to {topic} on {}",
-        kafka.brokers
-    );
     Ok(())
 }

@@ -5,8 +5,7 @@ use std::io;
 use std::process::ExitCode;
 
 use crate::app::RunError;
-use crate::log::embedded::LogError;
-use crate::log::kafka::KafkaLogError;
+use crate::log::{KafkaLogError, LogError, LogsError};
 use crate::owner::embedded::OwnersError;
 use crate::owner::group::GroupError;
 use crate::tools::bench::BenchError;
@@ -26,6 +25,8 @@ pub enum Error {
     Log(#[from] LogError),
     #[error(transparent)]
     Kafka(#[from] KafkaLogError),
+    #[error(transparent)]
+    Logs(#[from] LogsError),
     #[error(transparent)]
     Produce(#[from] ProduceError),
     #[error(transparent)]
@@ -66,33 +67,35 @@ impl Error {
             Self::Output(_) => RUNTIME,
             Self::Log(e) => usage(log_is_usage(e)),
             Self::Kafka(e) => usage(kafka_is_usage(e)),
+            Self::Logs(e) => usage(logs_is_usage(e)),
             Self::Produce(e) => usage(match e {
                 ProduceError::BadLine { .. }
                 | ProduceError::TooLarge { .. }
                 | ProduceError::Read { .. } => true,
-                ProduceError::Log(e) => log_is_usage(e),
+                ProduceError::Log(e) => logs_is_usage(e),
             }),
             Self::Run(e) => usage(match e {
                 RunError::Owners(OwnersError::Log { source, .. }) => log_is_usage(source),
                 RunError::Owners(OwnersError::Panicked { .. } | OwnersError::Spawn { .. }) => false,
                 RunError::Group(GroupError::Kafka(e)) | RunError::Kafka(e) => kafka_is_usage(e),
                 RunError::Group(GroupError::Owner { .. } | GroupError::Spawn { .. }) => false,
-                RunError::Listen { .. } | RunError::TooManyPartitions { .. } => true,
+                RunError::Listen { .. }
+                | RunError::TooManyPartitions { .. }
+                | RunError::Unadvertised { .. } => true,
                 RunError::Runtime(_) => false,
             }),
             Self::Export(e) => usage(match e {
                 ExportError::NoPartition { .. } => true,
-                ExportError::Log(e) => log_is_usage(e),
-                ExportError::Kafka(e) => kafka_is_usage(e),
+                ExportError::Log(e) => logs_is_usage(e),
                 ExportError::Write(_) => false,
             }),
             Self::Repartition(e) => usage(match e {
-                RepartitionError::Log(e) => log_is_usage(e),
+                RepartitionError::Log(e) => logs_is_usage(e),
                 RepartitionError::Io { .. } | RepartitionError::Check(_) => false,
             }),
             Self::KafkaTool(e) => usage(match e {
                 KafkaToolError::Refused(_) => true,
-                KafkaToolError::Kafka(e) => kafka_is_usage(e),
+                KafkaToolError::Log(e) => logs_is_usage(e),
                 KafkaToolError::Check(_) => false,
             }),
             Self::Bench(_) => RUNTIME,
@@ -126,6 +129,14 @@ impl Error {
             return ExitCode::SUCCESS;
         }
         ExitCode::from(self.exit_code())
+    }
+}
+
+/// Either backend's errors that are the user's doing.
+fn logs_is_usage(e: &LogsError) -> bool {
+    match e {
+        LogsError::Embedded(e) => log_is_usage(e),
+        LogsError::Kafka(e) => kafka_is_usage(e),
     }
 }
 

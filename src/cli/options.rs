@@ -2,13 +2,11 @@
 //! connection from `--brokers`/`-X`, the data dir's open options.
 
 use super::Error;
-use super::args::{KafkaArgs, TopologyArgs};
+use super::args::{KafkaArgs, StoreArgs, TopologyArgs};
 use super::sources::{Sources, sources};
 use crate::core::PartitionCount;
 use crate::core::partitioner::Partitioner;
-use crate::log::embedded::OpenOptions;
-use crate::log::kafka::{KafkaLogError, KafkaOptions, partition_count};
-use crate::log::topics::Role;
+use crate::log::{Deployment, KafkaOptions, OpenOptions};
 
 /// Why a partition count could not be formed from the flags. Each names its setting as the
 /// user gave it: the flag, or the `ORDO_*` variable the value came from.
@@ -130,17 +128,6 @@ impl TopologyArgs {
         )
         .map_err(|e| Error::usage(e.to_string()))
     }
-
-    /// How to open the data dir: the flags' N and partitioner, if given, must match it.
-    pub fn open_options(&self, create: bool) -> Result<OpenOptions, Error> {
-        Ok(OpenOptions {
-            partitions: self.count()?,
-            partitioner: self.partitioner,
-            create,
-            cache_bytes: None,
-            read_only: false,
-        })
-    }
 }
 
 impl KafkaArgs {
@@ -174,27 +161,40 @@ impl KafkaArgs {
     }
 }
 
-/// N on Kafka: the flags', which must match the topics, or the input topic's partition count.
-pub fn kafka_partitions(
-    opts: &KafkaOptions,
-    flags: Option<PartitionCount>,
-) -> Result<PartitionCount, Error> {
-    let client = opts.metadata_client()?;
-    let topic = opts.topic(Role::Events);
-    let actual = partition_count(&client, opts, &topic)?
-        .and_then(PartitionCount::new)
-        .ok_or_else(|| KafkaLogError::MissingTopic {
-            topic: topic.clone(),
-        })?;
-    match flags {
-        Some(n) if n != actual => Err(KafkaLogError::PartitionMismatch {
-            topic,
-            actual: actual.get(),
-            expected: n.get(),
-        }
-        .into()),
-        _ => Ok(actual),
-    }
+/// How a command uses a data dir.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads only: opened read-only, never created.
+    Read,
+    /// Writes to an existing one.
+    Write,
+    /// Writes, creating it when it does not exist.
+    Create,
+}
+
+/// The one place in the CLI that decides the backend: `--brokers` (or `ORDO_BROKERS`) means
+/// the Kafka cluster, otherwise the data dir. N and the partitioner, where given, must match
+/// what the deployment has.
+pub fn deployment(
+    kafka: &KafkaArgs,
+    store: &StoreArgs,
+    n: Option<PartitionCount>,
+    partitioner: Option<Partitioner>,
+    access: Access,
+) -> Result<Deployment, Error> {
+    Ok(match kafka.options(partitioner)? {
+        Some(options) => Deployment::Kafka { options, n },
+        None => Deployment::Embedded {
+            dir: store.data_dir.clone(),
+            open: OpenOptions {
+                partitions: n,
+                partitioner,
+                create: access == Access::Create,
+                cache_bytes: None,
+                read_only: access == Access::Read,
+            },
+        },
+    })
 }
 
 #[cfg(test)]

@@ -6,17 +6,16 @@ use std::time::Instant;
 
 use super::Error;
 use super::args::{ExportArgs, RepartitionArgs, ReplayArgs};
-use super::options::{Setting, from_flags, kafka_partitions};
+use super::options::{Access, Setting, deployment, from_flags};
 use super::sources::sources;
 use crate::core::changelog::StateRecord;
 use crate::core::ownership::Phase;
 use crate::core::{PartitionCount, ReservationNo};
-use crate::log::embedded::{DB_FILE, EmbeddedLog, OpenOptions};
-use crate::log::kafka;
 use crate::log::topics::{self, Role};
+use crate::log::{Deployment, KafkaOptions, OffsetSpec};
 use crate::owner::owner_id;
 use crate::tools::replay::kafka::{self as kafka_tool, repartition::Outcome};
-use crate::tools::replay::{OffsetSpec, export, rebuild, repartition};
+use crate::tools::replay::{self as tools_replay, export, rebuild, repartition};
 
 fn role_of(topic: &str) -> Result<Role, Error> {
     topics::all()
@@ -35,15 +34,9 @@ fn role_of(topic: &str) -> Result<Role, Error> {
 pub fn export(a: ExportArgs) -> Result<(), Error> {
     let role = role_of(&a.topic)?;
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
+    let logs = deployment(&a.kafka, &a.store, None, None, Access::Read)?.open()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if let Some(kafka) = a.kafka.options(None)? {
-        let topic = kafka.topic(role);
-        export::export_kafka(&kafka, &topic, a.partition, spec, a.count, &mut out)?;
-        out.flush()?;
-        return Ok(());
-    }
-    let log = EmbeddedLog::open(&a.store.data_dir, OpenOptions::reading())?;
-    export::export(&log, role, a.partition, spec, a.count, &mut out)?;
+    export::export(&logs, role, a.partition, spec, a.count, &mut out)?;
     out.flush()?;
     Ok(())
 }
@@ -51,87 +44,53 @@ pub fn export(a: ExportArgs) -> Result<(), Error> {
 /// `ordo replay`.
 pub fn replay(a: ReplayArgs) -> Result<(), Error> {
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
-    if let Some(kafka) = a.kafka.options(a.topology.partitioner)? {
-        let n = kafka_partitions(&kafka, a.topology.count()?)?;
-        if a.apply {
-            if !spec.is_everything() {
-                return Err(Error::usage("--apply needs a full replay; drop -o"));
-            }
-            let t0 = Instant::now();
-            let applied = kafka_tool::apply_replay(&kafka, n, &owner_id(), a.assume_stopped)?;
-            report_replay(&applied.replay, t0.elapsed().as_secs_f64());
-            eprintln!(
-                "ordo: the replayed state of {} reservations is now the live changelog ({} keys \
-                 deleted; new epochs {:?})",
-                applied.replay.states.len(),
-                applied.deleted,
-                applied.epochs.iter().map(|e| e.0).collect::<Vec<_>>()
-            );
-            return Ok(());
-        }
-        let t0 = Instant::now();
-        let result = match &a.file {
-            Some(path) => rebuild::replay_file(path, n, kafka.partitioner)?,
-            None => rebuild::replay_kafka(&kafka, n, spec)?,
-        };
-        let live = if a.diff {
-            Some(kafka::snapshot(&kafka)?.states)
-        } else {
-            None
-        };
-        return replay_output(&result, t0.elapsed().as_secs_f64(), live.as_ref());
+    if a.apply && !spec.is_everything() {
+        return Err(Error::usage("--apply needs a full replay; drop -o"));
     }
-    let needs_log = a.diff || a.apply || a.file.is_none();
-    let log = if needs_log {
-        Some(EmbeddedLog::open(
-            &a.store.data_dir,
-            OpenOptions {
-                // Only --apply writes.
-                read_only: !a.apply,
-                ..a.topology.open_options(false)?
-            },
-        )?)
-    } else {
-        None
-    };
+    // Only --apply writes.
+    let access = if a.apply { Access::Write } else { Access::Read };
+    let deployment = deployment(
+        &a.kafka,
+        &a.store,
+        a.topology.count()?,
+        a.topology.partitioner,
+        access,
+    )?;
     let t0 = Instant::now();
-    let result = match (&a.file, &log) {
-        (Some(path), _) => {
-            let n = match &log {
-                Some(l) => l.partitions(),
-                None => a
-                    .topology
-                    .count()?
-                    .unwrap_or(PartitionCount::new(1).expect("1 > 0")),
-            };
-            let partitioner = log
-                .as_ref()
-                .map_or(a.topology.partitioner.unwrap_or_default(), |l| {
-                    l.partitioner()
-                });
-            rebuild::replay_file(path, n, partitioner)?
-        }
-        (None, Some(log)) => {
-            if a.apply && !spec.is_everything() {
-                return Err(Error::usage("--apply needs a full replay; drop -o"));
-            }
-            rebuild::replay_log(log, spec, None)?
-        }
-        (None, None) => unreachable!("a log is opened unless --file is given"),
-    };
-    let secs = t0.elapsed().as_secs_f64();
     if a.apply {
-        let log = log.as_ref().expect("--apply opens the log");
-        report_replay(&result, secs);
-        rebuild::apply(log, &result, &owner_id())?;
+        let applied = tools_replay::apply(&deployment.open()?, &owner_id(), a.assume_stopped)?;
+        report_replay(&applied.replay, t0.elapsed().as_secs_f64());
         eprintln!(
-            "ordo: the replayed state of {} reservations is now the live changelog",
-            result.states.len()
+            "ordo: the replayed state of {} reservations is now the live changelog{}",
+            applied.replay.states.len(),
+            match applied.deleted {
+                Some(deleted) => format!(
+                    " ({deleted} keys deleted; new epochs {:?})",
+                    applied.epochs.iter().map(|e| e.0).collect::<Vec<_>>()
+                ),
+                None => String::new(),
+            }
         );
         return Ok(());
     }
-    let live = match (&log, a.diff) {
-        (Some(log), true) => Some(log.snapshot()?.states),
+    let logs = match a.diff || a.file.is_none() {
+        true => Some(deployment.clone().open()?),
+        false => None,
+    };
+    let result = match (&a.file, &logs) {
+        (Some(path), _) => {
+            let (n, partitioner) = match &logs {
+                Some(logs) => (logs.partitions(), logs.partitioner()),
+                None => deployment.layout()?,
+            };
+            rebuild::replay_file(path, n, partitioner)?
+        }
+        (None, Some(logs)) => rebuild::replay(logs, spec, None)?,
+        (None, None) => unreachable!("the logs are opened unless --file is given"),
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let live = match (&logs, a.diff) {
+        (Some(logs), true) => Some(logs.snapshot()?.states),
         _ => None,
     };
     replay_output(&result, secs, live.as_ref())
@@ -238,23 +197,25 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
         .map_err(|e| Error::usage(e.to_string()))?
         .ok_or_else(|| Error::usage("pass --to-partitions M or --containers C --servers S"))?,
     };
-    if let Some(kafka) = a.kafka.options(a.partitioner)? {
-        return repartition_kafka(&kafka, to, &a);
-    }
-    let dir = &a.store.data_dir;
+    // The two strategies: topics rebuilt on Kafka, the data dir moved on the embedded log.
+    let dir = match deployment(&a.kafka, &a.store, None, a.partitioner, Access::Write)? {
+        Deployment::Kafka { options, .. } => return repartition_kafka(&options, to, &a),
+        Deployment::Embedded { dir, .. } => dir,
+    };
+    let dir = &dir;
     let mut out = io::stdout().lock();
     if !a.apply {
-        let log = EmbeddedLog::open(dir, OpenOptions::reading())?;
-        if log.partitions() == to {
-            writeln!(
+        match repartition::dry_run(dir, to)? {
+            None => writeln!(
                 out,
                 "{} already has {to} partitions; nothing to do",
                 dir.display()
-            )?;
-            return Ok(());
+            )?,
+            Some(plan) => {
+                print_plan(&mut out, &dir.display(), &plan)?;
+                writeln!(out, "  dry run: pass --apply to do it")?;
+            }
         }
-        print_plan(&mut out, &dir.display(), &repartition::plan(&log, to)?)?;
-        writeln!(out, "  dry run: pass --apply to do it")?;
         return Ok(());
     }
     let t0 = Instant::now();
@@ -269,10 +230,9 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
             writeln!(
                 out,
                 "  done      in {:.2}s; check OK (per-key input order, state and dead letters equal); \
-                 the previous generation is kept as {}.n{}.bak",
+                 the previous generation is kept as {}",
                 t0.elapsed().as_secs_f64(),
-                DB_FILE,
-                plan.from
+                repartition::backup_name(plan.from)
             )?;
         }
     }
@@ -281,15 +241,14 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
 
 /// `ordo repartition --brokers`.
 fn repartition_kafka(
-    kafka: &kafka::KafkaOptions,
+    kafka: &KafkaOptions,
     to: PartitionCount,
     a: &RepartitionArgs,
 ) -> Result<(), Error> {
     let mut out = io::stdout().lock();
     let what = format!("of the Kafka deployment at {}", kafka.brokers);
     if !a.apply {
-        let owners = kafka::read_owners(kafka)?;
-        if let Some(r) = owners.repartition.filter(|r| r.in_progress()) {
+        if let Some(r) = kafka_tool::repartition::under_way(kafka)? {
             writeln!(
                 out,
                 "a change of N from {} to {} is under way (phase {:?}, by {}); \

@@ -29,6 +29,9 @@ impl Partition {
 pub struct PartitionCount(NonZeroU32);
 
 impl PartitionCount {
+    /// One partition.
+    pub const ONE: PartitionCount = PartitionCount(NonZeroU32::MIN);
+
     /// A count of `n` partitions, `None` when `n` is zero.
     pub fn new(n: u32) -> Option<Self> {
         NonZeroU32::new(n).map(Self)

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::log::IngestError;
+use crate::log::LogsError;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -68,10 +68,10 @@ pub enum ApiError {
     ShuttingDown,
     /// 503 `append_failed`: the input log refused an append.
     #[error("cannot append to the input log: {0}")]
-    AppendFailed(IngestError),
+    AppendFailed(LogsError),
     /// 503 `log_unavailable`: the log could not be read.
     #[error("cannot read the log: {0}")]
-    LogUnavailable(IngestError),
+    LogUnavailable(LogsError),
     /// 504 `timeout`: a read-your-writes wait ran out.
     #[error("{0}")]
     Timeout(String),

@@ -3,13 +3,23 @@
 //! * [`topics`]: the topic definitions of `topics/`, the single source for every backend.
 //! * [`embedded`]: the default, a durable log in a local data directory.
 //! * [`kafka`]: Apache Kafka or any Kafka-compatible broker, through rdkafka.
+//! * [`logs`]: the port every command and tool uses: [`Deployment`] resolved once from the
+//!   flags, [`Logs`] open on either backend.
+//! * [`offsets`]: kcat-style ranges.
 //!
 //! Both carry the core's records ([`crate::core::record`]); this module adds what the HTTP
 //! gateway needs of either ([`Ingest`]).
 
 pub mod embedded;
 pub mod kafka;
+pub mod logs;
+pub mod offsets;
 pub mod topics;
+
+pub use embedded::{LogError, OpenOptions};
+pub use kafka::{GroupProtocol, KafkaLogError, KafkaOptions, apply_topics, check_topics};
+pub use logs::{Deployment, Logs, LogsError};
+pub use offsets::{OffsetSpec, Start};
 
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -54,15 +64,6 @@ impl Signal {
     }
 }
 
-/// An append to the input, or a look at its end, failed.
-#[derive(Debug, thiserror::Error)]
-pub enum IngestError {
-    #[error(transparent)]
-    Embedded(#[from] embedded::LogError),
-    #[error(transparent)]
-    Kafka(#[from] kafka::KafkaLogError),
-}
-
 /// What the gateway needs of a backend: the routing, durable appends to the input topic, and
 /// where the input of each partition ends.
 pub trait Ingest: Send + Sync {
@@ -71,9 +72,9 @@ pub trait Ingest: Send + Sync {
     /// The partitioner of the deployment.
     fn partitioner(&self) -> Partitioner;
     /// Appends one input record durably; returns its offset.
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError>;
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, LogsError>;
     /// The offset the next input record of `partition` will get.
-    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError>;
+    fn input_end(&self, partition: Partition) -> Result<Offset, LogsError>;
 }
 
 impl Ingest for embedded::EmbeddedLog {
@@ -85,11 +86,39 @@ impl Ingest for embedded::EmbeddedLog {
         embedded::EmbeddedLog::partitioner(self)
     }
 
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, LogsError> {
+        if append_fails() {
+            let full = std::io::Error::from_raw_os_error(27); // EFBIG, as a full file answers
+            return Err(embedded::LogError::Store {
+                op: "append (ORDO_FAIL_POINT)",
+                source: Box::new(redb::Error::Io(full)),
+            }
+            .into());
+        }
         Ok(self.append(topics::Role::Events, vec![(partition, record)])?[0])
     }
 
-    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
+    fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {
         Ok(self.end_offset(topics::Role::Events, partition)?)
     }
+}
+
+/// A fault to inject, for the test of a refused HTTP append (a real full disk fails the
+/// owners' commits as well, and which write meets it first is chance):
+/// `ORDO_FAIL_POINT=append@K` fails the K-th append through the gateway and every later one.
+fn append_fails() -> bool {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static FROM: OnceLock<Option<u64>> = OnceLock::new();
+    static APPENDS: AtomicU64 = AtomicU64::new(0);
+    let Some(from) = *FROM.get_or_init(|| {
+        std::env::var("ORDO_FAIL_POINT")
+            .ok()?
+            .strip_prefix("append@")?
+            .parse()
+            .ok()
+    }) else {
+        return false;
+    };
+    APPENDS.fetch_add(1, Ordering::Relaxed) + 1 >= from
 }

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::{self, Backend, RunError, RunOptions};
+use crate::app::{self, RunError, RunOptions};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::headers;
 use crate::core::reference::Model;
 use crate::core::{Offset, PartitionCount};
+use crate::log::Logs;
 use crate::log::embedded::{EmbeddedLog, LogError, OpenOptions};
 use crate::log::topics::Role;
 use crate::metrics::Metrics;
@@ -126,11 +127,13 @@ pub fn run(a: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
     )?);
     let total = records.len() as f64;
     let t0 = Instant::now();
-    produce::append(&log, records)?;
+    Logs::Embedded(log.clone())
+        .append(Role::Events, records)
+        .map_err(ProduceError::from)?;
     let produce_secs = t0.elapsed().as_secs_f64();
     let metrics = Arc::new(Metrics::fresh());
     let summary = app::run(
-        Backend::Embedded(log.clone()),
+        Logs::Embedded(log.clone()),
         RunOptions {
             http: None,
             until_idle: true,

@@ -7,12 +7,10 @@ use std::path::{Path, PathBuf};
 use crate::core::event::{Event, Malformed};
 use crate::core::partitioner::{Partition, PartitionCount, Partitioner};
 use crate::core::record::NewRecord;
-use crate::log::embedded::{EmbeddedLog, LogError};
+use crate::log::embedded::LogError;
 use crate::log::now_millis;
 use crate::log::topics::Role;
-
-/// Records per append transaction.
-const CHUNK: usize = 50_000;
+use crate::log::{Logs, LogsError};
 
 /// What went wrong while producing.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +38,13 @@ pub enum ProduceError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] LogsError),
+}
+
+impl From<LogError> for ProduceError {
+    fn from(e: LogError) -> Self {
+        ProduceError::Log(e.into())
+    }
 }
 
 /// How lines of a file are treated.
@@ -263,57 +267,34 @@ fn skip_line(reader: &mut dyn BufRead) -> std::io::Result<()> {
     }
 }
 
-/// Appends routed records to the input topic, in chunks.
-pub fn append(log: &EmbeddedLog, records: Vec<Routed>) -> Result<u64, ProduceError> {
-    let total = records.len() as u64;
-    let mut records = records.into_iter().peekable();
-    while records.peek().is_some() {
-        log.append(Role::Events, records.by_ref().take(CHUNK).collect())?;
-    }
-    Ok(total)
-}
-
 /// Validates and appends a file.
 pub fn produce_file(
-    log: &EmbeddedLog,
+    logs: &Logs,
     path: &Path,
     validation: Validation,
 ) -> Result<Report, ProduceError> {
     let (records, skipped) = read_file(
         path,
         validation,
-        log.partitions(),
-        log.partitioner(),
+        logs.partitions(),
+        logs.partitioner(),
         DEFAULT_MAX_RECORD_BYTES,
     )?;
-    let appended = append(log, records)?;
+    let appended = logs.append(Role::Events, records)?;
     Ok(Report { appended, skipped })
 }
 
-/// Generates and appends `count` events.
-pub fn produce_generated(
-    log: &EmbeddedLog,
-    count: usize,
-    seed: u64,
-) -> Result<Report, ProduceError> {
-    let (n, partitioner) = (log.partitions(), log.partitioner());
-    let mut appended = 0;
-    let mut generator = crate::tools::generate::Generator::new(seed);
-    let mut remaining = count;
-    while remaining > 0 {
-        let take = remaining.min(CHUNK);
-        let records: Vec<Routed> = (&mut generator)
-            .take(take)
-            .map(|e| {
-                let value = e.to_json().into_bytes();
-                route(&e, value, n, partitioner)
-            })
-            .collect();
-        appended += append(log, records)?;
-        remaining -= take;
-    }
+/// Generates and appends `count` events, streamed in chunks.
+pub fn produce_generated(logs: &Logs, count: usize, seed: u64) -> Result<Report, ProduceError> {
+    let (n, partitioner) = (logs.partitions(), logs.partitioner());
+    let records = crate::tools::generate::Generator::new(seed)
+        .take(count)
+        .map(|e| {
+            let value = e.to_json().into_bytes();
+            route(&e, value, n, partitioner)
+        });
     Ok(Report {
-        appended,
+        appended: logs.append(Role::Events, records)?,
         skipped: Vec::new(),
     })
 }

@@ -396,3 +396,28 @@ pub fn commit_group_offsets(
     drop(super::config::Closing::new(consumer));
     Ok(())
 }
+
+/// The partitions of `role`'s topic; an error naming it when it does not exist.
+pub fn topic_partitions(opts: &KafkaOptions, role: Role) -> Result<PartitionCount, KafkaLogError> {
+    let client = opts.metadata_client()?;
+    let topic = opts.topic(role);
+    partition_count(&client, opts, &topic)?
+        .and_then(PartitionCount::new)
+        .ok_or(KafkaLogError::MissingTopic { topic })
+}
+
+/// N on Kafka: the input topic's partition count, which must equal `expected` when given.
+pub fn input_partitions(
+    opts: &KafkaOptions,
+    expected: Option<PartitionCount>,
+) -> Result<PartitionCount, KafkaLogError> {
+    let actual = topic_partitions(opts, Role::Events)?;
+    match expected {
+        Some(n) if n != actual => Err(KafkaLogError::PartitionMismatch {
+            topic: opts.topic(Role::Events),
+            actual: actual.get(),
+            expected: n.get(),
+        }),
+        _ => Ok(actual),
+    }
+}

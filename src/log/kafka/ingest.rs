@@ -11,7 +11,7 @@ use super::producer::{KafkaProducer, Outgoing};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::NewRecord;
 use crate::core::{Offset, Partition, PartitionCount};
-use crate::log::{Ingest, IngestError};
+use crate::log::{Ingest, LogsError};
 
 /// How long an HTTP append waits for its acknowledgement before it answers `503
 /// append_failed` (a client retries; the processor applies a repeated event once).
@@ -36,7 +36,7 @@ impl Ingest for KafkaIngest {
         self.opts.partitioner
     }
 
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, IngestError> {
+    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, LogsError> {
         Ok(self
             .producer
             .send(&[Outgoing {
@@ -47,7 +47,7 @@ impl Ingest for KafkaIngest {
             .wait_within(INGEST_WAIT)?[0])
     }
 
-    fn input_end(&self, partition: Partition) -> Result<Offset, IngestError> {
+    fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {
         let (_, high) = self
             .client
             .fetch_watermarks(&self.events_topic, partition.0 as i32, REQUEST_TIMEOUT)

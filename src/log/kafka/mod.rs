@@ -20,7 +20,7 @@ pub mod reader;
 
 pub use admin::{
     apply_topics, check_topics, commit_group_offsets, create_topic, create_topics, delete_topics,
-    partition_count,
+    input_partitions, partition_count, topic_partitions,
 };
 pub use bench::{count_all, pipe};
 pub use config::{
@@ -31,5 +31,5 @@ pub use ingest::{INGEST_WAIT, KafkaIngest};
 pub use producer::{KafkaProducer, Outgoing, Pending};
 pub use reader::{
     BulkReader, OwnersLog, PartitionReader, check_no_repartition, read_owners, read_range,
-    read_to_end, snapshot, tail, to_record,
+    read_to_end, scan, snapshot, tail, to_record,
 };

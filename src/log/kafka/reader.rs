@@ -15,6 +15,7 @@ use super::config::{
 use crate::core::changelog::{Reader, Snapshot};
 use crate::core::record::Record;
 use crate::core::{Offset, Partition};
+use crate::log::offsets::{OffsetSpec, Start};
 use crate::log::topics::Role;
 
 /// The settings of a reader of partitions from their beginning: partition ends reported, and
@@ -635,4 +636,78 @@ pub(super) fn is_transient(e: &KafkaError) -> bool {
                 | C::LeaderNotAvailable
         )
     )
+}
+
+/// How long a partition may give nothing, short of its end, before a scan gives up.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Calls `f` on each record of `topic`/`partition` in `spec`'s range, in offset order, until
+/// the partition's end as of now or until `f` returns false. The broker's watermarks are not
+/// trusted for the range (some Kafka-compatible brokers report them wrong): `-<n>` and
+/// `s@<ms>` are resolved from the records themselves.
+pub fn scan(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Partition,
+    spec: OffsetSpec,
+    mut f: impl FnMut(Record) -> bool,
+) -> Result<(), KafkaLogError> {
+    let from = match spec.start {
+        Start::End => return Ok(()),
+        Start::Offset(o) => Offset(o),
+        _ => Offset(0),
+    };
+    let mut reader = PartitionReader::new(opts, topic, partition, from)?;
+    // `-<n>`: the last n records seen; `s@<ms>`: whether the first one at or after ms came.
+    let mut last = std::collections::VecDeque::new();
+    let mut started = !matches!(spec.start, Start::Timestamp(_));
+    let mut batch = Vec::new();
+    let mut heard = std::time::Instant::now();
+    loop {
+        batch.clear();
+        let at_end = reader.fetch(1024, std::time::Duration::from_millis(100), &mut batch)?;
+        if !batch.is_empty() {
+            heard = std::time::Instant::now();
+        }
+        for r in batch.drain(..) {
+            if spec.end_timestamp.is_some_and(|e| r.timestamp >= e) {
+                return Ok(());
+            }
+            match spec.start {
+                Start::Timestamp(ms) if !started => {
+                    if r.timestamp < ms {
+                        continue;
+                    }
+                    started = true;
+                }
+                Start::FromEnd(k) => {
+                    last.push_back(r);
+                    if last.len() as u64 > k {
+                        last.pop_front();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            if !f(r) {
+                return Ok(());
+            }
+        }
+        if at_end {
+            break;
+        }
+        if heard.elapsed() > STALL {
+            return Err(KafkaLogError::Stalled {
+                topic: topic.to_owned(),
+                partition: partition.0,
+                secs: STALL.as_secs(),
+            });
+        }
+    }
+    for r in last {
+        if !f(r) {
+            break;
+        }
+    }
+    Ok(())
 }

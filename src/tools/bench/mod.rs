@@ -10,12 +10,13 @@ pub mod members;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::app::{self, Backend, RunError, RunOptions};
+use crate::app::{self, RunError, RunOptions};
 use crate::core::changelog::{StateRecord, Stored};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::NewRecord;
 use crate::core::state_machine::{Entity, Status};
 use crate::core::{Epoch, PartitionCount, ReservationNo};
+use crate::log::Logs;
 use crate::log::embedded::{EmbeddedLog, LogError, OpenOptions};
 use crate::log::topics::Role;
 use crate::metrics::Metrics;
@@ -69,10 +70,10 @@ pub fn e2e(events: usize, n: PartitionCount, batch_size: usize) -> Result<E2e, B
         },
     )?);
     let t0 = Instant::now();
-    produce::produce_file(&log, &file, Validation::Strict)?;
+    produce::produce_file(&Logs::Embedded(log.clone()), &file, Validation::Strict)?;
     let produce_secs = t0.elapsed().as_secs_f64();
     let summary = app::run(
-        Backend::Embedded(log),
+        Logs::Embedded(log),
         RunOptions {
             http: None,
             until_idle: true,
@@ -283,7 +284,7 @@ pub fn gateway(clients: usize, requests: usize, n: PartitionCount) -> Result<Gat
         let (log, shutdown) = (log.clone(), shutdown.clone());
         std::thread::spawn(move || {
             app::run(
-                Backend::Embedded(log),
+                Logs::Embedded(log),
                 RunOptions {
                     http: Some(addr),
                     until_idle: false,
@@ -439,7 +440,7 @@ pub fn kafka(
         opts.group = format!("ordo-bench-{group}-{}", std::process::id());
         let t0 = Instant::now();
         app::run(
-            Backend::Kafka { options: opts, n },
+            Logs::Kafka { options: opts, n },
             RunOptions {
                 http: None,
                 until_idle: true,

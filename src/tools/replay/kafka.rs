@@ -16,20 +16,26 @@ use crate::log::kafka::{
     BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, OwnersLog, Pending,
     read_owners,
 };
-use crate::log::now_millis;
 use crate::log::topics::Role;
+use crate::log::{Logs, LogsError, now_millis};
 
 /// What went wrong in a write of the replay tooling on Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaToolError {
     #[error(transparent)]
-    Kafka(#[from] KafkaLogError),
+    Log(#[from] LogsError),
     /// Refused before anything was changed; the message says why and what to do.
     #[error("{0}")]
     Refused(String),
     /// A check after the writes failed.
     #[error("{0}")]
     Check(String),
+}
+
+impl From<KafkaLogError> for KafkaToolError {
+    fn from(e: KafkaLogError) -> Self {
+        KafkaToolError::Log(e.into())
+    }
 }
 
 /// Refuses while `reservation-owners` says a member holds a partition, naming the members;
@@ -231,7 +237,9 @@ impl<'a> Sender<'a> {
 #[derive(Debug)]
 pub struct Applied {
     pub replay: Replay,
-    pub deleted: u64,
+    /// Keys of the live changelog the replay does not produce, deleted (Kafka).
+    pub deleted: Option<u64>,
+    /// The new epoch of each partition (Kafka).
     pub epochs: Vec<Epoch>,
 }
 
@@ -247,7 +255,11 @@ pub fn apply_replay(
     assume_stopped: bool,
 ) -> Result<Applied, KafkaToolError> {
     refuse_held(&read_owners(opts)?, assume_stopped)?;
-    let replay = rebuild::replay_kafka(opts, n, OffsetSpec::default())?;
+    let logs = Logs::Kafka {
+        options: opts.clone(),
+        n,
+    };
+    let replay = rebuild::replay(&logs, OffsetSpec::default(), None)?;
     if let Some((p, first)) = replay
         .first_offsets
         .iter()
@@ -301,7 +313,7 @@ pub fn apply_replay(
     sender.finish()?;
     Ok(Applied {
         replay,
-        deleted,
+        deleted: Some(deleted),
         epochs,
     })
 }

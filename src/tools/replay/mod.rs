@@ -1,7 +1,6 @@
 //! Replay tooling: read ranges of a log (`ordo export`), run the core over history again
 //! (`ordo replay`, with `--diff` against the live changelog), and change N (`ordo repartition`).
 //!
-//! * [`OffsetSpec`]: kcat-style `-o` offsets, resolved per partition.
 //! * [`export`]: records as NDJSON.
 //! * [`rebuild`]: deterministic replays, diffs and `--apply`.
 //! * [`repartition`]: N → M with per-key order kept, crash-safe.
@@ -15,104 +14,30 @@ pub mod repartition;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use crate::core::{Offset, Partition};
-use crate::log::embedded::{EmbeddedLog, LogError};
-use crate::log::topics::Role;
+use crate::log::Logs;
+pub use crate::log::offsets::{OffsetSpec, Start};
 
-/// Where to start reading a partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Start {
-    #[default]
-    Beginning,
-    End,
-    Offset(u64),
-    /// This many records before the end.
-    FromEnd(u64),
-    /// The first record at or after this time (epoch ms).
-    Timestamp(i64),
-}
-
-/// A kcat-style range: a start, and optionally a time at which to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct OffsetSpec {
-    pub start: Start,
-    /// Stop before the first record at or after this time (epoch ms).
-    pub end_timestamp: Option<i64>,
-}
-
-impl OffsetSpec {
-    /// Parses the values of repeated `-o` flags: at most one start (`beginning`, `end`,
-    /// `<offset>`, `-<n>`, `s@<ms>`) and at most one `e@<ms>`.
-    pub fn parse(values: &[String]) -> Result<Self, String> {
-        let mut spec = OffsetSpec::default();
-        let mut start_seen = false;
-        for v in values {
-            if let Some(ms) = v.strip_prefix("e@") {
-                if spec.end_timestamp.is_some() {
-                    return Err("more than one `-o e@<ms>`; give one".into());
-                }
-                spec.end_timestamp = Some(parse_ms(ms, v)?);
-                continue;
-            }
-            if start_seen {
-                return Err(format!(
-                    "more than one start offset (`{v}`); give one, plus an optional e@<ms>"
-                ));
-            }
-            start_seen = true;
-            spec.start = match v.as_str() {
-                "beginning" => Start::Beginning,
-                "end" => Start::End,
-                s if s.starts_with("s@") => Start::Timestamp(parse_ms(&s[2..], v)?),
-                s if s.starts_with('-') => Start::FromEnd(s[1..].parse().map_err(|_| bad(v))?),
-                s => Start::Offset(s.parse().map_err(|_| bad(v))?),
-            };
+/// `replay --apply`: replays the whole input and makes the result the live changelog. Two
+/// strategies: on the embedded log one transaction per partition swaps its changelog; on
+/// Kafka new epochs, the replayed records and tombstones are written (refused while a member
+/// holds a partition, unless `assume_stopped`).
+pub fn apply(
+    logs: &Logs,
+    owner: &str,
+    assume_stopped: bool,
+) -> Result<kafka::Applied, kafka::KafkaToolError> {
+    match logs {
+        Logs::Embedded(log) => {
+            let replay = rebuild::replay(logs, OffsetSpec::default(), None)?;
+            rebuild::apply(log, &replay, owner).map_err(crate::log::LogsError::from)?;
+            Ok(kafka::Applied {
+                replay,
+                deleted: None,
+                epochs: Vec::new(),
+            })
         }
-        Ok(spec)
+        Logs::Kafka { options, n } => kafka::apply_replay(options, *n, owner, assume_stopped),
     }
-
-    /// Whether the spec reads every record.
-    pub fn is_everything(&self) -> bool {
-        self.start == Start::Beginning && self.end_timestamp.is_none()
-    }
-
-    /// The first offset of `partition` to read.
-    pub fn resolve_start(
-        &self,
-        log: &EmbeddedLog,
-        role: Role,
-        partition: Partition,
-    ) -> Result<Offset, LogError> {
-        let (first, end) = (
-            log.start_offset(role, partition)?,
-            log.end_offset(role, partition)?,
-        );
-        Ok(match self.start {
-            Start::Beginning => first,
-            Start::End => end,
-            Start::Offset(o) => Offset(o).max(first),
-            Start::FromEnd(n) => Offset(end.0.saturating_sub(n)).max(first),
-            Start::Timestamp(ms) => {
-                let mut at = end;
-                log.scan(role, partition, first, |r| {
-                    if r.timestamp >= ms {
-                        at = r.offset;
-                        return Ok(false);
-                    }
-                    Ok(true)
-                })?;
-                at
-            }
-        })
-    }
-}
-
-fn bad(v: &str) -> String {
-    format!("bad offset `{v}`; use beginning, end, <offset>, -<n>, s@<epoch-ms> or e@<epoch-ms>")
-}
-
-fn parse_ms(ms: &str, v: &str) -> Result<i64, String> {
-    ms.parse().map_err(|_| bad(v))
 }
 
 /// Progress of a long run on stderr: a rewritten line on a terminal, a line every few seconds
@@ -185,37 +110,5 @@ impl Progress {
             self.print();
             eprintln!();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(v: &[&str]) -> Result<OffsetSpec, String> {
-        OffsetSpec::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-    }
-
-    #[test]
-    fn parses_kcat_offsets() {
-        assert_eq!(p(&[]).unwrap(), OffsetSpec::default());
-        assert_eq!(p(&["end"]).unwrap().start, Start::End);
-        assert_eq!(p(&["42"]).unwrap().start, Start::Offset(42));
-        assert_eq!(p(&["-5"]).unwrap().start, Start::FromEnd(5));
-        assert_eq!(
-            p(&["s@1700000000000"]).unwrap().start,
-            Start::Timestamp(1_700_000_000_000)
-        );
-        let both = p(&["s@10", "e@20"]).unwrap();
-        assert_eq!(
-            (both.start, both.end_timestamp),
-            (Start::Timestamp(10), Some(20))
-        );
-        assert!(p(&["e@5"]).unwrap().start == Start::Beginning);
-        for bad in [&["x"][..], &["-"], &["s@x"], &["1", "2"], &["e@1", "e@2"]] {
-            assert!(p(bad).is_err(), "{bad:?}");
-        }
-        assert!(p(&[]).unwrap().is_everything());
-        assert!(!p(&["e@1"]).unwrap().is_everything());
     }
 }

@@ -13,6 +13,7 @@ use crate::core::step::{Processor, Step};
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
 use crate::log::embedded::{EmbeddedLog, LogError};
 use crate::log::topics::Role;
+use crate::log::{Logs, LogsError};
 use crate::tools::produce::{self, ProduceError, Validation};
 
 /// Tallies of a replay.
@@ -101,44 +102,39 @@ fn processor(p: Partition, n: PartitionCount, partitioner: Partitioner) -> Proce
     }
 }
 
-/// Replays the input topic of `log` over `spec`'s range, stopping each partition before
-/// `until[p]` when given.
-pub fn replay_log(
-    log: &EmbeddedLog,
+/// Replays the input topic over `spec`'s range, stopping each partition before `until[p]`
+/// when given.
+pub fn replay(
+    logs: &Logs,
     spec: OffsetSpec,
     until: Option<&[Offset]>,
-) -> Result<Replay, LogError> {
-    let n = log.partitions();
-    let mut total = 0;
-    let mut starts = Vec::new();
-    for p in n.iter() {
-        let start = spec.resolve_start(log, Role::Events, p)?;
-        let end = until.map_or(log.end_offset(Role::Events, p)?, |u| u[p.0 as usize]);
-        total += start.distance_to(end);
-        starts.push((start, end));
-    }
-    let mut progress = Progress::new("replay", total);
+) -> Result<Replay, LogsError> {
+    let n = logs.partitions();
+    let processors: Vec<Processor> = n
+        .iter()
+        .map(|p| processor(p, n, logs.partitioner()))
+        .collect();
+    let mut progress = logs
+        .count_hint(Role::Events, spec)?
+        .map(|total| Progress::new("replay", total));
     let mut fold = Fold::new();
-    let mut next_offsets = Vec::new();
-    for p in n.iter() {
-        let (start, end) = starts[p.0 as usize];
-        let proc = processor(p, n, log.partitioner());
-        let mut next = start;
-        log.scan(Role::Events, p, start, |r| {
-            if r.offset >= end || spec.end_timestamp.is_some_and(|e| r.timestamp >= e) {
-                return Ok(false);
-            }
-            let key = (!r.key.is_empty()).then_some(&r.key[..]);
-            fold.step(&proc, key, &r.value, r.offset);
-            next = r.offset.next().unwrap_or(r.offset);
+    let offsets = logs.scan_every(Role::Events, spec, |r| {
+        let p = r.partition;
+        if until.is_some_and(|u| r.offset >= u[p.index()]) {
+            return false;
+        }
+        let key = (!r.key.is_empty()).then_some(&r.key[..]);
+        fold.step(&processors[p.index()], key, &r.value, r.offset);
+        if let Some(progress) = progress.as_mut() {
             progress.add(1);
-            Ok(true)
-        })?;
-        next_offsets.push(next);
+        }
+        true
+    })?;
+    if let Some(progress) = progress {
+        progress.finish();
     }
-    progress.finish();
-    let first = starts.iter().map(|(s, _)| *s).collect();
-    Ok(fold.finish(first, next_offsets))
+    let (first, next) = offsets.into_iter().unzip();
+    Ok(fold.finish(first, next))
 }
 
 /// Replays an NDJSON file as if it were appended to a fresh log with `n` partitions.
@@ -163,55 +159,6 @@ pub fn replay_file(
         fold.step(&processor(p, n, partitioner), key, &r.value, offset);
     }
     Ok(fold.finish(vec![Offset(0); n.get() as usize], next))
-}
-
-/// Replays the input topic of a Kafka cluster with `n` partitions over `spec`'s range.
-pub fn replay_kafka(
-    opts: &crate::log::kafka::KafkaOptions,
-    n: PartitionCount,
-    spec: OffsetSpec,
-) -> Result<Replay, crate::log::kafka::KafkaLogError> {
-    let topic = opts.topic(Role::Events);
-    let mut fold = Fold::new();
-    if spec.is_everything() {
-        // The whole input: one reader over every partition (keys never cross partitions, so
-        // the interleaving of partitions does not matter).
-        let size = n.get() as usize;
-        let processors: Vec<Processor> = n
-            .iter()
-            .map(|p| processor(p, n, opts.partitioner))
-            .collect();
-        let (mut first, mut next) = (vec![None; size], vec![Offset(0); size]);
-        let partitions: Vec<Partition> = n.iter().collect();
-        crate::log::kafka::BulkReader::new(opts, &topic)?.read_to_end(&partitions, |p, r| {
-            let Some(r) = r else { return };
-            first[p.index()].get_or_insert(r.offset);
-            let key = (!r.key.is_empty()).then_some(&r.key[..]);
-            fold.step(&processors[p.index()], key, &r.value, r.offset);
-            next[p.index()] = r.offset.next().unwrap_or(r.offset);
-        })?;
-        let first = first
-            .into_iter()
-            .zip(&next)
-            .map(|(f, n)| f.unwrap_or(*n))
-            .collect();
-        return Ok(fold.finish(first, next));
-    }
-    let (mut first_offsets, mut next_offsets) = (Vec::new(), Vec::new());
-    for p in n.iter() {
-        let proc = processor(p, n, opts.partitioner);
-        let (mut first, mut next) = (None, Offset(0));
-        super::export::scan_kafka(opts, &topic, p, spec, |r| {
-            first.get_or_insert(r.offset);
-            let key = (!r.key.is_empty()).then_some(&r.key[..]);
-            fold.step(&proc, key, &r.value, r.offset);
-            next = r.offset.next().unwrap_or(r.offset);
-            true
-        })?;
-        first_offsets.push(first.unwrap_or(next));
-        next_offsets.push(next);
-    }
-    Ok(fold.finish(first_offsets, next_offsets))
 }
 
 /// One reservation whose replayed and live states differ.

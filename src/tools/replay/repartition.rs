@@ -21,6 +21,8 @@ use crate::core::record::NewRecord;
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::embedded::{DB_FILE, EmbeddedLog, LogError, OpenOptions};
 use crate::log::topics::Role;
+use crate::log::{Logs, LogsError};
+use std::sync::Arc;
 
 /// Records per append transaction.
 const CHUNK: usize = 50_000;
@@ -29,7 +31,7 @@ const CHUNK: usize = 50_000;
 #[derive(Debug, thiserror::Error)]
 pub enum RepartitionError {
     #[error(transparent)]
-    Log(#[from] LogError),
+    Log(#[from] LogsError),
     #[error("repartition i/o on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -37,6 +39,12 @@ pub enum RepartitionError {
     },
     #[error("repartition check failed, nothing was changed: {0}")]
     Check(String),
+}
+
+impl From<LogError> for RepartitionError {
+    fn from(e: LogError) -> Self {
+        RepartitionError::Log(e.into())
+    }
 }
 
 /// What a repartition will do (the dry run) or did.
@@ -85,6 +93,21 @@ pub(crate) fn route(
     } else {
         partitioner.partition(&String::from_utf8_lossy(key), n)
     }
+}
+
+/// The dry run on the data dir `dir`: the plan of moving it to `to` partitions, `None` when it
+/// has `to` already. Reads everything, changes nothing.
+pub fn dry_run(dir: &Path, to: PartitionCount) -> Result<Option<Plan>, RepartitionError> {
+    let log = EmbeddedLog::open(dir, OpenOptions::reading())?;
+    if log.partitions() == to {
+        return Ok(None);
+    }
+    plan(&log, to).map(Some)
+}
+
+/// The file name the previous generation is kept under after a move from `from` partitions.
+pub fn backup_name(from: PartitionCount) -> String {
+    format!("{DB_FILE}.n{from}.bak")
 }
 
 /// The plan of moving `log` to `to` partitions; reads everything, changes nothing.
@@ -246,7 +269,10 @@ pub fn apply(
     );
 
     // State: the processed input replayed in the new layout, which must equal the old state.
-    let replay = rebuild::replay_log(&new, OffsetSpec::default(), Some(&processed))?;
+    let new = Arc::new(new);
+    let logs = Logs::Embedded(new.clone());
+    let replay = rebuild::replay(&logs, OffsetSpec::default(), Some(&processed))?;
+    drop(logs);
     rebuild::apply(&new, &replay, owner)?;
     progress.finish();
     check(&old, &new)?;
@@ -256,7 +282,7 @@ pub fn apply(
 
     // The swap: a hard link keeps the old generation, one rename installs the new one.
     let live = dir.join(DB_FILE);
-    let backup = dir.join(format!("{DB_FILE}.n{}.bak", plan.from));
+    let backup = dir.join(backup_name(plan.from));
     if backup.exists() {
         std::fs::remove_file(&backup).map_err(io(&backup))?;
     }

@@ -77,6 +77,13 @@ fn current_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
 }
 
 /// The plan of moving the deployment to `to` partitions; reads everything, changes nothing.
+/// The change of N under way, per `reservation-owners`, if any.
+pub fn under_way(opts: &KafkaOptions) -> Result<Option<RepartitionRecord>, KafkaToolError> {
+    Ok(read_owners(opts)?
+        .repartition
+        .filter(RepartitionRecord::in_progress))
+}
+
 pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolError> {
     Ok(survey(opts, to)?.0)
 }
