@@ -132,6 +132,27 @@ fn the_core_names_no_shell_crate() {
     }
 }
 
+/// The CLI turns flags into values and prints results: it reaches the logs only through the
+/// port (`log::Deployment`, `log::Logs` and the values re-exported beside them), never a
+/// backend's own module, so one place (`cli::options::deployment`) decides the backend.
+#[test]
+fn the_cli_reaches_the_logs_through_the_port() {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli");
+    for path in sources().into_iter().filter(|p| p.starts_with(&cli)) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            for backend in ["log::embedded", "log::kafka"] {
+                assert!(
+                    !line.contains(backend),
+                    "{}:{}: the CLI names {backend}: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn no_source_file_over_800_lines() {
     for path in sources() {

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::app::DEFAULT_DATA_DIR;
 use crate::core::partitioner::Partitioner;
-use crate::log::kafka::{DEFAULT_GROUP, GroupProtocol};
+use crate::log::{DEFAULT_GROUP, GroupProtocol};
 use crate::owner::DEFAULT_BATCH_SIZE;
 use crate::tools::produce::DEFAULT_MAX_RECORD_BYTES;
 

@@ -169,6 +169,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::DeleteTopic { .. }
         | KafkaLogError::Delivery { .. }
         | KafkaLogError::Stalled { .. }
+        | KafkaLogError::Misplaced { .. }
         | KafkaLogError::Restore(_) => false,
     }
 }

@@ -70,7 +70,7 @@ pub fn main() -> ExitCode {
             e.exit()
         }
         Err(_) => {
-            let store = crate::log::embedded::opened()
+            let store = crate::log::opened_store()
                 .map_or_else(|| "ordo.redb".to_owned(), |p| p.display().to_string());
             eprintln!(
                 "ordo: error: {}; where it came from the data dir's store, {store} may be \

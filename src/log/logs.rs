@@ -6,7 +6,7 @@
 //! Where the two backends need different strategies (`ordo repartition`, `replay --apply`),
 //! the tools match on [`Logs`] once, at their entry point.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::embedded::{EmbeddedLog, LogError, OpenOptions};
@@ -108,14 +108,6 @@ impl Deployment {
             options.group_protocol = protocol;
         }
         self
-    }
-
-    /// The data dir, on the embedded log.
-    pub fn data_dir(&self) -> Option<&Path> {
-        match self {
-            Deployment::Embedded { dir, .. } => Some(dir),
-            Deployment::Kafka { .. } => None,
-        }
     }
 }
 
@@ -311,15 +303,6 @@ impl Logs {
             }
         }
         Ok(total)
-    }
-
-    /// What `reservation-owners` holds (on Kafka; the embedded log has one process, and no
-    /// ownership records).
-    pub fn owners(&self) -> Result<kafka::OwnersLog, LogsError> {
-        match self {
-            Logs::Embedded(_) => Ok(kafka::OwnersLog::default()),
-            Logs::Kafka { options, .. } => Ok(kafka::read_owners(options)?),
-        }
     }
 }
 

@@ -16,8 +16,10 @@ pub mod logs;
 pub mod offsets;
 pub mod topics;
 
-pub use embedded::{LogError, OpenOptions};
-pub use kafka::{GroupProtocol, KafkaLogError, KafkaOptions, apply_topics, check_topics};
+pub use embedded::{LogError, OpenOptions, opened as opened_store};
+pub use kafka::{
+    DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, apply_topics, check_topics,
+};
 pub use logs::{Deployment, Logs, LogsError};
 pub use offsets::{OffsetSpec, Start};
 

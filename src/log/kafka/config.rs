@@ -127,6 +127,11 @@ pub enum KafkaLogError {
     Delivery { source: KafkaError },
     #[error("kafka: restoring the changelog: {0}")]
     Restore(String),
+    #[error(
+        "kafka: a record landed at offset {landed} where {expected} was expected (was the topic \
+         written to meanwhile?)"
+    )]
+    Misplaced { landed: u64, expected: u64 },
     #[error("kafka: reading {topic}/{partition} made no progress for {secs}s")]
     Stalled {
         topic: String,

@@ -9,10 +9,12 @@
 //! * [`producer`]: the idempotent producer that waits for acknowledgements.
 //! * [`reader`]: reading a partition to its end, a range of it, or from an owner's thread.
 //! * [`ingest`]: the gateway's [`ingest::KafkaIngest`].
+//! * [`changelog`]: every changelog partition folded, and the checked bulk sender of the tools.
 //! * [`bench`]: the raw consumer and pipe `ordo bench kafka` compares against.
 
 pub mod admin;
 pub mod bench;
+pub mod changelog;
 pub mod config;
 pub mod ingest;
 pub mod producer;
@@ -23,6 +25,7 @@ pub use admin::{
     input_partitions, partition_count, topic_partitions,
 };
 pub use bench::{count_all, pipe};
+pub use changelog::{Changelog, Sender, read_changelog};
 pub use config::{
     Closing, DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
     log_client_error, log_client_message,

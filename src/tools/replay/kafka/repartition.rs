@@ -25,15 +25,15 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{Changelog, KafkaToolError, Sender, read_changelog, record, refuse_held};
+use super::{KafkaToolError, record, refuse_held};
 use crate::core::changelog::{EpochMarker, StateRecord};
 use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
 use crate::core::record::{NewRecord, Record};
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::kafka::admin::TopicSpec;
 use crate::log::kafka::{
-    BulkReader, KafkaOptions, KafkaProducer, Outgoing, commit_group_offsets, create_topics,
-    delete_topics, partition_count, read_owners,
+    BulkReader, Changelog, KafkaOptions, KafkaProducer, Outgoing, Sender, commit_group_offsets,
+    create_topics, delete_topics, partition_count, read_changelog, read_owners,
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
@@ -260,8 +260,9 @@ fn copy_to_staging(
         staging(opts, Role::DeadLetters),
     );
     let mut progress = Progress::new("repartition: copying to staging", total);
+    let mut sent = |n| progress.add(n);
     for (role, to) in [(Role::Events, &events), (Role::DeadLetters, &dead)] {
-        let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
+        let mut sender = Sender::new(producer, Some(from), Some(&mut sent));
         let mut failed = None;
         BulkReader::new(opts, &opts.topic(role))?.read_to_end(&partitions, |p, r| {
             let Some(mut r) = r else { return };
@@ -277,7 +278,7 @@ fn copy_to_staging(
             }
         })?;
         if let Some(e) = failed {
-            return Err(e);
+            return Err(e.into());
         }
         sender.finish()?;
     }
@@ -288,7 +289,7 @@ fn copy_to_staging(
         None => read_changelog(opts, &opts.topic(Role::State), from)?,
     };
     let state = staging(opts, Role::State);
-    let mut sender = Sender::new(producer, Some(from), Some(&mut progress));
+    let mut sender = Sender::new(producer, Some(from), Some(&mut sent));
     for (p, states) in changelog.states.iter().enumerate() {
         for r in states.values() {
             sender.push(
@@ -376,7 +377,8 @@ fn rebuild(
     let mut landed: HashMap<(u32, u64), u64> = HashMap::new();
     let mut processed = vec![0u64; to.get() as usize];
     let mut progress = Progress::new("repartition: rebuilding", total(&plan));
-    let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
+    let mut sent = |n| progress.add(n);
+    let mut sender = Sender::new(producer, Some(to), Some(&mut sent));
     let (mut records, mut unprocessed) = (0u64, 0u64);
     for pass_processed in [true, false] {
         if !pass_processed && unprocessed == 0 {
@@ -408,7 +410,7 @@ fn rebuild(
             }
         })?;
         if let Some(e) = failed {
-            return Err(e);
+            return Err(e.into());
         }
     }
     sender.finish()?;
@@ -416,7 +418,7 @@ fn rebuild(
     let dead = opts.topic(Role::DeadLetters);
     let mut dead_letters = 0u64;
     let mut failed = None;
-    let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
+    let mut sender = Sender::new(producer, Some(to), Some(&mut sent));
     BulkReader::new(opts, &staging(opts, Role::DeadLetters))?.read_to_end(
         &partitions,
         |_, r| {
@@ -432,10 +434,10 @@ fn rebuild(
         },
     )?;
     if let Some(e) = failed {
-        return Err(e);
+        return Err(e.into());
     }
     sender.finish()?;
-    let mut sender = Sender::new(producer, Some(to), Some(&mut progress));
+    let mut sender = Sender::new(producer, Some(to), Some(&mut sent));
     // The changelog: per new partition a marker that resumes after its processed records,
     // then each reservation's state carried over under the same epoch.
     let state = opts.topic(Role::State);
