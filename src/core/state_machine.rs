@@ -26,11 +26,6 @@ impl Status {
             Self::Cancelled => "cancelled",
         }
     }
-
-    /// The name of an optional state, `none` for a missing entity.
-    pub fn name_of(state: Option<Status>) -> &'static str {
-        state.map_or("none", Status::as_str)
-    }
 }
 
 impl fmt::Display for Status {

@@ -258,7 +258,14 @@ impl Logs {
     pub fn snapshot(&self) -> Result<Snapshot, LogsError> {
         match self {
             Logs::Embedded(log) => Ok(log.snapshot()?),
-            Logs::Kafka { options, .. } => Ok(kafka::snapshot(options)?),
+            Logs::Kafka { options, .. } => {
+                let n = kafka::topic_partitions(options, Role::State)?;
+                let changelog = kafka::read_changelog(options, &options.topic(Role::State), n)?;
+                Ok(Snapshot {
+                    unreadable: changelog.unreadable,
+                    states: changelog.into_all(),
+                })
+            }
         }
     }
 

@@ -395,17 +395,6 @@ impl EmbeddedLog {
         Ok(snapshot)
     }
 
-    /// Input records not yet processed, summed over partitions.
-    pub fn backlog(&self) -> Result<u64, LogError> {
-        let mut total = 0;
-        for p in self.partitions.iter() {
-            total += self
-                .position(p)?
-                .distance_to(self.end_offset(Role::Events, p)?);
-        }
-        Ok(total)
-    }
-
     /// The offset the next record of `partition` will get.
     pub fn end_offset(&self, role: Role, partition: Partition) -> Result<Offset, LogError> {
         let txn = self.db.begin_read()?;

@@ -19,6 +19,8 @@ pub struct Changelog {
     pub epochs: Vec<Epoch>,
     /// Per partition, the input offset after the last one applied.
     pub resume: Vec<Offset>,
+    /// Records that were neither a state record nor a marker.
+    pub unreadable: u64,
 }
 
 impl Changelog {
@@ -49,6 +51,7 @@ pub fn read_changelog(
         }
     })?;
     Ok(Changelog {
+        unreadable: snapshots.iter().map(|s| s.unreadable).sum(),
         states: snapshots.into_iter().map(|s| s.states).collect(),
         epochs: readers.iter().map(Reader::highest_epoch).collect(),
         resume: readers.iter().map(Reader::resume_offset).collect(),

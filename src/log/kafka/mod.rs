@@ -34,5 +34,5 @@ pub use ingest::{INGEST_WAIT, KafkaIngest};
 pub use producer::{KafkaProducer, Outgoing, Pending};
 pub use reader::{
     BulkReader, OwnersLog, PartitionReader, check_no_repartition, read_owners, read_range,
-    read_to_end, scan, snapshot, tail, to_record,
+    read_to_end, scan, tail, to_record,
 };

@@ -12,7 +12,6 @@ use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use super::config::{
     Closing, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
 };
-use crate::core::changelog::{Reader, Snapshot};
 use crate::core::record::Record;
 use crate::core::{Offset, Partition};
 use crate::log::offsets::{OffsetSpec, Start};
@@ -257,26 +256,6 @@ pub fn to_record<M: Message>(m: &M) -> Record {
             })
             .unwrap_or_default(),
     }
-}
-
-/// The current state of every changelog partition, folded with the fencing rule (`ordo state`,
-/// `ordo replay --diff`).
-pub fn snapshot(opts: &KafkaOptions) -> Result<Snapshot, KafkaLogError> {
-    let client = opts.metadata_client()?;
-    let topic = opts.topic(Role::State);
-    let n = super::admin::partition_count(&client, opts, &topic)?.ok_or_else(|| {
-        KafkaLogError::MissingTopic {
-            topic: topic.clone(),
-        }
-    })?;
-    let mut snapshot = Snapshot::default();
-    for p in 0..n {
-        let mut reader = Reader::default();
-        read_to_end(opts, &topic, Partition(p), |r| {
-            snapshot.push(&mut reader, &r.key, &r.value)
-        })?;
-    }
-    Ok(snapshot)
 }
 
 /// What `reservation-owners` holds: every ownership record in order, and the latest
