@@ -486,6 +486,22 @@ fn an_append_the_log_refuses_is_503_append_failed() {
         assert!(json(&answer)["message"].as_str().is_some(), "{answer}");
         assert_eq!(headers.get("retry-after").map(String::as_str), Some("1"));
     }
+    // Each 5xx is logged once, with its cause.
+    let mut logged: Vec<String> = Vec::new();
+    wait_for("the two 503s logged", Duration::from_secs(10), || {
+        logged.extend(run.stderr.try_iter().filter(|l| l.contains("http error")));
+        (logged.len() >= 2).then_some(())
+    });
+    logged.extend(run.stderr.try_iter().filter(|l| l.contains("http error")));
+    assert_eq!(logged.len(), 2, "{logged:?}");
+    for line in &logged {
+        assert!(
+            line.contains("WARN")
+                && line.contains("append_failed")
+                && line.contains("File too large"),
+            "{line}"
+        );
+    }
     assert_eq!(run.get("/healthz").0, 200);
     wait_for("the accepted reservations", Duration::from_secs(30), || {
         (run.get("/v1/reservations/R-2").0 == 200).then_some(())

@@ -138,6 +138,17 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Every 5xx is logged here, once, with its cause: a failure of ordo or of its log at
+        // warn, the answers of a member that is starting, moving or stopping at info.
+        if status.is_server_error() {
+            let code = self.code();
+            match self {
+                Self::NotReady(_) | Self::NoOwner(_) | Self::ShuttingDown => {
+                    tracing::info!(status = status.as_u16(), code, cause = %self, "http error")
+                }
+                _ => tracing::warn!(status = status.as_u16(), code, cause = %self, "http error"),
+            }
+        }
         let body = axum::Json(json!({"error": self.code(), "message": self.to_string()}));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             (status, [(header::RETRY_AFTER, "1")], body).into_response()

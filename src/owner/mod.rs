@@ -18,21 +18,20 @@
 
 pub mod embedded;
 pub mod group;
+mod pipeline;
 
-use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use tracing::{debug, info, warn};
 
-use crate::core::ReservationNo;
-use crate::core::changelog::Stored;
 use crate::core::changelog::{Change, EpochMarker, Reader};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::Record;
-use crate::core::step::{Effects, Overlay, Processor, StateView, Tally};
+use crate::core::step::{Effects, Processor};
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::metrics::{Metrics, PartitionCounters};
 use crate::view::{Partitions, index_user, publish};
+use pipeline::Pipeline;
 
 /// Default number of input records per batch (and per durable commit).
 pub const DEFAULT_BATCH_SIZE: usize = 4096;
@@ -192,12 +191,12 @@ impl Owner<'_> {
         result
     }
 
-    fn own<D: Driver>(&self, driver: &mut D) -> Result<OwnerReport, D::Error> {
+    /// Restoring: the changelog, folded through the fencing rule, becomes the view; then an
+    /// epoch above every earlier owner's, settled against what landed meanwhile. The flag is
+    /// false when another owner's marker of an epoch at least as high came first: the
+    /// partition is that owner's.
+    fn restore<D: Driver>(&self, driver: &mut D) -> Result<(EpochMarker, Reader, bool), D::Error> {
         let p = self.partition;
-        let plabel = p.to_string();
-        let started = Instant::now();
-
-        // Restoring: the changelog, folded through the fencing rule, becomes the view.
         let view = self.shared.view(p);
         let users = &self.shared.users;
         view.clear();
@@ -219,13 +218,23 @@ impl Owner<'_> {
         let mut reader = Reader::default();
         driver.restore(&mut |r| fold(&mut reader, r))?;
         let marker = driver.begin_epoch(&reader)?;
-        if !driver.settle(&marker, &mut |r| fold(&mut reader, r))? {
+        let ours = driver.settle(&marker, &mut |r| fold(&mut reader, r))?;
+        Ok((marker, reader, ours))
+    }
+
+    fn own<D: Driver>(&self, driver: &mut D) -> Result<OwnerReport, D::Error> {
+        let p = self.partition;
+        let plabel = p.to_string();
+        let started = Instant::now();
+        let (marker, reader, ours) = self.restore(driver)?;
+        if !ours {
             return Ok(OwnerReport {
                 epoch: marker.epoch,
                 superseded: true,
                 ..OwnerReport::default()
             });
         }
+        let view = self.shared.view(p);
         let restored = view.len() as u64;
         self.metrics
             .restore
@@ -236,15 +245,15 @@ impl Owner<'_> {
         // Owning, from the marker's resume offset, or later where a former owner's records
         // that landed before the marker say more was applied.
         let status = self.shared.status(p);
-        let mut position = marker.resume_offset.max(reader.resume_offset());
+        let position = marker.resume_offset.max(reader.resume_offset());
         status.set_ready(marker.epoch, position);
         self.metrics
             .epoch
             .with_label_values(&[&plabel])
             .set(marker.epoch.0 as i64);
         let entries = self.metrics.state_entries.with_label_values(&[&plabel]);
-        entries.set(restored as i64);
         self.metrics.partitions_owned.inc();
+        entries.set(restored as i64);
         info!(
             partition = p.0,
             epoch = marker.epoch.0,
@@ -268,118 +277,32 @@ impl Owner<'_> {
             position,
             ..OwnerReport::default()
         };
-        // Buffers live across batches: large allocations freed every batch would go back to the
-        // OS and be faulted in (and zeroed) again.
-        let mut records = Vec::with_capacity(self.batch_size);
-        let mut effects = Effects::default();
-        let mut spare: Vec<HashMap<ReservationNo, Stored>> = Vec::new();
-        // Batches submitted and not yet durable, oldest first; for each key changed by one,
-        // the newest batch that changed it.
-        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
-        let mut newest: HashMap<ReservationNo, u64> = HashMap::new();
-        let (mut seq, mut in_flight_bytes) = (0u64, 0usize);
-        // The next offset to read: ahead of `position` (durable) while batches are in flight.
-        let mut read = position;
-        let fail_at = panic_at(p);
+        let mut batches = Pipeline::new(self.batch_size, position, panic_at(p));
         loop {
-            records.clear();
-            let fetch = driver.fetch(read, &mut records, in_flight.is_empty())?;
-            // Records below the position were applied already (a re-delivery after a rebalance).
-            records.retain(|r| r.offset >= read);
-            let got = !records.is_empty();
-            if let Some(last) = records.last() {
-                let next = last.offset.next().unwrap_or(last.offset);
-                if let Some(at) = fail_at
-                    && (read..next).contains(&at)
-                {
-                    panic!("fail point ORDO_FAIL_POINT: partition {p}, offset {at}");
-                }
-                let pending = Pending {
-                    newest: &newest,
-                    in_flight: &in_flight,
-                    base: &**view,
-                };
-                let mut overlay = Overlay {
-                    changes: spare
-                        .pop()
-                        .unwrap_or_else(|| HashMap::with_capacity(self.batch_size)),
-                    base: &pending,
-                };
-                effects.clear();
-                let mut tally = Tally::default();
-                let timer = self.metrics.processing.local();
-                for r in &records {
-                    let t0 = Instant::now();
-                    processor.apply(r, &mut overlay, &mut effects, &mut tally);
-                    timer.observe(t0.elapsed().as_secs_f64());
-                }
-                timer.flush();
-                let changes = overlay.changes;
-                let bytes: usize = effects
-                    .state
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len())
-                    .sum::<usize>()
-                    + effects
-                        .dead_letters
-                        .iter()
-                        .map(|d| d.value.len())
-                        .sum::<usize>();
-                let applied = effects.state.len() as u64;
-                driver.submit(&mut effects, next)?;
-                for key in changes.keys() {
-                    newest.insert(key.clone(), seq);
-                }
-                in_flight.push_back(InFlight {
-                    seq,
-                    next,
-                    changes,
-                    tally,
-                    applied,
-                    records: records.len() as u64,
-                    bytes,
-                    submitted: Instant::now(),
-                });
-                in_flight_bytes += bytes;
-                seq += 1;
-                read = next;
-            }
+            let fetch = batches.fetch(driver)?;
+            let got = batches.apply(driver, &processor, view, self.metrics)?;
             // Complete the oldest batches: all of them once the input is idle (or ends), else
             // down to the depth and byte bounds.
             let idle = !got || fetch == Fetch::Last;
-            while !in_flight.is_empty()
-                && (idle
-                    || in_flight.len() >= driver.depth()
-                    || in_flight_bytes > MAX_IN_FLIGHT_BYTES)
-            {
+            while batches.must_complete(idle, driver.depth()) {
                 driver.complete()?;
-                let mut done = in_flight.pop_front().expect("not empty");
-                self.metrics
-                    .commit
-                    .observe(done.submitted.elapsed().as_secs_f64());
-                in_flight_bytes -= done.bytes;
-                for key in done.changes.keys() {
-                    if newest.get(key) == Some(&done.seq) {
-                        newest.remove(key);
-                    }
-                }
+                let mut done = batches.pop_done(self.metrics);
                 // Durable: now the batch may be seen.
-                publish(view, users, &mut done.changes);
-                spare.push(done.changes);
-                position = done.next;
-                status.set_position(position);
+                publish(view, &self.shared.users, &mut done.changes);
+                status.set_position(done.next);
                 report.applied += done.applied;
                 report.processed += done.records;
-                report.position = position;
+                report.position = done.next;
                 counters.add(&done.tally);
                 entries.set(view.len() as i64);
-                driver.committed(position);
+                driver.committed(done.next);
                 debug!(
                     partition = p.0,
                     records = done.records,
-                    position = position.0,
+                    position = done.next.0,
                     "batch committed"
                 );
+                batches.recycle(done);
             }
             if fetch == Fetch::Last {
                 return Ok(report);
@@ -403,42 +326,6 @@ fn panic_at(p: Partition) -> Option<Offset> {
     let spec = std::env::var("ORDO_FAIL_POINT").ok()?;
     let (partition, offset) = spec.strip_prefix("panic@")?.split_once(':')?;
     (partition.parse::<u32>().ok()? == p.0).then_some(Offset(offset.parse().ok()?))
-}
-
-/// The most bytes of changelog records and dead letters an owner keeps in flight.
-const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
-
-/// A batch submitted and not yet durable: what becomes visible when it is.
-struct InFlight {
-    seq: u64,
-    next: Offset,
-    changes: HashMap<ReservationNo, Stored>,
-    tally: Tally,
-    applied: u64,
-    records: u64,
-    bytes: usize,
-    submitted: Instant,
-}
-
-/// The state a new batch is applied against: the newest in-flight change of a key, else the
-/// published view.
-struct Pending<'a, V> {
-    newest: &'a HashMap<ReservationNo, u64>,
-    in_flight: &'a VecDeque<InFlight>,
-    base: &'a V,
-}
-
-impl<V: StateView> StateView for Pending<'_, V> {
-    fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> R) -> R {
-        let batch = self.newest.get(key).and_then(|&seq| {
-            let first = self.in_flight.front()?.seq;
-            self.in_flight.get((seq - first) as usize)
-        });
-        match batch {
-            Some(b) => f(b.changes.get(key)),
-            None => self.base.with(key, f),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //!   group's offsets for `ordo repartition`.
 //! * [`producer`]: the idempotent producer that waits for acknowledgements.
 //! * [`reader`]: reading a partition to its end, a range of it, or from an owner's thread.
+//! * [`partition`]: one partition from an offset on: the owner's reader and the tools' scan.
 //! * [`ingest`]: the gateway's [`ingest::KafkaIngest`].
 //! * [`changelog`]: every changelog partition folded, and the checked bulk sender of the tools.
 //! * [`bench`]: the raw consumer and pipe `ordo bench kafka` compares against.
@@ -17,6 +18,7 @@ pub mod bench;
 pub mod changelog;
 pub mod config;
 pub mod ingest;
+pub mod partition;
 pub mod producer;
 pub mod reader;
 
@@ -31,8 +33,9 @@ pub use config::{
     log_client_error, log_client_message,
 };
 pub use ingest::{INGEST_WAIT, KafkaIngest};
+pub use partition::{PartitionReader, scan};
 pub use producer::{KafkaProducer, Outgoing, Pending};
 pub use reader::{
-    BulkReader, OwnersLog, PartitionReader, check_no_repartition, read_owners, read_range,
-    read_to_end, scan, tail, to_record,
+    BulkReader, OwnersLog, check_no_repartition, read_owners, read_range, read_to_end, tail,
+    to_record,
 };

@@ -23,21 +23,24 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{error, info, warn};
 
+mod connections;
+mod context;
 mod driver;
 
+pub use connections::Connections;
+pub use context::MemberContext;
+use context::partitions_of;
 use driver::{KafkaDriver, RESTORE_QUEUE, Restored};
 
 use super::{Options, Owner, OwnerError};
 use crate::core::ownership::{OwnersEntry, OwnershipRecord};
 use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
-use crate::log::kafka::{
-    BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, REQUEST_TIMEOUT, tail,
-};
+use crate::log::kafka::{BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, tail};
 use crate::log::now_millis;
 use crate::log::topics::Role;
 use crate::metrics::Metrics;
@@ -121,87 +124,6 @@ struct Member {
     restorer: Mutex<BulkReader>,
     /// Input records processed by owners that have finished.
     processed: std::sync::atomic::AtomicU64,
-}
-
-/// The group consumer's context: rebalance callbacks hand partitions to owners and take them
-/// back.
-pub struct MemberContext {
-    member: Arc<Member>,
-}
-
-impl ClientContext for MemberContext {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        crate::log::kafka::log_client_error(error, reason);
-    }
-
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        crate::log::kafka::log_client_message(level, fac, message);
-    }
-}
-
-fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
-    tpl.elements()
-        .iter()
-        .map(|e| Partition(e.partition() as u32))
-        .collect()
-}
-
-impl ConsumerContext for MemberContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                self.member
-                    .metrics
-                    .rebalances
-                    .with_label_values(&["revoke"])
-                    .inc();
-                let partitions = partitions_of(tpl);
-                info!(?partitions, "partitions revoked");
-                self.member.stop_owners(consumer, &partitions);
-            }
-            Rebalance::Assign(_) => {}
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
-        }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            // Every rebalance this member takes part in ends in an assignment, empty when it
-            // gains nothing (cooperative and KIP-848 assignments carry only the change).
-            self.member
-                .metrics
-                .rebalances
-                .with_label_values(&["assign"])
-                .inc();
-            if tpl.count() == 0 {
-                return;
-            }
-            // The owners read their partitions themselves: the group consumer fetches nothing.
-            if let Err(e) = consumer.pause(tpl) {
-                warn!(error = %e, "cannot pause the group consumer's partitions");
-            }
-            let committed = consumer
-                .committed_offsets((*tpl).clone(), REQUEST_TIMEOUT)
-                .ok();
-            let mut restores = HashMap::new();
-            for e in tpl.elements() {
-                let p = Partition(e.partition() as u32);
-                let offset = committed
-                    .as_ref()
-                    .and_then(|c| c.find_partition(e.topic(), e.partition()))
-                    .and_then(|c| match c.offset() {
-                        KafkaOffset::Offset(o) if o >= 0 => Some(Offset(o as u64)),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                info!(partition = p.0, committed = offset.0, "partition assigned");
-                let (tx, rx) = std::sync::mpsc::sync_channel(RESTORE_QUEUE);
-                restores.insert(p, tx);
-                self.member.start_owner(p, offset, rx);
-            }
-            self.member.restore(restores);
-        }
-    }
 }
 
 impl Member {
@@ -456,6 +378,39 @@ impl Member {
             })
     }
 
+    /// Serves the group until shutdown, a failed owner (its error), or with `until_idle`
+    /// until every assigned partition has caught up. Rebalance callbacks, commits and errors
+    /// are served here; the assigned partitions are paused, so a record is a rare leftover
+    /// fetched before the pause and is dropped (its owner reads it itself).
+    fn serve(
+        self: &Arc<Self>,
+        consumer: &BaseConsumer<MemberContext>,
+        shutdown: &Shutdown,
+    ) -> Option<GroupError> {
+        let mut next_report = Instant::now() + IDLE_REPORT;
+        while !shutdown.is_triggered() {
+            match consumer.poll(MEMBER_POLL) {
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
+                Some(Err(e)) => warn!(error = %e, "consumer error"),
+            }
+            self.retake_released();
+            if self.options.until_idle {
+                if self.caught_up(consumer) {
+                    tracing::debug!("every assigned partition caught up");
+                    return None;
+                }
+                if Instant::now() >= next_report {
+                    self.report_waiting(consumer);
+                    next_report += IDLE_REPORT;
+                }
+            }
+            if let Some(e) = self.lock_failures().pop() {
+                return Some(e);
+            }
+        }
+        None
+    }
+
     /// Takes back the assigned partitions whose owner was superseded once the newer owner has
     /// let them go (`reservation-owners` says released): the group still gives them to this
     /// member, and no other member may be serving them.
@@ -491,48 +446,6 @@ impl Member {
         }
         self.restore(restores);
     }
-}
-
-/// The member's long-lived connections, made before it joins the group.
-pub struct Connections {
-    /// The idempotent producer, holding its producer id.
-    pub producer: Arc<KafkaProducer>,
-    /// The changelog reader every restore goes through.
-    pub restorer: BulkReader,
-}
-
-impl Connections {
-    /// Connects the producer (taking its idempotence id) and the restore reader, each on its
-    /// own thread, while `also` (the topic checks) runs on this one: start-up pays for the
-    /// slowest of them, not their sum.
-    pub fn open<T: Send>(
-        kafka: &KafkaOptions,
-        also: impl FnOnce() -> T + Send,
-    ) -> (Result<Connections, KafkaLogError>, T) {
-        std::thread::scope(|s| {
-            let producer = s.spawn(|| KafkaProducer::new(kafka));
-            let restorer = s.spawn(|| BulkReader::new(kafka, &kafka.topic(Role::State)));
-            let also = also();
-            let connections = joined(producer).and_then(|producer| {
-                Ok(Connections {
-                    producer: Arc::new(producer),
-                    restorer: joined(restorer)?,
-                })
-            });
-            (connections, also)
-        })
-    }
-}
-
-/// A connecting thread's result (its panic as an error).
-fn joined<T>(
-    h: std::thread::ScopedJoinHandle<'_, Result<T, KafkaLogError>>,
-) -> Result<T, KafkaLogError> {
-    h.join().unwrap_or_else(|_| {
-        Err(KafkaLogError::Restore(
-            "a connecting thread panicked".into(),
-        ))
-    })
 }
 
 /// Joins the group behind `kafka` and owns what it assigns, until idle (`until_idle`) or
@@ -596,32 +509,7 @@ pub fn run(
     };
 
     let started = Instant::now();
-    let mut next_report = started + IDLE_REPORT;
-    let mut failure = None;
-    while !shutdown.is_triggered() {
-        // Rebalance callbacks, commits and errors are served here; the assigned partitions are
-        // paused, so a record is a rare leftover fetched before the pause and is dropped (its
-        // owner reads it itself).
-        match consumer.poll(MEMBER_POLL) {
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | Some(Ok(_)) | None => {}
-            Some(Err(e)) => warn!(error = %e, "consumer error"),
-        }
-        member.retake_released();
-        if options.until_idle {
-            if member.caught_up(&consumer) {
-                tracing::debug!("every assigned partition caught up");
-                break;
-            }
-            if Instant::now() >= next_report {
-                member.report_waiting(&consumer);
-                next_report += IDLE_REPORT;
-            }
-        }
-        if let Some(e) = member.lock_failures().pop() {
-            failure = Some(e);
-            break;
-        }
-    }
+    let failure = member.serve(&consumer, shutdown);
     // Release every partition: finish, commit, leave the group.
     let owned: Vec<Partition> = member.lock_owners().keys().copied().collect();
     member.stop_owners(&consumer, &owned);
