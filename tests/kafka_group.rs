@@ -791,3 +791,137 @@ fn a_static_member_restarted_within_its_session_keeps_its_partitions() {
         restart.as_millis()
     );
 }
+
+/// A forged ownership record cannot turn a member into a relay. The owner it names answers
+/// every request with 16 MiB: the member answers `503 owner_unreachable` (an answer is relayed
+/// up to 4 MiB). An owner URL with a path is never requested (it would let the record choose
+/// what the member fetches, or point it back at itself), and a forwarded request is never
+/// forwarded again, on `/v1/users` too. (A forged record of a higher epoch still makes the
+/// owner stand back: only a signed table would tell it from a real one.)
+#[test]
+fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    let a = broker.member(&group(), &[]);
+    wait_for("A owns both partitions", Duration::from_secs(60), || {
+        (a.metric_sum("ordo_partitions_owned", "") == 2.0).then_some(())
+    });
+    // The forged owner: any request gets 16 MiB.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_url = format!("http://{}", server.local_addr().unwrap());
+    let requests = Arc::new(AtomicU64::new(0));
+    let counted = requests.clone();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let body = vec![b' '; 16 << 20];
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    let a_self = format!("http://{}/v1/users/u-1?x=", a.addr);
+    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
+    for (p, url) in [(0u32, server_url.clone()), (1, a_self)] {
+        let forged = ordo::core::ownership::OwnershipRecord {
+            partition: p,
+            epoch: ordo::core::Epoch(1000),
+            owner: "forged".into(),
+            url: Some(url),
+            ts: 0,
+            held: Some(true),
+        };
+        producer
+            .send_all(&[ordo::log::kafka::Outgoing {
+                topic: &broker.topic(Role::Owners),
+                partition: Partition(0),
+                record: ordo::core::record::NewRecord {
+                    key: forged.key().into_bytes(),
+                    value: forged.to_json(),
+                    timestamp: 0,
+                    headers: vec![],
+                },
+            }])
+            .unwrap();
+    }
+    wait_for("A stands back from both", Duration::from_secs(60), || {
+        (a.metric_sum("ordo_partitions_owned", "") == 0.0).then_some(())
+    });
+    let n = ordo::core::PartitionCount::new(2).unwrap();
+    let key_of = |p: u32| {
+        (0..)
+            .map(|i| format!("R-{i}"))
+            .find(|k| Partitioner::AbsHashModN.partition(k, n).0 == p)
+            .unwrap()
+    };
+    // Partition 0: relayed from the forged owner, bounded.
+    let (code, body) = http(
+        a.addr,
+        "GET",
+        &format!("/v1/reservations/{}", key_of(0)),
+        None,
+        &[],
+    );
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (503, Some("owner_unreachable")),
+        "{body}"
+    );
+    assert!(
+        body.len() < 4096 && body.contains("relayed up to"),
+        "{body}"
+    );
+    assert_eq!(requests.load(Ordering::SeqCst), 1);
+    // Partition 1: an owner URL with a path is never requested.
+    let (code, body) = http(
+        a.addr,
+        "GET",
+        &format!("/v1/reservations/{}", key_of(1)),
+        None,
+        &[],
+    );
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (503, Some("no_owner")),
+        "{body}"
+    );
+    let users = |m: &Running| {
+        m.metric_sum(
+            "ordo_http_request_duration_seconds_count",
+            "route=\"/v1/users/{id}\"",
+        )
+    };
+    let (code, body) = http(a.addr, "GET", "/v1/users/u-1", None, &[]);
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (503, Some("no_owner")),
+        "{body}"
+    );
+    assert_eq!(users(&a), 1.0, "A requested its own /v1/users");
+    // A forwarded request is answered here or refused, never forwarded on.
+    let before = requests.load(Ordering::SeqCst);
+    let forwarded = [("ordo-forwarded", "1")];
+    let (code, body) = http(a.addr, "GET", "/v1/users/u-2", None, &forwarded);
+    assert_eq!(
+        (code, json(&body)["error"].as_str()),
+        (503, Some("no_owner")),
+        "{body}"
+    );
+    let path = format!("/v1/reservations/{}", key_of(0));
+    let (code, _) = http(a.addr, "GET", &path, None, &forwarded);
+    assert_eq!(code, 503);
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        before,
+        "a forwarded request went on"
+    );
+}

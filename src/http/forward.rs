@@ -25,6 +25,22 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an owner may take to answer beyond the wait the request itself asks for.
 pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
+/// The most bytes of an owner's answer relayed; a longer one is `503 owner_unreachable`.
+pub const MAX_RELAY_BYTES: usize = 4 << 20;
+
+/// Whether `url` is a member's base URL as `--advertise` takes it: `http://host[:port]`, with
+/// no credentials, path, query or fragment.
+pub fn is_base_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return false;
+    };
+    uri.scheme_str() == Some("http")
+        && uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+        && matches!(uri.path(), "" | "/")
+        && uri.query().is_none()
+        && !url.contains('#')
+}
+
 /// Whether `headers` mark a request as forwarded by another member.
 pub fn is_forwarded(headers: &HeaderMap) -> bool {
     headers.get(FORWARDED).is_some_and(|v| v == "1")
@@ -96,7 +112,11 @@ impl Forwarder {
         let exchange = async {
             let response = self.client.request(request).await?;
             let (parts, body) = response.into_parts();
-            let body = body.collect().await?.to_bytes();
+            let body = http_body_util::Limited::new(body, MAX_RELAY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| format!("{e} (an answer is relayed up to {MAX_RELAY_BYTES} bytes)"))?
+                .to_bytes();
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Answer {
                 status: parts.status,
                 headers: parts.headers,
@@ -113,6 +133,35 @@ impl Forwarder {
                 "no answer within {} ms",
                 limit.as_millis()
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_base_urls_are_members() {
+        for ok in [
+            "http://10.0.0.7:8080",
+            "http://ordo-1.ordo-headless:8080/",
+            "http://[::1]:1",
+        ] {
+            assert!(is_base_url(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:8080/v1/users/u?x=",
+            "http://h:1/latest/meta-data",
+            "http://h:1?x=1",
+            "http://user:pw@h:1",
+            "https://h:1",
+            "file:///etc/passwd",
+            "h:1",
+            "http://h:1/#x",
+            "",
+        ] {
+            assert!(!is_base_url(bad), "{bad}");
         }
     }
 }

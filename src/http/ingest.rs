@@ -214,7 +214,7 @@ async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<Stri
     let t0 = std::time::Instant::now();
     let ends = input_ends(s).await?;
     let t1 = std::time::Instant::now();
-    let records = user_records(s, user, &ends, LOOKUP_WAIT).await?;
+    let records = user_records(s, user, &ends, LOOKUP_WAIT, false).await?;
     tracing::debug!(
         ends_ms = (t1 - t0).as_secs_f64() * 1e3,
         owners_ms = t1.elapsed().as_secs_f64() * 1e3,

@@ -105,8 +105,23 @@ impl Served {
             )));
         }
         match self.partitions.owner_url(p) {
-            Some(url) if self.advertise.as_deref() != Some(url.as_str()) => Ok(Route::Forward(url)),
-            _ => Err(no_owner(format!(
+            Some(url) if self.advertise.as_deref() == Some(url.as_str()) => Err(no_owner(format!(
+                "no member serves partition {p} right now; retry"
+            ))),
+            // Only a plain base URL is a member's: anything else in `reservation-owners` (a
+            // path, a query, credentials) would make this member request what it names.
+            Some(url) if !forward::is_base_url(&url) => {
+                tracing::warn!(
+                    partition = p.0,
+                    url,
+                    "ignoring an owner URL that is not a base URL"
+                );
+                Err(no_owner(format!(
+                    "the owner recorded for partition {p} is not a member URL; retry"
+                )))
+            }
+            Some(url) => Ok(Route::Forward(url)),
+            None => Err(no_owner(format!(
                 "no member serves partition {p} right now; retry"
             ))),
         }

@@ -200,17 +200,19 @@ async fn local_user_records(
 
 /// The state records of `user` in every partition, each partition having applied every offset
 /// below `until[p]` (asked of its owner, in parallel). Any partition without a reachable owner
-/// makes the whole answer `503`: a partial answer could wrongly say "none".
+/// makes the whole answer `503`: a partial answer could wrongly say "none". A `forwarded`
+/// request is answered from here only, never forwarded again.
 pub async fn user_records(
     s: &Served,
     user: &str,
     until: &[Offset],
     wait: Duration,
+    forwarded: bool,
 ) -> Result<Vec<StateRecord>, ApiError> {
     let mut local = BTreeMap::new();
     let mut remote: BTreeMap<String, Vec<(Partition, Offset)>> = BTreeMap::new();
     for p in s.count().iter() {
-        match s.route(p, false)? {
+        match s.route(p, forwarded)? {
             Route::Local => {
                 local.insert(p, until[p.index()]);
             }
@@ -286,6 +288,7 @@ pub fn encode(segment: &str) -> String {
 /// `GET /v1/users/{id}`: every reservation of the user, from every partition's owner.
 pub async fn user(
     State(s): State<AppState>,
+    headers: HeaderMap,
     path: Result<Path<String>, PathRejection>,
     params: Result<Query<ReadParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -295,7 +298,8 @@ pub async fn user(
     if let Some(t) = params.token(&s)? {
         until[t.partition.index()] = t.offset.next().expect("Token::parse checks the successor");
     }
-    let records = user_records(&s, &id, &until, params.wait()).await?;
+    let forwarded = is_forwarded(&headers);
+    let records = user_records(&s, &id, &until, params.wait(), forwarded).await?;
     if records.is_empty() {
         return Err(ApiError::NotFound(format!("no reservations for user {id}")));
     }
