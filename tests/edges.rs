@@ -412,3 +412,47 @@ fn http_durations_by_route_template_and_no_per_key_label() {
         }
     }
 }
+
+/// A position mark in the changelog far past the input's end (not written by ordo) makes the
+/// partition refuse to start, naming the repair, rather than skip every event up to it;
+/// `replay --apply` repairs it and the events are applied.
+#[test]
+fn a_forged_position_past_the_end_is_refused_and_repaired() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    processed(&d, "1", "100");
+    {
+        let log = EmbeddedLog::open(&d, OpenOptions::default()).unwrap();
+        let mark = ordo::core::changelog::PositionMark {
+            epoch: ordo::core::Epoch(1),
+            partition: 0,
+            resume_offset: ordo::core::Offset(1 << 40),
+        };
+        let record = NewRecord {
+            key: mark.key().into_bytes(),
+            value: mark.to_json(),
+            timestamp: 0,
+            headers: vec![],
+        };
+        log.append(Role::State, vec![(Partition(0), record)])
+            .unwrap();
+    }
+    let line =
+        r#"{"type":"reservation","event_id":"late","reservation_no":"R-late","user_id":"u"}"#;
+    let file = dir.path().join("late.ndjson");
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    ok(&["produce", "--data-dir", s(&d), "--file", s(&file)]);
+    let out = ordo()
+        .args(["run", "--until-idle", "--no-http", "--data-dir", s(&d)])
+        .run_bounded();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("past the input's end") && err.contains("ordo replay --apply"),
+        "{err}"
+    );
+    assert!(!state(&d).contains_key("R-late"));
+    ok(&["replay", "--apply", "--data-dir", s(&d)]);
+    ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&d)]);
+    assert_eq!(state(&d)["R-late"]["version"], 1);
+}

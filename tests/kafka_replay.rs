@@ -400,3 +400,79 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
     );
     finish_at_six(&broker, dir.path(), &input, &g, true);
 }
+
+/// Forged fencing records on Kafka. A marker of epoch `u64::MAX` is refused as unreadable: it
+/// fences nothing and the next owner's epoch does not wrap, so nothing is lost across restarts.
+/// A position mark far past the input's end makes the member refuse the partition by name
+/// (resuming there would skip every event appended up to it), and `replay --apply` repairs it:
+/// afterwards new events are applied again.
+#[test]
+fn forged_markers_and_positions_lose_nothing_and_are_repaired() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "1"]);
+    broker.ok(&["produce", "--generate", "200", "--seed", "5"]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    let reserve = |id: &str| {
+        let extra = tempfile::NamedTempFile::new().unwrap();
+        let line = format!(
+            r#"{{"type":"reservation","event_id":"{id}","reservation_no":"R-{id}","user_id":"u"}}"#
+        );
+        std::fs::write(extra.path(), line + "\n").unwrap();
+        broker.ok(&["produce", "--file", extra.path().to_str().unwrap()]);
+    };
+    let p = Partition(0);
+    let marker = |epoch: u64, resume: u64| ordo::core::changelog::EpochMarker {
+        epoch: ordo::core::Epoch(epoch),
+        partition: 0,
+        resume_offset: ordo::core::Offset(resume),
+        owner: "forged".into(),
+        carried: false,
+        replayed: false,
+    };
+    // The largest epoch: ignored, so the next owners keep their epochs and their writes.
+    let forged = marker(u64::MAX, 0);
+    send(
+        &broker,
+        p,
+        &forged.key(),
+        &String::from_utf8(forged.to_json()).unwrap(),
+    );
+    for id in ["after-max-1", "after-max-2"] {
+        reserve(id);
+        broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    }
+    let state = broker.state();
+    for id in ["after-max-1", "after-max-2"] {
+        assert_eq!(state[&format!("R-{id}")]["version"], 1, "R-{id} lost");
+        let epoch = state[&format!("R-{id}")]["epoch"].as_u64().unwrap();
+        assert!(epoch < 100, "epoch {epoch}");
+    }
+    // A position mark far ahead: the member refuses, naming the repair.
+    let mark = ordo::core::changelog::PositionMark {
+        epoch: ordo::core::Epoch(state["R-after-max-2"]["epoch"].as_u64().unwrap()),
+        partition: 0,
+        resume_offset: ordo::core::Offset(1 << 40),
+    };
+    send(
+        &broker,
+        p,
+        &mark.key(),
+        &String::from_utf8(mark.to_json()).unwrap(),
+    );
+    reserve("after-mark");
+    let out = broker.run(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("past the input's end") && err.contains("ordo replay --brokers ... --apply"),
+        "{err}"
+    );
+    assert!(!broker.state().contains_key("R-after-mark"));
+    // Repaired by replay --apply: the event is applied, and the next ones after it.
+    broker.ok(&["replay", "--apply", "--assume-stopped"]);
+    assert_eq!(broker.state()["R-after-mark"]["version"], 1);
+    reserve("after-repair");
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    assert_eq!(broker.state()["R-after-repair"]["version"], 1);
+    assert!(broker.ok(&["replay", "--diff"]).stdout.is_empty());
+}

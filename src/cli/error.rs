@@ -150,6 +150,7 @@ fn log_is_usage(e: &LogError) -> bool {
         LogError::InUse { .. }
         | LogError::CreateDir { .. }
         | LogError::GroupCommit { .. }
+        | LogError::BeyondEnd { .. }
         | LogError::ReadOnly
         | LogError::Store { .. } => false,
     }
@@ -170,6 +171,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::Delivery { .. }
         | KafkaLogError::Stalled { .. }
         | KafkaLogError::Misplaced { .. }
+        | KafkaLogError::BeyondEnd { .. }
         | KafkaLogError::Restore(_) => false,
     }
 }

@@ -98,6 +98,11 @@ pub struct EpochMarker {
     /// partition's input is applied; the marker's `resume_offset` does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub carried: bool,
+    /// Written by `ordo replay --apply`, which rebuilt the state from the whole input: its
+    /// `resume_offset` is where the input is applied up to, whatever earlier records said (a
+    /// forged position mark among them).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 impl EpochMarker {
@@ -173,6 +178,11 @@ pub enum Entry {
     Tombstone(ReservationNo),
 }
 
+/// Epochs grow by one per owner: none ordo writes comes near this. A record of this epoch or
+/// above was not written by ordo, and is refused as unreadable rather than allowed to fence
+/// every later owner (or make the next epoch wrap).
+pub const EPOCH_LIMIT: Epoch = Epoch(1 << 53);
+
 /// A changelog record that is neither a state record nor a marker.
 #[derive(Debug, thiserror::Error)]
 #[error("changelog record is not a state record or an epoch marker: {0}")]
@@ -186,19 +196,31 @@ impl Entry {
                 .map(|k| Entry::Tombstone(ReservationNo::from(k)))
                 .map_err(|e| BadEntry(format!("tombstone key is not UTF-8: {e}")));
         }
-        if key.starts_with(MARKER_KEY_PREFIX.as_bytes())
+        let entry = if key.starts_with(MARKER_KEY_PREFIX.as_bytes())
             && let Ok(m) = serde_json::from_slice::<MarkerWire>(value)
         {
-            return Ok(Entry::Marker(m.epoch_marker));
-        }
-        if PositionMark::is_key(key)
+            Entry::Marker(m.epoch_marker)
+        } else if PositionMark::is_key(key)
             && let Ok(p) = serde_json::from_slice::<PositionWire>(value)
         {
-            return Ok(Entry::Position(p.position));
+            Entry::Position(p.position)
+        } else {
+            serde_json::from_slice(value)
+                .map(Entry::State)
+                .map_err(|e| BadEntry(e.to_string()))?
+        };
+        let epoch = match &entry {
+            Entry::Marker(m) => m.epoch,
+            Entry::Position(p) => p.epoch,
+            Entry::State(r) => r.epoch,
+            Entry::Tombstone(_) => Epoch(0),
+        };
+        if epoch >= EPOCH_LIMIT {
+            return Err(BadEntry(format!(
+                "epoch {epoch} is beyond any ordo writes (a forged record?); it is ignored"
+            )));
         }
-        serde_json::from_slice(value)
-            .map(Entry::State)
-            .map_err(|e| BadEntry(e.to_string()))
+        Ok(entry)
     }
 }
 
@@ -242,8 +264,12 @@ impl Reader {
                 if m.epoch >= self.highest_marker {
                     self.carrying = m.carried.then_some(m.epoch);
                 }
+                self.resume_offset = if m.replayed && m.epoch >= self.highest_marker {
+                    m.resume_offset
+                } else {
+                    self.resume_offset.max(m.resume_offset)
+                };
                 self.highest_marker = self.highest_marker.max(m.epoch);
-                self.resume_offset = self.resume_offset.max(m.resume_offset);
                 Verdict::Marker
             }
             Entry::State(r) if r.epoch < self.highest_marker => {

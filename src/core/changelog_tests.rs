@@ -25,6 +25,7 @@ fn marker(epoch: u64, resume: u64) -> EpochMarker {
         resume_offset: Offset(resume),
         owner: "test".into(),
         carried: false,
+        replayed: false,
     }
 }
 
@@ -128,6 +129,7 @@ fn carried_records_leave_the_resume_offset_to_their_marker() {
     let mut reader = Reader::default();
     let carried = EpochMarker {
         carried: true,
+        replayed: false,
         ..marker(5, 3)
     };
     let decoded = Entry::decode(carried.key().as_bytes(), &carried.to_json()).unwrap();
@@ -281,4 +283,55 @@ proptest! {
         prop_assert_eq!(reader.highest_epoch(), Epoch(epoch));
         prop_assert_eq!(reader.fenced, zombies);
     }
+}
+
+/// A record whose epoch no owner could have reached is unreadable: it fences nothing, and the
+/// next owner's epoch stays one above the real ones (it cannot wrap).
+#[test]
+fn an_epoch_beyond_the_limit_is_refused_not_obeyed() {
+    let forged = marker(u64::MAX, 0);
+    assert!(Entry::decode(forged.key().as_bytes(), &forged.to_json()).is_err());
+    let mut reader = Reader::default();
+    let mut snapshot = Snapshot::default();
+    for (key, value) in [
+        (marker(1, 0).key().into_bytes(), marker(1, 0).to_json()),
+        (forged.key().into_bytes(), forged.to_json()),
+        (b"A".to_vec(), record("A", 1, 0, 1).to_json()),
+    ] {
+        snapshot.push(&mut reader, &key, &value);
+    }
+    assert_eq!(snapshot.unreadable, 1);
+    assert_eq!(reader.highest_epoch(), Epoch(1));
+    assert_eq!(snapshot.states.len(), 1, "epoch 1 is not fenced");
+    assert_eq!(reader.highest_epoch().successor(), Epoch(2));
+}
+
+/// The marker of `ordo replay --apply` says where the input is applied up to, whatever came
+/// before it (a forged position mark far ahead); later markers move it only forward.
+#[test]
+fn a_replay_marker_sets_the_resume_offset() {
+    let mut reader = Reader::default();
+    reader.next(Entry::Marker(marker(1, 0)));
+    reader.next(Entry::Position(PositionMark {
+        epoch: Epoch(1),
+        partition: 0,
+        resume_offset: Offset(1 << 40),
+    }));
+    assert_eq!(reader.resume_offset(), Offset(1 << 40));
+    let replayed = EpochMarker {
+        replayed: true,
+        ..marker(2, 50)
+    };
+    reader.next(Entry::Marker(replayed.clone()));
+    assert_eq!(reader.resume_offset(), Offset(50));
+    reader.next(Entry::Marker(marker(3, 40)));
+    assert_eq!(reader.resume_offset(), Offset(50));
+    // A replay marker of a fenced epoch moves nothing back.
+    reader.next(Entry::Marker(EpochMarker {
+        replayed: true,
+        ..marker(2, 7)
+    }));
+    assert_eq!(reader.resume_offset(), Offset(50));
+    let wire = Entry::decode(replayed.key().as_bytes(), &replayed.to_json()).unwrap();
+    assert_eq!(wire, Entry::Marker(replayed));
 }

@@ -43,6 +43,15 @@ impl Driver for EmbeddedDriver<'_> {
     }
 
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, LogError> {
+        // Resuming past the input's end would skip what is appended up to there.
+        let end = self.log.end_offset(Role::Events, self.partition)?;
+        if reader.resume_offset() > end {
+            return Err(LogError::BeyondEnd {
+                partition: self.partition.0,
+                from: reader.resume_offset().0,
+                end: end.0,
+            });
+        }
         self.log.begin_epoch(
             self.partition,
             &self.options.owner_id,

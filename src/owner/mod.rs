@@ -360,6 +360,7 @@ mod tests {
                 resume_offset: Offset(0),
                 owner: "test".into(),
                 carried: false,
+                replayed: false,
             })
         }
         fn fetch(&mut self, _: Offset, out: &mut Vec<Record>, _: bool) -> Result<Fetch, Never> {

@@ -95,6 +95,12 @@ pub enum LogError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "partition {partition}: the changelog says its input is applied up to offset {from}, \
+         past the input's end at {end} (a record not written by ordo?); nothing was skipped: \
+         rebuild the changelog with `ordo replay --apply`"
+    )]
+    BeyondEnd { partition: u32, from: u64, end: u64 },
     #[error("embedded log: group commit failed: {message}")]
     GroupCommit { message: String },
     #[error("embedded log: the data dir was opened read-only; this command cannot write to it")]
@@ -353,6 +359,7 @@ impl EmbeddedLog {
                 resume_offset: position,
                 owner: owner.to_owned(),
                 carried: false,
+                replayed: false,
             };
             let now = super::now_millis();
             state
@@ -408,6 +415,7 @@ impl EmbeddedLog {
                 resume_offset,
                 owner: owner.to_owned(),
                 carried: false,
+                replayed: false,
             };
             let mut state = txn.open_table(STATE).map_err(store("open changelog"))?;
             let offset = end_of(&state, partition.0)?;

@@ -132,6 +132,16 @@ pub enum KafkaLogError {
          written to meanwhile?)"
     )]
     Misplaced { landed: u64, expected: u64 },
+    #[error(
+        "{topic} partition {partition}: the changelog says its input is applied up to offset \
+         {from}, past the input's end (a record not written by ordo?); nothing was skipped: \
+         stop the members and rebuild the changelog with `ordo replay --brokers ... --apply`"
+    )]
+    BeyondEnd {
+        topic: String,
+        partition: u32,
+        from: u64,
+    },
     #[error("kafka: reading {topic}/{partition} made no progress for {secs}s")]
     Stalled {
         topic: String,

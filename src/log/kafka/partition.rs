@@ -169,6 +169,17 @@ impl PartitionReader {
                 Polled::Nothing => None,
             };
             match first {
+                // Before the offset assigned: the broker found it out of range and the reader
+                // was reset to the earliest record. Only past the end is that so (before the
+                // start, the reset gives a later record): the changelog claims input that is
+                // not there, and reading on would skip everything up to it.
+                Some(r) if r.offset < start => {
+                    return Err(KafkaLogError::BeyondEnd {
+                        topic: self.topic.clone(),
+                        partition: self.partition.0,
+                        from: from.0,
+                    });
+                }
                 // At or before `from`: the batch holding `from` was delivered whole.
                 Some(r) if r.offset <= from => {
                     self.ended = false;

@@ -115,6 +115,7 @@ impl Driver for KafkaDriver<'_> {
             resume_offset,
             owner: self.member.options.owner_id.clone(),
             carried: false,
+            replayed: false,
         };
         let t0 = Instant::now();
         let offsets = self.member.producer.send_all(&[Outgoing {

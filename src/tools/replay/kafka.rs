@@ -133,6 +133,7 @@ pub fn apply_replay(
             resume_offset: replay.next_offsets[p.index()],
             owner: owner.to_owned(),
             carried: false,
+            replayed: true,
         };
         sender.push(
             &topic,

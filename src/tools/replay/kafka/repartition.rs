@@ -310,6 +310,7 @@ fn copy_to_staging(
             resume_offset: changelog.resume[p.index()],
             owner: "ordo repartition (staged)".into(),
             carried: false,
+            replayed: false,
         };
         sender.push(
             &state,
@@ -448,6 +449,7 @@ fn rebuild(
             resume_offset: Offset(processed[q.index()]),
             owner: rec.by.clone(),
             carried: true,
+            replayed: false,
         };
         sender.push(
             &state,
