@@ -98,6 +98,12 @@ fn every_client_error_is_json_with_the_right_status() {
         ("/v1/reservations", "[1]".into(), 400, "invalid_json"),
         (
             "/v1/reservations",
+            r#"{"event_id":"d","reservation_no":"R-dup","user_id":"u","user_id":"v"}"#.into(),
+            400,
+            "invalid_json",
+        ),
+        (
+            "/v1/reservations",
             r#"{"event_id":"e","reservation_no":"R"}"#.into(),
             400,
             "invalid_event",
@@ -151,6 +157,16 @@ fn every_client_error_is_json_with_the_right_status() {
             &body[..body.len().min(80)]
         );
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+        if body.contains("R-dup") {
+            // A field given twice is refused by name, as `ordo produce` refuses it.
+            assert!(
+                v["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("duplicate field `user_id`"),
+                "{b}"
+            );
+        }
     }
     for (path, status, code) in [
         ("/v1/reservations/nope", 404, "not_found"),

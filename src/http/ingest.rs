@@ -57,6 +57,33 @@ pub async fn cancellations(
     ingest(&s, EventKind::Cancellation, headers, body?).await
 }
 
+/// A body's top-level object, refusing a field given twice (as `ordo produce` does: with the
+/// last one silently winning, a client and ordo could read different events).
+struct Fields(Map<String, Value>);
+
+impl<'de> serde::Deserialize<'de> for Fields {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Fields;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
+                let mut m = Map::new();
+                while let Some((k, v)) = a.next_entry::<String, Value>()? {
+                    if m.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate field `{k}`")));
+                    }
+                    m.insert(k, v);
+                }
+                Ok(Fields(m))
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
+}
+
 /// The body as the event's fields: `type` from the route, `event_id` from the body or the
 /// `Idempotency-Key` header.
 fn fields(
@@ -64,9 +91,10 @@ fn fields(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Map<String, Value>, ApiError> {
-    let mut fields: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => {
+    let mut fields: Map<String, Value> = match serde_json::from_slice::<Fields>(body) {
+        Ok(Fields(m)) => m,
+        // Valid JSON of another type than an object.
+        Err(e) if e.is_data() && !e.to_string().starts_with("duplicate field") => {
             return Err(ApiError::InvalidJson(
                 "the body must be a JSON object".into(),
             ));
