@@ -355,6 +355,45 @@ fn two_members_serve_every_key_through_its_owner() {
     let (code, body) = a.get(&format!("/v1/users/u{b_partition}"));
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["reservations"][0]["state"], "associated");
+    // A token of another partition than the key's, owned by the other member: the key's owner
+    // has that member wait for it (asked on either member, for a key of either).
+    let a_partition = table
+        .iter()
+        .position(|(_, u)| u.as_deref() == Some(&a_url))
+        .unwrap();
+    let token_of_b = v["token"].as_str().unwrap();
+    let (code, r) = http(
+        b.addr,
+        "POST",
+        "/v1/cancellations",
+        Some(&format!(
+            r#"{{"event_id":"c{a_partition}","reservation_no":"{}","user_id":"u{a_partition}"}}"#,
+            keys[a_partition]
+        )),
+        &[],
+    );
+    assert_eq!(code, 202, "{r}");
+    let token_of_a = json(&r)["token"].as_str().unwrap().to_owned();
+    for m in [&a, &b] {
+        for (key, token) in [
+            (&keys[a_partition], token_of_b),
+            (&keys[b_partition], &token_of_a),
+        ] {
+            let path = format!("/v1/reservations/{key}?after={token}&wait=20000");
+            let (code, body) = m.get(&path);
+            assert_eq!(code, 200, "{path} on {}: {body}", m.addr);
+        }
+    }
+    let path = format!(
+        "/v1/reservations/{}?after={token_of_a}&wait=20000",
+        keys[b_partition]
+    );
+    assert_eq!(json(&b.get(&path).1)["state"], "associated");
+    let path = format!(
+        "/v1/reservations/{}?after={token_of_a}&wait=20000",
+        keys[a_partition]
+    );
+    assert_eq!(json(&a.get(&path).1)["state"], "cancelled");
 
     // Bad input on a forwarded path is still SPEC §7 JSON; a forwarded request is never
     // forwarded again.
@@ -397,7 +436,21 @@ fn two_members_serve_every_key_through_its_owner() {
     // Who serves what once B is stopped (under load a rebalance may have moved partitions
     // before; a stopped B takes part in none).
     b.signal("STOP");
-    let now = owners(&a);
+    // A's table as A itself sees it: a partition A has just taken shows as A's in its own
+    // status a moment before A's follower reads A's ownership record.
+    let now = wait_for(
+        "A's table agrees with what A owns",
+        Duration::from_secs(30),
+        || {
+            let table = owners(&a);
+            let mine = owned_here(&a);
+            let agrees = table
+                .iter()
+                .enumerate()
+                .all(|(p, (_, u))| (u.as_deref() == Some(&a_url)) == mine.contains(&(p as u32)));
+            agrees.then_some(table)
+        },
+    );
     let b_now = now
         .iter()
         .position(|(_, u)| u.as_deref() == Some(&b_url))

@@ -143,6 +143,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/users/{id}", get(query::user))
         .route("/v1/owners", get(owners))
         .route("/v1/internal/users/{id}", get(query::user_partitions))
+        .route("/v1/internal/applied", get(query::applied))
         .route_layer(middleware::from_fn_with_state(state.clone(), track))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

@@ -141,15 +141,28 @@ pub async fn reservation(
             .into_response());
     }
     if let Some(t) = token {
-        // The token may name another partition than the key's: its owner must wait.
-        if s.route(t.partition, true).is_err() {
-            return Err(ApiError::NoOwner(format!(
-                "the token's partition {} is not served here; query its owner",
-                t.partition
-            )));
-        }
         let until = t.offset.next().expect("Token::parse checks the successor");
-        wait_applied(&s, t.partition, until, params.wait()).await?;
+        // The token may name another partition than the key's, owned by another member: that
+        // member waits for it (it never forwards the wait on).
+        match s.route(t.partition, false)? {
+            Route::Local => wait_applied(&s, t.partition, until, params.wait()).await?,
+            Route::Forward(url) => {
+                let forwarder = s.forwarder.as_ref().expect("forwarding needs a forwarder");
+                let path = format!(
+                    "/v1/internal/applied?partition={}&offset={}&wait={}",
+                    t.partition,
+                    until.0,
+                    params.wait().as_millis()
+                );
+                let limit = params.wait() + ANSWER_GRACE;
+                let answer = forwarder
+                    .get(&s.metrics, t.partition, &url, &path, limit)
+                    .await?;
+                if !answer.status.is_success() {
+                    return Ok(answer.into_response());
+                }
+            }
+        }
     }
     // A partition still restoring has a partial view: its answer could be an older state, or
     // a 404 for a reservation that exists.
@@ -306,6 +319,42 @@ pub async fn user(
     Ok(served_by(
         &s,
         axum::Json(json!({"user_id": id, "reservations": records})).into_response(),
+    ))
+}
+
+/// Query parameters of [`applied`].
+#[derive(Debug, Deserialize)]
+pub struct AppliedParams {
+    partition: u32,
+    /// Answer once everything below this offset is applied.
+    offset: u64,
+    wait: Option<u64>,
+}
+
+/// `GET /v1/internal/applied?partition=p&offset=o&wait=ms`: answers once partition `p`, which
+/// this member must own, has applied everything below `o`; asked by the member that answers a
+/// query whose token names `p`.
+pub async fn applied(
+    State(s): State<AppState>,
+    params: Result<Query<AppliedParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params?;
+    let p = Partition(params.partition);
+    if !s.count().contains(p) {
+        return Err(ApiError::InvalidQuery(format!(
+            "partition {p} is not one of this deployment's"
+        )));
+    }
+    if !s.partitions.status(p).is_owned() {
+        return Err(ApiError::NoOwner(format!(
+            "partition {p} is not owned by this member (it moved); retry"
+        )));
+    }
+    let wait = Duration::from_millis(params.wait.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+    wait_applied(&s, p, Offset(params.offset), wait).await?;
+    Ok(served_by(
+        &s,
+        axum::Json(json!({"partition": p.0})).into_response(),
     ))
 }
 
