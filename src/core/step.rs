@@ -258,21 +258,30 @@ impl Processor {
     }
 }
 
-/// The dead letter of `r`: its key and bytes unchanged, with the SPEC §4 headers.
+/// The dead letter of `r`: its key and bytes unchanged, with the SPEC §4 headers, then the
+/// record's own headers (a trace id, a producer's metadata) except any in ordo's `ordo.`
+/// namespace, which only ordo's own say.
 pub fn dead_letter(r: &Record, reason: &str, error: String) -> NewRecord {
+    let mut headers = vec![
+        (headers::REASON.to_owned(), reason.to_owned()),
+        (
+            headers::SOURCE_PARTITION.to_owned(),
+            r.partition.to_string(),
+        ),
+        (headers::SOURCE_OFFSET.to_owned(), r.offset.to_string()),
+        (headers::ERROR.to_owned(), error),
+    ];
+    headers.extend(
+        r.headers
+            .iter()
+            .filter(|(k, _)| !k.starts_with("ordo."))
+            .cloned(),
+    );
     NewRecord {
         key: r.key.clone(),
         value: r.value.clone(),
         timestamp: r.timestamp,
-        headers: vec![
-            (headers::REASON.to_owned(), reason.to_owned()),
-            (
-                headers::SOURCE_PARTITION.to_owned(),
-                r.partition.to_string(),
-            ),
-            (headers::SOURCE_OFFSET.to_owned(), r.offset.to_string()),
-            (headers::ERROR.to_owned(), error),
-        ],
+        headers,
     }
 }
 
@@ -379,5 +388,36 @@ mod tests {
         assert_eq!(tally.events[2], [0, 0, 1, 0, 0]);
         assert_eq!(tally.transitions[0], [1, 0, 0]);
         assert_eq!(tally.dead_letters[2], 1);
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_the_records_own_headers_but_not_a_forged_ordo_one() {
+        let r = Record {
+            partition: Partition(2),
+            offset: Offset(9),
+            timestamp: 1,
+            key: b"R".to_vec(),
+            value: b"{".to_vec(),
+            headers: vec![
+                ("traceparent".into(), "00-abc-01".into()),
+                (headers::REASON.into(), "forged".into()),
+            ],
+        };
+        let dl = dead_letter(&r, "malformed", "bad".into());
+        let reasons: Vec<&str> = dl
+            .headers
+            .iter()
+            .filter(|(k, _)| k == headers::REASON)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(reasons, ["malformed"]);
+        assert!(
+            dl.headers
+                .contains(&("traceparent".into(), "00-abc-01".into()))
+        );
+        assert!(
+            dl.headers
+                .contains(&(headers::SOURCE_OFFSET.into(), "9".into()))
+        );
     }
 }
