@@ -350,6 +350,19 @@ fn oversized_bodies_slow_headers_and_shutdown_drain() {
     // The server closes the connection (EOF) rather than waiting for the headers forever.
     slow.read_to_end(&mut rest)
         .expect("closed by the server, not timed out");
+    // A body that never arrives whole is answered 408, as JSON, rather than held for ever.
+    let mut slow = std::net::TcpStream::connect(run.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    slow.write_all(
+        b"POST /v1/reservations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"event_id\"",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""error":"request_timeout""#), "{answer}");
 
     let addr = run.addr;
     let poll = std::thread::spawn(move || {

@@ -45,6 +45,9 @@ pub enum ApiError {
     /// 400 `bad_body`: the body could not be read.
     #[error("{0}")]
     BadBody(String),
+    /// 408 `request_timeout`: the body did not arrive in time.
+    #[error("the request body did not arrive within {} s; send it whole", super::BODY_READ_TIMEOUT.as_secs())]
+    BodyTimeout,
     /// 413 `too_large`.
     #[error("request body over {MAX_BODY_BYTES} bytes; send one event per request")]
     TooLarge,
@@ -95,6 +98,7 @@ impl ApiError {
             | Self::InvalidPath(_)
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Ambiguous(_) => StatusCode::CONFLICT,
             Self::NotReady(_)
             | Self::NoOwner(_)
@@ -121,6 +125,7 @@ impl ApiError {
             Self::InvalidPath(_) => "invalid_path",
             Self::BadBody(_) => "bad_body",
             Self::TooLarge => "too_large",
+            Self::BodyTimeout => "request_timeout",
             Self::NoReservation(_) => "no_reservation",
             Self::Ambiguous(_) => "ambiguous",
             Self::NotReady(_) => "not_ready",

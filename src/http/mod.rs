@@ -207,8 +207,12 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     }
 }
 
+/// How long a client has to send a request's body once its headers are in.
+pub const BODY_READ_TIMEOUT: std::time::Duration = HEADER_READ_TIMEOUT;
+
 /// A request whose `Content-Length` is over the limit is answered `413` at once, before its
-/// body is read.
+/// body is read; a body is read whole within [`BODY_READ_TIMEOUT`] (else `408`), so a client
+/// sending a byte now and then cannot hold a connection and its task for ever.
 async fn limit_length(request: Request, next: Next) -> Response {
     let declared = request
         .headers()
@@ -218,7 +222,23 @@ async fn limit_length(request: Request, next: Next) -> Response {
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return ApiError::TooLarge.into_response();
     }
-    next.run(request).await
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let e = e.into_inner();
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return ApiError::TooLarge.into_response();
+            }
+            return ApiError::BadBody(format!("cannot read the body: {e}")).into_response();
+        }
+        Err(_) => return ApiError::BodyTimeout.into_response(),
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 /// Times every routed request by its route template and status.
