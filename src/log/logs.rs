@@ -276,37 +276,32 @@ impl Logs {
         records: impl IntoIterator<Item = (Partition, NewRecord)>,
     ) -> Result<u64, LogsError> {
         // Records per write: one transaction on the embedded log, one send on Kafka.
-        let chunk_len = match self {
-            Logs::Embedded(_) => 50_000,
-            Logs::Kafka { .. } => 20_000,
-        };
         let mut records = records.into_iter().peekable();
         let mut total = 0;
-        let producer = match self {
-            Logs::Kafka { options, .. } => {
-                Some((KafkaProducer::new(options)?, options.topic(role)))
-            }
-            Logs::Embedded(_) => None,
-        };
-        while records.peek().is_some() {
-            let chunk: Vec<(Partition, NewRecord)> = records.by_ref().take(chunk_len).collect();
-            total += chunk.len() as u64;
-            match (self, &producer) {
-                (Logs::Embedded(log), _) => {
+        match self {
+            Logs::Embedded(log) => {
+                while records.peek().is_some() {
+                    let chunk: Vec<_> = records.by_ref().take(50_000).collect();
+                    total += chunk.len() as u64;
                     log.append(role, chunk)?;
                 }
-                (Logs::Kafka { .. }, Some((producer, topic))) => {
-                    let outgoing: Vec<Outgoing<'_>> = chunk
-                        .into_iter()
+            }
+            Logs::Kafka { options, .. } => {
+                let producer = KafkaProducer::new(options)?;
+                let topic = options.topic(role);
+                while records.peek().is_some() {
+                    let chunk: Vec<Outgoing<'_>> = records
+                        .by_ref()
+                        .take(20_000)
                         .map(|(partition, record)| Outgoing {
-                            topic,
+                            topic: &topic,
                             partition,
                             record,
                         })
                         .collect();
-                    producer.send_all(&outgoing)?;
+                    total += chunk.len() as u64;
+                    producer.send_all(&chunk)?;
                 }
-                (Logs::Kafka { .. }, None) => unreachable!("a producer is made for Kafka"),
             }
         }
         Ok(total)
