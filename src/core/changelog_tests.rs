@@ -18,6 +18,22 @@ fn record(key: &str, version: u32, offset: u64, epoch: u64) -> StateRecord {
     }
 }
 
+/// Every entry of `log` encoded as a changelog record and folded, in order, as readers do.
+fn fold(log: Vec<Entry>) -> (Reader, Snapshot) {
+    let mut reader = Reader::default();
+    let mut snapshot = Snapshot::default();
+    for entry in log {
+        let (key, value) = match entry {
+            Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
+            Entry::Position(p) => (p.key().into_bytes(), p.to_json()),
+            Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
+            Entry::Tombstone(k) => (k.as_str().as_bytes().to_vec(), Vec::new()),
+        };
+        snapshot.push(&mut reader, &key, &value);
+    }
+    (reader, snapshot)
+}
+
 fn marker(epoch: u64, resume: u64) -> EpochMarker {
     EpochMarker {
         epoch: Epoch(epoch),
@@ -176,17 +192,7 @@ proptest! {
                 expected.insert(format!("k{k}"), version);
             }
         }
-        let mut reader = Reader::default();
-        let mut snapshot = Snapshot::default();
-        for entry in log {
-            let (key, value) = match entry {
-                Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
-                Entry::Position(p) => (p.key().into_bytes(), p.to_json()),
-                Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
-                Entry::Tombstone(k) => (k.as_str().as_bytes().to_vec(), Vec::new()),
-            };
-            snapshot.push(&mut reader, &key, &value);
-        }
+        let (_, snapshot) = fold(log);
         let got: HashMap<String, u32> = snapshot
             .states
             .into_iter()
@@ -261,17 +267,7 @@ proptest! {
                 }
             }
         }
-        let mut reader = Reader::default();
-        let mut snapshot = Snapshot::default();
-        for entry in log {
-            let (key, value) = match entry {
-                Entry::Marker(m) => (m.key().into_bytes(), m.to_json()),
-                Entry::Position(p) => (p.key().into_bytes(), p.to_json()),
-                Entry::State(r) => (r.reservation_no.as_str().as_bytes().to_vec(), r.to_json()),
-                Entry::Tombstone(k) => (k.as_str().as_bytes().to_vec(), Vec::new()),
-            };
-            snapshot.push(&mut reader, &key, &value);
-        }
+        let (reader, snapshot) = fold(log);
         let got: HashMap<String, u32> = snapshot
             .states
             .into_iter()
