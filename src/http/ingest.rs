@@ -18,8 +18,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::error::ApiError;
 use super::query::{Token, local_record, user_records};
-use super::{ApiError, AppState, Route, Served};
+use super::state::{AppState, Route, Served};
 use crate::core::changelog::StateRecord;
 use crate::core::event::{Event, EventKind};
 use crate::core::record::NewRecord;

@@ -17,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::error::ApiError;
 use super::forward::{ANSWER_GRACE, SERVED_BY, is_forwarded};
-use super::{ApiError, AppState, Route, Served};
+use super::state::{AppState, Route, Served};
 use crate::core::changelog::StateRecord;
 use crate::core::{Offset, Partition};
 
