@@ -916,59 +916,38 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
             .find(|k| Partitioner::AbsHashModN.partition(k, n).0 == p)
             .unwrap()
     };
+    // The status, the error code and the body of a GET on A.
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        let (code, body) = http(a.addr, "GET", path, None, headers);
+        let error = json(&body)["error"].as_str().map(str::to_owned);
+        (code, error, body)
+    };
+    let failed = |code: u16, error: &str| (code, Some(error.to_owned()));
     // Partition 0: relayed from the forged owner, bounded.
-    let (code, body) = http(
-        a.addr,
-        "GET",
-        &format!("/v1/reservations/{}", key_of(0)),
-        None,
-        &[],
-    );
-    assert_eq!(
-        (code, json(&body)["error"].as_str()),
-        (503, Some("owner_unreachable")),
-        "{body}"
-    );
+    let (code, error, body) = get(&format!("/v1/reservations/{}", key_of(0)), &[]);
+    assert_eq!((code, error), failed(503, "owner_unreachable"), "{body}");
     assert!(
         body.len() < 4096 && body.contains("relayed up to"),
         "{body}"
     );
     assert_eq!(requests.load(Ordering::SeqCst), 1);
     // Partition 1: an owner URL with a path is never requested.
-    let (code, body) = http(
-        a.addr,
-        "GET",
-        &format!("/v1/reservations/{}", key_of(1)),
-        None,
-        &[],
-    );
-    assert_eq!(
-        (code, json(&body)["error"].as_str()),
-        (503, Some("no_owner")),
-        "{body}"
-    );
+    let (code, error, body) = get(&format!("/v1/reservations/{}", key_of(1)), &[]);
+    assert_eq!((code, error), failed(503, "no_owner"), "{body}");
     let users = |m: &Running| {
         m.metric_sum(
             "ordo_http_request_duration_seconds_count",
             "route=\"/v1/users/{id}\"",
         )
     };
-    let (code, body) = http(a.addr, "GET", "/v1/users/u-1", None, &[]);
-    assert_eq!(
-        (code, json(&body)["error"].as_str()),
-        (503, Some("no_owner")),
-        "{body}"
-    );
+    let (code, error, body) = get("/v1/users/u-1", &[]);
+    assert_eq!((code, error), failed(503, "no_owner"), "{body}");
     assert_eq!(users(&a), 1.0, "A requested its own /v1/users");
     // A forwarded request is answered here or refused, never forwarded on.
     let before = requests.load(Ordering::SeqCst);
     let forwarded = [("ordo-forwarded", "1")];
-    let (code, body) = http(a.addr, "GET", "/v1/users/u-2", None, &forwarded);
-    assert_eq!(
-        (code, json(&body)["error"].as_str()),
-        (503, Some("no_owner")),
-        "{body}"
-    );
+    let (code, error, body) = get("/v1/users/u-2", &forwarded);
+    assert_eq!((code, error), failed(503, "no_owner"), "{body}");
     let path = format!("/v1/reservations/{}", key_of(0));
     let (code, _) = http(a.addr, "GET", &path, None, &forwarded);
     assert_eq!(code, 503);

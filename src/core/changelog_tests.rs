@@ -18,6 +18,15 @@ fn record(key: &str, version: u32, offset: u64, epoch: u64) -> StateRecord {
     }
 }
 
+/// The version of every reservation in `snapshot`.
+fn versions(snapshot: &Snapshot) -> HashMap<String, u32> {
+    snapshot
+        .states
+        .iter()
+        .map(|(k, r)| (k.to_string(), r.version))
+        .collect()
+}
+
 /// Every entry of `log` encoded as a changelog record and folded, in order, as readers do.
 fn fold(log: Vec<Entry>) -> (Reader, Snapshot) {
     let mut reader = Reader::default();
@@ -193,12 +202,7 @@ proptest! {
             }
         }
         let (_, snapshot) = fold(log);
-        let got: HashMap<String, u32> = snapshot
-            .states
-            .into_iter()
-            .map(|(k, r)| (k.to_string(), r.version))
-            .collect();
-        prop_assert_eq!(got, expected);
+        prop_assert_eq!(versions(&snapshot), expected);
     }
 
     /// A partition handed over several times, with every kind of late write: former owners
@@ -268,12 +272,7 @@ proptest! {
             }
         }
         let (reader, snapshot) = fold(log);
-        let got: HashMap<String, u32> = snapshot
-            .states
-            .into_iter()
-            .map(|(k, r)| (k.to_string(), r.version))
-            .collect();
-        prop_assert_eq!(got, expected);
+        prop_assert_eq!(versions(&snapshot), expected);
         prop_assert_eq!(snapshot.unreadable, 0);
         prop_assert_eq!(reader.resume_offset(), Offset(progress));
         prop_assert_eq!(reader.highest_epoch(), Epoch(epoch));
