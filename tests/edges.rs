@@ -425,7 +425,7 @@ fn a_forged_position_past_the_end_is_refused_and_repaired() {
         let log = EmbeddedLog::open(&d, OpenOptions::default()).unwrap();
         let mark = ordo::core::changelog::PositionMark {
             epoch: ordo::core::Epoch(1),
-            partition: 0,
+            partition: ordo::core::Partition(0),
             resume_offset: ordo::core::Offset(1 << 40),
         };
         let record = NewRecord {

@@ -194,7 +194,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
     producer
         .send_all(&[ordo::log::kafka::Outgoing {
             topic: &broker.topic(Role::State),
-            partition: Partition(forged.source_partition),
+            partition: forged.source_partition,
             record: ordo::core::record::NewRecord {
                 key: key.clone().into_bytes(),
                 value: forged.to_json(),

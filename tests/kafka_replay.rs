@@ -423,7 +423,7 @@ fn forged_markers_and_positions_lose_nothing_and_are_repaired() {
     let p = Partition(0);
     let marker = |epoch: u64, resume: u64| ordo::core::changelog::EpochMarker {
         epoch: ordo::core::Epoch(epoch),
-        partition: 0,
+        partition: Partition(0),
         resume_offset: ordo::core::Offset(resume),
         owner: "forged".into(),
         carried: false,
@@ -450,7 +450,7 @@ fn forged_markers_and_positions_lose_nothing_and_are_repaired() {
     // A position mark far ahead: the member refuses, naming the repair.
     let mark = ordo::core::changelog::PositionMark {
         epoch: ordo::core::Epoch(state["R-after-max-2"]["epoch"].as_u64().unwrap()),
-        partition: 0,
+        partition: Partition(0),
         resume_offset: ordo::core::Offset(1 << 40),
     };
     send(

@@ -36,7 +36,7 @@ pub struct StateRecord {
     pub target: Option<CompactString>,
     pub version: u32,
     pub applied_event_ids: Vec<CompactString>,
-    pub source_partition: u32,
+    pub source_partition: Partition,
     pub source_offset: Offset,
     pub epoch: Epoch,
 }
@@ -52,7 +52,7 @@ impl StateRecord {
             target: e.target.clone(),
             version: e.version,
             applied_event_ids: e.applied_event_ids.to_vec(),
-            source_partition: partition.0,
+            source_partition: partition,
             source_offset: stored.source_offset,
             epoch: stored.epoch,
         }
@@ -88,7 +88,7 @@ impl StateRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpochMarker {
     pub epoch: Epoch,
-    pub partition: u32,
+    pub partition: Partition,
     /// The next input offset the owner will read.
     pub resume_offset: Offset,
     /// Who took ownership (host and process), for operators.
@@ -137,7 +137,7 @@ pub const POSITION_KEY: &str = "__ordo.position";
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PositionMark {
     pub epoch: Epoch,
-    pub partition: u32,
+    pub partition: Partition,
     pub resume_offset: Offset,
 }
 

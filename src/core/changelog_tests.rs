@@ -12,7 +12,7 @@ fn record(key: &str, version: u32, offset: u64, epoch: u64) -> StateRecord {
         target: None,
         version,
         applied_event_ids: vec![],
-        source_partition: 0,
+        source_partition: Partition(0),
         source_offset: Offset(offset),
         epoch: Epoch(epoch),
     }
@@ -46,7 +46,7 @@ fn fold(log: Vec<Entry>) -> (Reader, Snapshot) {
 fn marker(epoch: u64, resume: u64) -> EpochMarker {
     EpochMarker {
         epoch: Epoch(epoch),
-        partition: 0,
+        partition: Partition(0),
         resume_offset: Offset(resume),
         owner: "test".into(),
         carried: false,
@@ -103,7 +103,7 @@ fn positions_move_the_resume_offset_unless_fenced() {
     let mut reader = Reader::default();
     let position = |epoch, resume| PositionMark {
         epoch: Epoch(epoch),
-        partition: 0,
+        partition: Partition(0),
         resume_offset: Offset(resume),
     };
     let decoded =
@@ -234,7 +234,7 @@ proptest! {
                     progress += n % 4;
                     log.push(Entry::Position(PositionMark {
                         epoch: Epoch(epoch),
-                        partition: 0,
+                        partition: Partition(0),
                         resume_offset: Offset(progress),
                     }));
                 }
@@ -253,7 +253,7 @@ proptest! {
                     let stale = 1 + n % (epoch - 1);
                     log.push(Entry::Position(PositionMark {
                         epoch: Epoch(stale),
-                        partition: 0,
+                        partition: Partition(0),
                         resume_offset: Offset(progress + n + 1),
                     }));
                 }
@@ -309,7 +309,7 @@ fn a_replay_marker_sets_the_resume_offset() {
     reader.next(Entry::Marker(marker(1, 0)));
     reader.next(Entry::Position(PositionMark {
         epoch: Epoch(1),
-        partition: 0,
+        partition: Partition(0),
         resume_offset: Offset(1 << 40),
     }));
     assert_eq!(reader.resume_offset(), Offset(1 << 40));

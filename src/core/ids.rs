@@ -7,8 +7,9 @@ use std::num::NonZeroU32;
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
-/// A partition number, `0..N`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A partition number, `0..N`; a plain number on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Partition(pub u32);
 
 impl fmt::Display for Partition {
@@ -24,9 +25,24 @@ impl Partition {
     }
 }
 
-/// The number of partitions `N` of every topic; never zero.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The number of partitions `N` of every topic; never zero. A plain number on the wire, where
+/// a zero does not decode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
 pub struct PartitionCount(NonZeroU32);
+
+impl TryFrom<u32> for PartitionCount {
+    type Error = &'static str;
+    fn try_from(n: u32) -> Result<Self, Self::Error> {
+        Self::new(n).ok_or("a partition count must be at least 1")
+    }
+}
+
+impl From<PartitionCount> for u32 {
+    fn from(n: PartitionCount) -> u32 {
+        n.get()
+    }
+}
 
 impl PartitionCount {
     /// One partition.

@@ -75,8 +75,8 @@ pub enum Phase {
 /// The record of a change of N on Kafka, written at each phase.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepartitionRecord {
-    pub from: u32,
-    pub to: u32,
+    pub from: PartitionCount,
+    pub to: PartitionCount,
     pub phase: Phase,
     /// Above every epoch of the old changelog: the markers of the new one carry it, so a
     /// zombie of the old layout is fenced in the new one too.
@@ -236,8 +236,8 @@ mod tests {
     #[test]
     fn repartition_records_are_told_apart_by_their_key() {
         let r = RepartitionRecord {
-            from: 4,
-            to: 6,
+            from: PartitionCount::new(4).unwrap(),
+            to: PartitionCount::new(6).unwrap(),
             phase: Phase::Copied,
             epoch: Epoch(9),
             by: "host/1".into(),

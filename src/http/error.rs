@@ -31,8 +31,8 @@ pub enum ApiError {
     #[error("{0}")]
     MissingField(String),
     /// 400 `invalid_event`: the event fails the processor's validation.
-    #[error("{0}")]
-    InvalidEvent(String),
+    #[error(transparent)]
+    InvalidEvent(#[from] crate::core::event::Malformed),
     /// 400 `invalid_token`: an `after` that is not a token of this deployment.
     #[error("{0}")]
     InvalidToken(String),
@@ -78,9 +78,34 @@ pub enum ApiError {
     /// 504 `timeout`: a read-your-writes wait ran out.
     #[error("{0}")]
     Timeout(String),
-    /// 500 `internal`.
-    #[error("{0}")]
-    Internal(String),
+    /// 500 `internal`: a failure inside this member, with its cause.
+    #[error(transparent)]
+    Internal(#[from] Internal),
+}
+
+/// What went wrong inside a member, behind a `500 internal`.
+#[derive(Debug, thiserror::Error)]
+pub enum Internal {
+    /// A task serving the request ended without an answer (a panic or a cancellation).
+    #[error("a task serving the request failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    /// The request to forward could not be built.
+    #[error("cannot build a forwarded request: {0}")]
+    Request(#[from] axum::http::Error),
+    /// A member's successful answer did not parse.
+    #[error("bad answer from {url}: {cause}")]
+    Answer {
+        /// The member asked.
+        url: String,
+        /// Why its body did not parse.
+        cause: serde_json::Error,
+    },
+}
+
+impl From<tokio::task::JoinError> for ApiError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::Internal(Internal::Task(e))
+    }
 }
 
 impl ApiError {

@@ -108,7 +108,7 @@ impl Forwarder {
         let request = Request::get(format!("{base}{path_and_query}"))
             .header(FORWARDED, HeaderValue::from_static("1"))
             .body(Full::new(Bytes::new()))
-            .map_err(|e| ApiError::Internal(format!("cannot build a forwarded request: {e}")))?;
+            .map_err(|e| ApiError::Internal(e.into()))?;
         let exchange = async {
             let response = self.client.request(request).await?;
             let (parts, body) = response.into_parts();

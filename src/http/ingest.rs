@@ -153,7 +153,7 @@ async fn ingest(
         fields.insert("reservation_no".into(), Value::from(no));
     }
     let raw = serde_json::to_vec(&fields).expect("a JSON map serialises");
-    let event = Event::decode(&raw).map_err(|m| ApiError::InvalidEvent(m.to_string()))?;
+    let event = Event::decode(&raw)?;
     let partition = s.partition_of(event.reservation_no.as_str());
     // A retry of an event already applied: answer as a duplicate, append nothing.
     if let Some(entry) = current(s, partition, event.reservation_no.as_str()).await
@@ -180,8 +180,7 @@ async fn ingest(
     };
     let ingest = s.ingest.clone();
     let offset = tokio::task::spawn_blocking(move || ingest.append_event(partition, record))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .await?
         .map_err(ApiError::AppendFailed)?;
     let token = Token { partition, offset };
     Ok((
@@ -226,7 +225,7 @@ async fn input_ends(s: &Served) -> Result<Vec<Offset>, ApiError> {
     }
     let mut ends = vec![Offset(0); s.count().get() as usize];
     while let Some(joined) = asks.join_next().await {
-        let (p, end) = joined.map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (p, end) = joined?;
         ends[p.index()] = end.map_err(ApiError::LogUnavailable)?;
     }
     Ok(ends)

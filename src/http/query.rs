@@ -254,7 +254,7 @@ pub async fn user_records(
     }
     let mut records = local_user_records(s, user, &local, wait).await?;
     while let Some(joined) = asks.join_next().await {
-        records.extend(joined.map_err(|e| ApiError::Internal(e.to_string()))??);
+        records.extend(joined??);
     }
     records.sort_by(|a, b| a.reservation_no.cmp(&b.reservation_no));
     Ok(records)
@@ -274,7 +274,12 @@ fn remote_records(url: &str, answer: super::forward::Answer) -> Result<Vec<State
     if answer.status.is_success() {
         return serde_json::from_slice::<Body>(&answer.body)
             .map(|b| b.reservations)
-            .map_err(|e| ApiError::Internal(format!("bad answer from {url}: {e}")));
+            .map_err(|cause| {
+                ApiError::Internal(super::error::Internal::Answer {
+                    url: url.to_owned(),
+                    cause,
+                })
+            });
     }
     let e: Error = serde_json::from_slice(&answer.body).map_err(|e| {
         ApiError::OwnerUnreachable(format!("{url} answered {}: {e}", answer.status))
@@ -326,7 +331,7 @@ pub async fn user(
 /// Query parameters of [`applied`].
 #[derive(Debug, Deserialize)]
 pub struct AppliedParams {
-    partition: u32,
+    partition: Partition,
     /// Answer once everything below this offset is applied.
     offset: u64,
     wait: Option<u64>,
@@ -340,7 +345,7 @@ pub async fn applied(
     params: Result<Query<AppliedParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
-    let p = Partition(params.partition);
+    let p = params.partition;
     if !s.count().contains(p) {
         return Err(ApiError::InvalidQuery(format!(
             "partition {p} is not one of this deployment's"

@@ -356,7 +356,7 @@ mod tests {
         fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, Never> {
             Ok(EpochMarker {
                 epoch: reader.highest_epoch().successor(),
-                partition: 0,
+                partition: Partition(0),
                 resume_offset: Offset(0),
                 owner: "test".into(),
                 carried: false,

@@ -355,7 +355,7 @@ impl EmbeddedLog {
                 .map_err(store("clear changelog"))?;
             let marker = EpochMarker {
                 epoch,
-                partition: partition.0,
+                partition,
                 resume_offset: position,
                 owner: owner.to_owned(),
                 carried: false,
@@ -411,7 +411,7 @@ impl EmbeddedLog {
             );
             let marker = EpochMarker {
                 epoch,
-                partition: partition.0,
+                partition,
                 resume_offset,
                 owner: owner.to_owned(),
                 carried: false,

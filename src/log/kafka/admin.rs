@@ -385,13 +385,11 @@ pub fn commit_group_offsets(
         .group_consumer_config()
         .create_with_context(QuietEof)
         .map_err(kafka("create consumer"))?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (p, o) in offsets {
-        tpl.add_partition_offset(topic, p.0 as i32, rdkafka::Offset::Offset(o.0 as i64))
-            .map_err(kafka("commit"))?;
-    }
     consumer
-        .commit(&tpl, CommitMode::Sync)
+        .commit(
+            &super::ids::partition_list(topic, offsets.iter().copied()),
+            CommitMode::Sync,
+        )
         .map_err(|e| unreachable_or(opts, e, "commit offsets"))?;
     drop(super::config::Closing::new(consumer));
     Ok(())

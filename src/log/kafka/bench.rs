@@ -3,16 +3,16 @@
 
 use std::time::{Duration, Instant};
 
+use super::ids::partition_list;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::config::{
     Closing, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
 };
 use super::reader::{from_beginning, from_beginning_config, is_transient};
-use crate::core::{Partition, PartitionCount};
+use crate::core::{Offset, Partition, PartitionCount};
 
 /// Reads every partition of `topic` to its end with one plain consumer and counts the records:
 /// the raw consume rate that the Kafka benchmark compares against.
@@ -76,10 +76,9 @@ pub fn pipe(
         let consumer: BaseConsumer<QuietEof> = config
             .create_with_context(QuietEof)
             .map_err(kafka("create reader"))?;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(from, p.0 as i32, KafkaOffset::Offset(0))
+        consumer
+            .assign(&partition_list(from, [(p, Offset(0))]))
             .map_err(kafka("assign"))?;
-        consumer.assign(&tpl).map_err(kafka("assign"))?;
         let consumer = Closing::new(consumer);
         let mut count = 0u64;
         let mut last_progress = Instant::now();

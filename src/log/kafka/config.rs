@@ -8,6 +8,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
+use crate::core::PartitionCount;
 use crate::core::partitioner::Partitioner;
 use crate::log::topics::{self, Role, TopicDef};
 
@@ -122,7 +123,11 @@ pub enum KafkaLogError {
          with `ordo repartition --brokers ... --to-partitions {to} --apply`, then start the members \
          with N = {to}"
     )]
-    RepartitionInProgress { from: u32, to: u32, phase: String },
+    RepartitionInProgress {
+        from: PartitionCount,
+        to: PartitionCount,
+        phase: String,
+    },
     #[error("kafka: delivery failed: {source}")]
     Delivery { source: KafkaError },
     #[error("kafka: restoring the changelog: {0}")]

@@ -50,7 +50,11 @@ impl Ingest for KafkaIngest {
     fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {
         let (_, high) = self
             .client
-            .fetch_watermarks(&self.events_topic, partition.0 as i32, REQUEST_TIMEOUT)
+            .fetch_watermarks(
+                &self.events_topic,
+                super::ids::kafka_partition(partition),
+                REQUEST_TIMEOUT,
+            )
             .map_err(|e| unreachable_or(&self.opts, e, "fetch watermarks"))?;
         Ok(Offset(high.max(0) as u64))
     }

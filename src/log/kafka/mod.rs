@@ -4,6 +4,7 @@
 //! consumer-group driver.
 //!
 //! * [`config`]: `KafkaOptions`, the client settings of each role, errors, librdkafka logging.
+//! * [`ids`]: partitions, offsets and partition lists as librdkafka numbers them.
 //! * [`admin`]: topics apply and check, partition counts, topic creation and deletion and the
 //!   group's offsets for `ordo repartition`.
 //! * [`producer`]: the idempotent producer that waits for acknowledgements.
@@ -17,6 +18,7 @@ pub mod admin;
 pub mod bench;
 pub mod changelog;
 pub mod config;
+pub mod ids;
 pub mod ingest;
 pub mod partition;
 pub mod producer;
@@ -32,6 +34,7 @@ pub use config::{
     Closing, DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT,
     log_client_error, log_client_message,
 };
+pub use ids::{kafka_offset, kafka_partition, partition_list, partition_of};
 pub use ingest::{INGEST_WAIT, KafkaIngest};
 pub use partition::{PartitionReader, scan};
 pub use producer::{KafkaProducer, Outgoing, Pending};

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use super::ids::partition_list;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::config::{Closing, KafkaLogError, KafkaOptions, REQUEST_TIMEOUT, kafka};
 use super::reader::{is_transient, to_record};
@@ -141,14 +141,9 @@ impl PartitionReader {
     }
 
     fn assign(&self, at: Offset) -> Result<(), KafkaLogError> {
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(
-            &self.topic,
-            self.partition.0 as i32,
-            KafkaOffset::Offset(at.0 as i64),
-        )
-        .map_err(kafka("assign"))?;
-        self.consumer.assign(&tpl).map_err(kafka("assign"))
+        self.consumer
+            .assign(&partition_list(&self.topic, [(self.partition, at)]))
+            .map_err(kafka("assign"))
     }
 
     /// Positions the reader so that the next record it hands out is the one at `from`.

@@ -205,7 +205,7 @@ impl KafkaProducer {
             let mut opaque = Box::new((acks.clone(), i));
             loop {
                 let mut rec = BaseRecord::with_opaque_to(r.topic, opaque)
-                    .partition(r.partition.0 as i32)
+                    .partition(super::ids::kafka_partition(r.partition))
                     .timestamp(r.record.timestamp)
                     .headers(headers.clone());
                 // An empty value goes as no value at all: a tombstone, which compaction removes.

@@ -3,10 +3,10 @@
 
 use std::time::{Duration, Instant};
 
+use super::ids::{partition_list, partition_of};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 
 use super::config::{
     Closing, KafkaLogError, KafkaOptions, QuietEof, REQUEST_TIMEOUT, kafka, unreachable_or,
@@ -37,11 +37,7 @@ pub(super) fn from_beginning(
     let consumer: BaseConsumer<QuietEof> = config
         .create_with_context(QuietEof)
         .map_err(kafka("create reader"))?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        tpl.add_partition_offset(topic, p.0 as i32, KafkaOffset::Offset(0))
-            .map_err(kafka("assign"))?;
-    }
+    let tpl = partition_list(topic, partitions.into_iter().map(|p| (p, Offset(0))));
     consumer.assign(&tpl).map_err(kafka("assign"))?;
     Ok(Closing::new(consumer))
 }
@@ -94,14 +90,9 @@ pub fn read_range(
     let consumer: BaseConsumer<QuietEof> = from_beginning_config(opts)
         .create_with_context(QuietEof)
         .map_err(kafka("create reader"))?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(
-        topic,
-        partition.0 as i32,
-        KafkaOffset::Offset(from.0 as i64),
-    )
-    .map_err(kafka("assign"))?;
-    consumer.assign(&tpl).map_err(kafka("assign"))?;
+    consumer
+        .assign(&partition_list(topic, [(partition, from)]))
+        .map_err(kafka("assign"))?;
     let consumer = Closing::new(consumer);
     let stall = Duration::from_secs(60);
     let mut last_progress = Instant::now();
@@ -162,11 +153,7 @@ impl BulkReader {
         partitions: &[Partition],
         mut f: impl FnMut(Partition, Option<Record>),
     ) -> Result<(), KafkaLogError> {
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            tpl.add_partition_offset(&self.topic, p.0 as i32, KafkaOffset::Offset(0))
-                .map_err(kafka("assign"))?;
-        }
+        let tpl = partition_list(&self.topic, partitions.iter().map(|p| (*p, Offset(0))));
         self.consumer.assign(&tpl).map_err(kafka("assign"))?;
         let mut open: std::collections::HashSet<Partition> = partitions.iter().copied().collect();
         let stall = Duration::from_secs(60);
@@ -178,13 +165,13 @@ impl BulkReader {
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
-                    let p = Partition(m.partition() as u32);
+                    let p = partition_of(m.partition());
                     if open.contains(&p) {
                         f(p, Some(to_record(&m)));
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
-                    let p = Partition(p as u32);
+                    let p = partition_of(p);
                     if open.remove(&p) {
                         f(p, None);
                     }
@@ -235,7 +222,7 @@ pub fn tail(
 /// Converts a consumed message into a [`Record`].
 pub fn to_record<M: Message>(m: &M) -> Record {
     Record {
-        partition: Partition(m.partition() as u32),
+        partition: partition_of(m.partition()),
         offset: Offset(m.offset().max(0) as u64),
         timestamp: m.timestamp().to_millis().unwrap_or(0),
         key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),

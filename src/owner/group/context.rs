@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use super::Member;
 use super::driver::RESTORE_QUEUE;
 use crate::core::{Offset, Partition};
-use crate::log::kafka::REQUEST_TIMEOUT;
+use crate::log::kafka::{REQUEST_TIMEOUT, partition_of};
 
 /// The group consumer's context: rebalance callbacks hand partitions to owners and take them
 /// back.
@@ -32,7 +32,7 @@ impl ClientContext for MemberContext {
 pub(super) fn partitions_of(tpl: &TopicPartitionList) -> Vec<Partition> {
     tpl.elements()
         .iter()
-        .map(|e| Partition(e.partition() as u32))
+        .map(|e| partition_of(e.partition()))
         .collect()
 }
 
@@ -75,7 +75,7 @@ impl ConsumerContext for MemberContext {
                 .ok();
             let mut restores = HashMap::new();
             for e in tpl.elements() {
-                let p = Partition(e.partition() as u32);
+                let p = partition_of(e.partition());
                 let offset = committed
                     .as_ref()
                     .and_then(|c| c.find_partition(e.topic(), e.partition()))

@@ -111,7 +111,7 @@ impl Driver for KafkaDriver<'_> {
         }
         let marker = EpochMarker {
             epoch: reader.highest_epoch().successor(),
-            partition: self.partition.0,
+            partition: self.partition,
             resume_offset,
             owner: self.member.options.owner_id.clone(),
             carried: false,
@@ -307,7 +307,7 @@ impl Driver for KafkaDriver<'_> {
         if let Some(epoch) = self.epoch {
             let mark = PositionMark {
                 epoch,
-                partition: p.0,
+                partition: p,
                 resume_offset: next,
             };
             state.push(Outgoing {

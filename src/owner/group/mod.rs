@@ -24,7 +24,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
 use tracing::{error, info, warn};
 
 mod connections;
@@ -40,7 +39,9 @@ use super::{Options, Owner, OwnerError};
 use crate::core::ownership::{OwnersEntry, OwnershipRecord};
 use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
-use crate::log::kafka::{BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, tail};
+use crate::log::kafka::{
+    BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, partition_list, tail,
+};
 use crate::log::now_millis;
 use crate::log::topics::Role;
 use crate::metrics::Metrics;
@@ -278,20 +279,14 @@ impl Member {
         for (_, owner) in &owners {
             owner.flags.stop.store(true, Ordering::Release);
         }
-        let mut tpl = TopicPartitionList::new();
+        let mut released = Vec::new();
         for (p, owner) in owners {
-            if let Ok(Some(position)) = owner.handle.join()
-                && tpl
-                    .add_partition_offset(
-                        &self.events_topic,
-                        p.0 as i32,
-                        KafkaOffset::Offset(position.0 as i64),
-                    )
-                    .is_ok()
-            {
+            if let Ok(Some(position)) = owner.handle.join() {
                 info!(partition = p.0, position = position.0, "partition released");
+                released.push((p, position));
             }
         }
+        let tpl = partition_list(&self.events_topic, released);
         if tpl.count() > 0
             && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
         {
@@ -303,16 +298,8 @@ impl Member {
         let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
             return;
         };
-        let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(
-                &self.events_topic,
-                p.0 as i32,
-                KafkaOffset::Offset(position.0 as i64),
-            )
-            .is_ok()
-            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
-        {
+        let tpl = partition_list(&self.events_topic, [(p, position)]);
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             // The changelog records the position too; a failed commit only costs a re-read.
             warn!(partition = p.0, error = %e, "offset commit failed");
         }

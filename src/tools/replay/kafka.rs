@@ -129,7 +129,7 @@ pub fn apply_replay(
         epochs.push(epoch);
         let marker = EpochMarker {
             epoch,
-            partition: p.0,
+            partition: p,
             resume_offset: replay.next_offsets[p.index()],
             owner: owner.to_owned(),
             carried: false,
@@ -140,16 +140,12 @@ pub fn apply_replay(
             p,
             record(marker.key().into_bytes(), marker.to_json()),
         )?;
-        for r in replay.states.values().filter(|r| r.source_partition == p.0) {
+        for r in replay.states.values().filter(|r| r.source_partition == p) {
             let r = StateRecord { epoch, ..r.clone() };
             sender.push(&topic, p, record(key_of(&r), r.to_json()))?;
         }
         for k in live.states[p.index()].keys() {
-            if replay
-                .states
-                .get(k)
-                .is_none_or(|r| r.source_partition != p.0)
-            {
+            if replay.states.get(k).is_none_or(|r| r.source_partition != p) {
                 sender.push(
                     &topic,
                     p,

@@ -211,7 +211,7 @@ pub fn apply(log: &EmbeddedLog, replay: &Replay, owner: &str) -> Result<(), LogE
         let mine: Vec<&StateRecord> = replay
             .states
             .values()
-            .filter(|r| r.source_partition == p.0)
+            .filter(|r| r.source_partition == p)
             .collect();
         log.replace_changelog(
             p,

@@ -130,7 +130,7 @@ pub fn apply(
         .clone()
         .filter(|r| r.in_progress())
     {
-        Some(r) if r.to != to.get() => {
+        Some(r) if r.to != to => {
             return Err(KafkaToolError::Refused(format!(
                 "a change of N from {} to {} is under way; finish it first with \
                  --to-partitions {} --apply",
@@ -142,8 +142,7 @@ pub fn apply(
                 "ordo: carrying on with the change of N from {} to {} (phase {:?})",
                 r.from, r.to, r.phase
             );
-            let from = PartitionCount::new(r.from).expect("a recorded N is positive");
-            let phase = r.phase;
+            let (phase, from) = (r.phase, r.from);
             (
                 r,
                 Some(phase),
@@ -167,8 +166,8 @@ pub fn apply(
                 )));
             }
             let r = RepartitionRecord {
-                from: from.get(),
-                to: to.get(),
+                from,
+                to,
                 phase: Phase::Copying,
                 epoch: changelog.max_epoch().successor(),
                 by: by.to_owned(),
@@ -178,7 +177,7 @@ pub fn apply(
             (r, None, plan, Some(changelog))
         }
     };
-    let from = PartitionCount::new(record.from).expect("a recorded N is positive");
+    let from = record.from;
     let mut plan = plan;
     loop {
         match record.phase {
@@ -306,7 +305,7 @@ fn copy_to_staging(
     for p in from.iter() {
         let marker = EpochMarker {
             epoch: changelog.epochs[p.index()],
-            partition: p.0,
+            partition: p,
             resume_offset: changelog.resume[p.index()],
             owner: "ordo repartition (staged)".into(),
             carried: false,
@@ -338,15 +337,14 @@ fn rebuild(
     rec: &RepartitionRecord,
     mut plan: Plan,
 ) -> Result<Plan, KafkaToolError> {
-    let from = PartitionCount::new(rec.from).expect("a recorded N is positive");
-    let to = PartitionCount::new(rec.to).expect("a recorded N is positive");
+    let (from, to) = (rec.from, rec.to);
     let partitioner = opts.partitioner;
     // The old state and where each old partition's processed input ended.
     let staged = read_changelog(opts, &staging(opts, Role::State), from)?;
     let resume = staged.resume.clone();
     let old_state = staged.into_all();
     // Where each state record's source event was, to find where it lands.
-    let sources: HashSet<(u32, u64)> = old_state
+    let sources: HashSet<(Partition, u64)> = old_state
         .values()
         .map(|r| (r.source_partition, r.source_offset.0))
         .collect();
@@ -375,7 +373,7 @@ fn rebuild(
     // The input: processed records first, then the rest, each old partition in offset order.
     let partitions: Vec<Partition> = from.iter().collect();
     let events = opts.topic(Role::Events);
-    let mut landed: HashMap<(u32, u64), u64> = HashMap::new();
+    let mut landed: HashMap<(Partition, u64), u64> = HashMap::new();
     let mut processed = vec![0u64; to.get() as usize];
     let mut progress = Progress::new("repartition: rebuilding", total(&plan));
     let mut sent = |n| progress.add(n);
@@ -402,8 +400,8 @@ fn rebuild(
                     records += 1;
                     if pass_processed {
                         processed[q.index()] += 1;
-                        if sources.contains(&(p.0, original)) {
-                            landed.insert((p.0, original), at.unwrap_or(0));
+                        if sources.contains(&(p, original)) {
+                            landed.insert((p, original), at.unwrap_or(0));
                         }
                     }
                 }
@@ -445,7 +443,7 @@ fn rebuild(
     for q in to.iter() {
         let marker = EpochMarker {
             epoch: rec.epoch,
-            partition: q.0,
+            partition: q,
             resume_offset: Offset(processed[q.index()]),
             owner: rec.by.clone(),
             carried: true,
@@ -464,7 +462,7 @@ fn rebuild(
             .copied()
             .unwrap_or(0);
         let carried = StateRecord {
-            source_partition: q.0,
+            source_partition: q,
             source_offset: Offset(source),
             epoch: rec.epoch,
             ..old.clone()
@@ -502,8 +500,7 @@ fn rebuild(
     plan.keys_moving = old_state
         .values()
         .filter(|r| {
-            route(r.reservation_no.as_str().as_bytes(), b"", partitioner, to).0
-                != r.source_partition
+            route(r.reservation_no.as_str().as_bytes(), b"", partitioner, to) != r.source_partition
         })
         .count() as u64;
     plan.records = records;
