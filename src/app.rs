@@ -13,7 +13,9 @@ use tracing::info;
 
 use crate::core::PartitionCount;
 use crate::http::{self, AppState, Forwarder, Served};
-use crate::log::kafka::{KafkaIngest, KafkaLogError, check_no_repartition, check_topics};
+use crate::log::kafka::{
+    KafkaIngest, KafkaLogError, check_no_repartition, check_topics, check_transactions,
+};
 use crate::log::topics::Role;
 use crate::log::{Ingest, Logs};
 use crate::metrics::Metrics;
@@ -31,6 +33,8 @@ pub struct RunOptions {
     pub http: Option<SocketAddr>,
     pub until_idle: bool,
     pub batch_size: usize,
+    /// What a plain reader of the Kafka topics sees.
+    pub guarantee: owner::Guarantee,
     /// The base URL other members reach this member's listener at (Kafka); default: `http://`
     /// and the bound address.
     pub advertise: Option<String>,
@@ -42,6 +46,7 @@ impl Default for RunOptions {
             http: None,
             until_idle: true,
             batch_size: DEFAULT_BATCH_SIZE,
+            guarantee: owner::Guarantee::AtLeastOnce,
             advertise: None,
         }
     }
@@ -180,20 +185,26 @@ pub fn run(
             // Refuse to start on topics that do not match N or are not co-partitioned, or while
             // a change of N is under way; the producer and the restore reader connect
             // meanwhile.
-            let (connections, (moving, checked)) = owner::group::Connections::open(&kafka, || {
+            let (connections, checks) = owner::group::Connections::open(&kafka, || {
                 std::thread::scope(|s| {
                     let moving = s.spawn(|| check_no_repartition(&kafka));
-                    let checked = check_topics(&kafka, n);
-                    let moving = moving.join().unwrap_or_else(|_| {
-                        Err(KafkaLogError::Restore(
-                            "reading reservation-owners panicked".into(),
-                        ))
+                    let transactions = s.spawn(|| match opts.guarantee {
+                        owner::Guarantee::ExactlyOnce { .. } => check_transactions(&kafka),
+                        owner::Guarantee::AtLeastOnce => Ok(()),
                     });
-                    (moving, checked)
+                    let checked = check_topics(&kafka, n);
+                    let joined = |h: std::thread::ScopedJoinHandle<'_, _>| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(KafkaLogError::Restore("a start-up check panicked".into()))
+                        })
+                    };
+                    (joined(moving), joined(transactions), checked)
                 })
             });
+            let (moving, transactions, checked) = checks;
             moving?;
             checked?;
+            transactions?;
             let connections = connections?;
             let producer = connections.producer.clone();
             tracing::debug!(
@@ -220,6 +231,7 @@ pub fn run(
                 batch_size: opts.batch_size,
                 until_idle: opts.until_idle,
                 advertise: advertise.clone(),
+                guarantee: opts.guarantee,
                 ..Default::default()
             };
             let shell = Shell::start(

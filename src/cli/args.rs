@@ -145,6 +145,11 @@ pub struct ExportArgs {
     /// Stop after this many records.
     #[arg(long, env = "ORDO_COUNT")]
     pub count: Option<u64>,
+    /// On Kafka: `read_committed` (what a downstream consumer of ordo's topics sees) or
+    /// `read_uncommitted` (also the records of open and aborted transactions).
+    #[arg(long, env = "ORDO_ISOLATION", default_value = "read_committed",
+          value_parser = PossibleValuesParser::new(["read_committed", "read_uncommitted"]))]
+    pub isolation: String,
 }
 
 /// `ordo replay`.
@@ -370,6 +375,20 @@ pub struct RunArgs {
           value_parser = PossibleValuesParser::new(["classic", "consumer"])
               .map(|s| s.parse::<GroupProtocol>().expect("a listed protocol parses")))]
     pub group_protocol: GroupProtocol,
+    /// On Kafka: what a plain `read_committed` consumer of ordo's topics sees.
+    /// `at-least-once`: after a crash it may see a batch's records twice, and a zombie's
+    /// records (ordo's own readers fence both). `exactly-once`: each batch's state records,
+    /// dead letters, position mark and input offset commit in one Kafka transaction; needs a
+    /// broker with transactions.
+    #[arg(long, env = "ORDO_GUARANTEE", default_value = "at-least-once",
+          value_parser = PossibleValuesParser::new(["at-least-once", "exactly-once"]))]
+    pub guarantee: String,
+    /// With `--guarantee exactly-once`: the longest a transaction stays open while input
+    /// flows, in milliseconds (an idle partition commits at once). Longer means fewer commits
+    /// and higher end-to-end latency.
+    #[arg(long, env = "ORDO_COMMIT_INTERVAL", value_name = "MS", default_value_t = 100,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
+    pub commit_interval: u64,
 }
 
 /// `ordo produce`.

@@ -15,6 +15,7 @@ use crate::core::PartitionCount;
 use crate::log::topics::{self, Role};
 use crate::log::{self, Logs};
 use crate::metrics::Metrics;
+use crate::owner::Guarantee;
 use crate::shutdown::Shutdown;
 use crate::tools::bench;
 use crate::tools::demo::{self, DemoOptions};
@@ -39,6 +40,12 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         http: (!a.no_http).then_some(a.http),
         until_idle: a.until_idle,
         batch_size: a.batch_size,
+        guarantee: match a.guarantee.as_str() {
+            "exactly-once" => Guarantee::ExactlyOnce {
+                commit_interval: std::time::Duration::from_millis(a.commit_interval),
+            },
+            _ => Guarantee::AtLeastOnce,
+        },
         advertise: match a.no_http {
             true => None,
             false => a.advertise.as_deref().map(advertised).transpose()?,

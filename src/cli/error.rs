@@ -163,7 +163,8 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::PartitionMismatch { .. }
         | KafkaLogError::FixedPartitions { .. }
         | KafkaLogError::ConfigMismatch { .. }
-        | KafkaLogError::RepartitionInProgress { .. } => true,
+        | KafkaLogError::RepartitionInProgress { .. }
+        | KafkaLogError::NoTransactions { .. } => true,
         KafkaLogError::Unreachable { .. }
         | KafkaLogError::Kafka { .. }
         | KafkaLogError::CreateTopic { .. }
@@ -172,6 +173,8 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::Stalled { .. }
         | KafkaLogError::Misplaced { .. }
         | KafkaLogError::BeyondEnd { .. }
+        | KafkaLogError::Fenced { .. }
+        | KafkaLogError::Transaction { .. }
         | KafkaLogError::Restore(_) => false,
     }
 }

@@ -34,7 +34,9 @@ fn role_of(topic: &str) -> Result<Role, Error> {
 pub fn export(a: ExportArgs) -> Result<(), Error> {
     let role = role_of(&a.topic)?;
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
-    let logs = deployment(&a.kafka, &a.store, None, None, Access::Read)?.open()?;
+    let logs = deployment(&a.kafka, &a.store, None, None, Access::Read)?
+        .read_uncommitted(a.isolation == "read_uncommitted")
+        .open()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     export::export(&logs, role, a.partition, spec, a.count, &mut out)?;
     out.flush()?;

@@ -109,6 +109,14 @@ impl Deployment {
         }
         self
     }
+
+    /// Readers that also see the records of open and aborted transactions (Kafka).
+    pub fn read_uncommitted(mut self, yes: bool) -> Self {
+        if let Deployment::Kafka { options, .. } = &mut self {
+            options.read_uncommitted = yes;
+        }
+        self
+    }
 }
 
 /// The logs of one deployment, open.

@@ -53,6 +53,24 @@ pub struct Options {
     /// The base URL other members reach this process's HTTP listener at (Kafka; `None`
     /// without HTTP, and unused on the embedded log).
     pub advertise: Option<String>,
+    /// What a plain reader of ordo's topics may see (Kafka; the embedded log commits each
+    /// batch atomically either way).
+    pub guarantee: Guarantee,
+}
+
+/// What a plain `read_committed` consumer of ordo's Kafka topics sees (SPEC §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Guarantee {
+    /// Each batch is produced (idempotent, `acks=all`) and then its offset committed: after a
+    /// crash a plain consumer may see a batch's records twice, and a zombie's records until
+    /// it notices; ordo's own readers fence both.
+    #[default]
+    AtLeastOnce,
+    /// Each owner's batches, dead letters, position marks and input offsets commit in Kafka
+    /// transactions, at most `commit_interval` apart while input flows.
+    ExactlyOnce {
+        commit_interval: std::time::Duration,
+    },
 }
 
 impl Default for Options {
@@ -62,6 +80,7 @@ impl Default for Options {
             until_idle: false,
             owner_id: owner_id(),
             advertise: None,
+            guarantee: Guarantee::default(),
         }
     }
 }
@@ -123,6 +142,12 @@ pub trait Driver {
     /// owner reads and applies the next ones (against their unpublished changes).
     fn depth(&self) -> usize {
         1
+    }
+
+    /// Whether the oldest batch must complete now, short of the depth (a transaction open
+    /// for its commit interval).
+    fn due(&self) -> bool {
+        false
     }
 
     /// Everything below `position` is durable and visible.
@@ -284,7 +309,7 @@ impl Owner<'_> {
             // Complete the oldest batches: all of them once the input is idle (or ends), else
             // down to the depth and byte bounds.
             let idle = !got || fetch == Fetch::Last;
-            while batches.must_complete(idle, driver.depth()) {
+            while batches.must_complete(idle || driver.due(), driver.depth()) {
                 driver.complete()?;
                 let mut done = batches.pop_done(self.metrics);
                 // Durable: now the batch may be seen.

@@ -139,6 +139,7 @@ pub fn run(a: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
             until_idle: true,
             batch_size: DEFAULT_BATCH_SIZE,
             advertise: None,
+            guarantee: Default::default(),
         },
         metrics,
         Shutdown::new(),

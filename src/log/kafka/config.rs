@@ -8,8 +8,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::core::PartitionCount;
 use crate::core::partitioner::Partitioner;
+use crate::core::{Partition, PartitionCount};
 use crate::log::topics::{self, Role, TopicDef};
 
 /// Default consumer group.
@@ -32,6 +32,9 @@ pub struct KafkaOptions {
     pub instance_id: Option<String>,
     /// The consumer-group protocol of `ordo run`.
     pub group_protocol: GroupProtocol,
+    /// What every reader sees of transactions: committed records only (the default), or
+    /// also those of open and aborted ones (`ordo export --isolation read_uncommitted`).
+    pub read_uncommitted: bool,
 }
 
 /// The consumer-group protocol (`--group-protocol`).
@@ -147,6 +150,24 @@ pub enum KafkaLogError {
         partition: u32,
         from: u64,
     },
+    #[error(
+        "kafka: {op}: fenced by a newer owner of the partition ({source}); this owner's open \
+         transaction is aborted and none of its records become visible"
+    )]
+    Fenced {
+        op: &'static str,
+        source: KafkaError,
+    },
+    #[error("kafka: transaction {op} failed: {source}")]
+    Transaction {
+        op: &'static str,
+        source: KafkaError,
+    },
+    #[error(
+        "--guarantee exactly-once needs a broker with transactions, and {brokers} answered \
+         {detail}; use Apache Kafka (0.11 or later), or run with --guarantee at-least-once"
+    )]
+    NoTransactions { brokers: String, detail: String },
     #[error("kafka: reading {topic}/{partition} made no progress for {secs}s")]
     Stalled {
         topic: String,
@@ -170,12 +191,24 @@ impl KafkaOptions {
             topic_prefix: String::new(),
             instance_id: None,
             group_protocol: GroupProtocol::default(),
+            read_uncommitted: false,
         }
     }
 
     /// The name of the topic with `role` in this deployment (under its prefix).
     pub fn topic(&self, role: Role) -> String {
         format!("{}{}", self.topic_prefix, topics::get(role).name)
+    }
+
+    /// The `transactional.id` of partition `p`'s owners under `--guarantee exactly-once`: one
+    /// per partition of this deployment's input, so each new owner fences the one before.
+    pub fn transactional_id(&self, p: Partition) -> String {
+        format!("{}.{p}", self.transactional_id_prefix())
+    }
+
+    /// What every `transactional.id` of this deployment starts with.
+    pub fn transactional_id_prefix(&self) -> String {
+        format!("{}.{}", self.group, self.topic(Role::Events))
     }
 
     /// The definitions of `topics/`, named as in this deployment.
@@ -227,15 +260,27 @@ impl KafkaOptions {
             }
         };
         c.set("group.id", &self.group);
+        c.set("isolation.level", self.isolation());
         if let Some(id) = &self.instance_id {
             c.set("group.instance.id", id);
         }
         c
     }
 
+    /// Every reader of ordo's topics skips aborted transactions (a crashed or fenced owner's,
+    /// under exactly-once) and waits for open ones; without transactions both levels read the
+    /// same records.
+    fn isolation(&self) -> &'static str {
+        match self.read_uncommitted {
+            true => "read_uncommitted",
+            false => "read_committed",
+        }
+    }
+
     /// A consumer outside the group, for reading partitions by assignment.
     pub fn reader_config(&self) -> ClientConfig {
         self.base(&[
+            ("isolation.level", self.isolation()),
             ("group.id", "ordo-reader"),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),

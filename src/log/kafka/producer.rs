@@ -1,10 +1,12 @@
 //! The idempotent producer (`acks=all`): every send waits for its records'
-//! acknowledgements and reports their offsets.
+//! acknowledgements and reports their offsets. The same producer with a `transactional.id`
+//! writes an owner's batches in Kafka transactions (`--guarantee exactly-once`).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -238,5 +240,178 @@ impl KafkaProducer {
     /// Waits for outstanding deliveries.
     pub fn flush(&self) {
         let _ = self.inner.flush(Duration::from_secs(30));
+    }
+
+    /// Connects a transactional producer under `id` and initialises its transactions: the
+    /// broker fences every earlier producer of `id` (its next send or commit fails) and
+    /// aborts the transaction it left open.
+    pub fn transactional(opts: &KafkaOptions, id: &str) -> Result<Self, KafkaLogError> {
+        let mut config = opts.producer_config();
+        config.set("transactional.id", id);
+        config.set(
+            "transaction.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        );
+        // librdkafka requires a finite record timeout within the transaction's; a record it
+        // times out fails the transaction, which is aborted, so no later batch lands after
+        // a lost one.
+        config.set(
+            "message.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        );
+        let inner: ThreadedProducer<AckContext> = config
+            .create_with_context(AckContext)
+            .map_err(kafka("create transactional producer"))?;
+        let producer = KafkaProducer {
+            inner: Closing::new(inner),
+        };
+        producer.retrying("init transactions", DELIVERY_TIMEOUT, |p, t| {
+            p.init_transactions(t)
+        })?;
+        Ok(producer)
+    }
+
+    /// Begins a transaction: every send up to the commit belongs to it.
+    pub fn begin(&self) -> Result<(), KafkaLogError> {
+        self.inner
+            .begin_transaction()
+            .map_err(|e| transaction_error("begin", e))
+    }
+
+    /// Adds the group's `offsets` to the open transaction and commits it: its records and the
+    /// offsets become visible together to every `read_committed` reader. On an error that
+    /// leaves the transaction unusable it is aborted (best effort) before the error returns.
+    pub fn commit(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: Option<&rdkafka::consumer::ConsumerGroupMetadata>,
+    ) -> Result<(), KafkaLogError> {
+        if let Some(group) = group {
+            self.retrying(
+                "send offsets to the transaction",
+                DELIVERY_TIMEOUT,
+                |p, t| p.send_offsets_to_transaction(offsets, group, t),
+            )
+            .inspect_err(|_| self.abort())?;
+        }
+        self.retrying("commit", DELIVERY_TIMEOUT, |p, t| p.commit_transaction(t))
+            .inspect_err(|_| self.abort())
+    }
+
+    /// Aborts the open transaction, if any: no `read_committed` reader sees its records.
+    pub fn abort(&self) {
+        if let Err(e) = self.inner.abort_transaction(Duration::from_secs(10)) {
+            tracing::debug!(error = %e, "abort of a transaction failed (the next owner's start aborts it)");
+        }
+    }
+
+    /// Calls a transaction API until it succeeds, fails for good, or `limit` has passed
+    /// ([`DELIVERY_TIMEOUT`]: a broker restart is ridden through, as sends are).
+    fn retrying(
+        &self,
+        op: &'static str,
+        limit: Duration,
+        call: impl Fn(&ThreadedProducer<AckContext>, Duration) -> rdkafka::error::KafkaResult<()>,
+    ) -> Result<(), KafkaLogError> {
+        let started = std::time::Instant::now();
+        loop {
+            match call(&self.inner, Duration::from_secs(10)) {
+                Ok(()) => return Ok(()),
+                // librdkafka calls a broker's missing API retriable; it never comes.
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable()
+                        && started.elapsed() < limit
+                        && !matches!(
+                            e.code(),
+                            RDKafkaErrorCode::UnsupportedFeature
+                                | RDKafkaErrorCode::UnsupportedVersion
+                        ) =>
+                {
+                    tracing::debug!(op, error = %e, "retrying a transaction call");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(transaction_error(op, e)),
+            }
+        }
+    }
+}
+
+/// Refuses a broker without transactions (`--guarantee exactly-once` at start): a
+/// transactional producer of this deployment's own check id initialises and commits, within
+/// 30 s, a transaction that holds only an offset of a check group. Records are never part of
+/// it: on a broker that starts transactions and cannot end them (tansu 0.6 has no EndTxn),
+/// a record in one would hold every `read_committed` reader of its partition for ever.
+pub fn check_transactions(opts: &KafkaOptions) -> Result<(), KafkaLogError> {
+    let mut config = opts.producer_config();
+    config.set(
+        "transactional.id",
+        format!("{}.check", opts.transactional_id_prefix()),
+    );
+    config.set("message.timeout.ms", "30000");
+    let inner: ThreadedProducer<AckContext> = config
+        .create_with_context(AckContext)
+        .map_err(kafka("create transactional producer"))?;
+    let producer = KafkaProducer {
+        inner: Closing::new(inner),
+    };
+    let limit = Duration::from_secs(30);
+    let probe = || -> Result<(), KafkaLogError> {
+        producer.retrying("init transactions", limit, |p, t| p.init_transactions(t))?;
+        let group: BaseConsumer<super::config::QuietEof> = opts
+            .reader_config()
+            .set(
+                "group.id",
+                format!("{}.check", opts.transactional_id_prefix()),
+            )
+            .create_with_context(super::config::QuietEof)
+            .map_err(kafka("create consumer"))?;
+        let group = Closing::new(group);
+        let metadata = group.group_metadata().ok_or(KafkaLogError::Kafka {
+            op: "consumer group metadata",
+            source: KafkaError::Canceled,
+        })?;
+        producer.begin()?;
+        let offsets = super::ids::partition_list(
+            &opts.topic(crate::log::topics::Role::Events),
+            [(Partition(0), Offset(0))],
+        );
+        producer.retrying("send offsets to the transaction", limit, |p, t| {
+            p.send_offsets_to_transaction(&offsets, &metadata, t)
+        })?;
+        producer.retrying("commit", limit, |p, t| p.commit_transaction(t))
+    };
+    probe().map_err(|e| KafkaLogError::NoTransactions {
+        brokers: opts.brokers.clone(),
+        detail: match e {
+            KafkaLogError::Transaction { source, .. } | KafkaLogError::Fenced { source, .. } => {
+                source.to_string()
+            }
+            e => e.to_string(),
+        },
+    })
+}
+
+/// How long a transaction may stay open before the broker aborts it: long enough to ride
+/// through a broker restart, and only reached when an owner died without a successor (a new
+/// owner of the partition aborts its predecessor's transaction at once).
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A transaction API's error, with a fenced producer told apart: a newer owner of the same
+/// partition started, so this one's records will never be visible.
+fn transaction_error(op: &'static str, e: KafkaError) -> KafkaLogError {
+    use RDKafkaErrorCode as C;
+    let code = match &e {
+        KafkaError::Transaction(t) => Some(t.code()),
+        _ => e.rdkafka_error_code(),
+    };
+    match code {
+        Some(
+            C::ProducerFenced
+            | C::InvalidProducerEpoch
+            | C::FencedInstanceId
+            | C::IllegalGeneration
+            | C::UnknownMemberId,
+        ) => KafkaLogError::Fenced { op, source: e },
+        _ => KafkaLogError::Transaction { op, source: e },
     }
 }

@@ -1,6 +1,6 @@
 //! The Kafka driver of one assigned partition: restore from the member's restore reader,
 //! input from a reader of its own, effects through the idempotent producer with several
-//! batches in flight.
+//! batches in flight, or (`--guarantee exactly-once`) in the owner's own transactions.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -8,14 +8,17 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::transaction::{Closing, Transactions};
 use super::{FETCH_WAIT, Flags, MAX_IN_FLIGHT, Member};
 use crate::core::changelog::{Entry, EpochMarker, PositionMark, Reader};
 use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition};
-use crate::log::kafka::{KafkaLogError, Outgoing, PartitionReader, Pending, read_range};
+use crate::log::kafka::{
+    KafkaLogError, Outgoing, PartitionReader, Pending, partition_list, read_range,
+};
 use crate::log::now_millis;
-use crate::owner::{Driver, Fetch};
+use crate::owner::{Driver, Fetch, Guarantee};
 
 /// How long a batch may wait for its acknowledgements before the owner reports that it cannot
 /// make progress (readiness off until the next fetch finds the leader connected).
@@ -55,6 +58,51 @@ pub(super) struct KafkaDriver<'a> {
     pub(super) restored_end: Offset,
     /// The offset of this owner's epoch marker, once durable.
     pub(super) marker_offset: Option<Offset>,
+    /// Under `--guarantee exactly-once`: the owner's transactions, from its epoch marker on.
+    pub(super) transactions: Option<Transactions>,
+}
+
+/// The most batches one transaction holds (the byte bound and the commit interval usually
+/// close it first).
+const MAX_IN_TRANSACTION: usize = 1024;
+
+impl<'a> KafkaDriver<'a> {
+    /// A record of this partition's changelog.
+    fn state_record(&self, key: Vec<u8>, value: Vec<u8>, timestamp: i64) -> Outgoing<'a> {
+        Outgoing {
+            topic: &self.member.state_topic,
+            partition: self.partition,
+            record: NewRecord {
+                key,
+                value,
+                timestamp,
+                headers: Vec::new(),
+            },
+        }
+    }
+}
+
+/// What a commit adds to the transaction: the position mark and the group's offset.
+impl Closing for KafkaDriver<'_> {
+    fn mark(&self, next: Offset) -> Vec<Outgoing<'_>> {
+        let Some(epoch) = self.epoch else {
+            return Vec::new();
+        };
+        let mark = PositionMark {
+            epoch,
+            partition: self.partition,
+            resume_offset: next,
+        };
+        vec![self.state_record(mark.key().into_bytes(), mark.to_json(), now_millis())]
+    }
+
+    fn offsets(&self, next: Offset) -> rdkafka::TopicPartitionList {
+        partition_list(&self.member.events_topic, [(self.partition, next)])
+    }
+
+    fn group(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.member.group_metadata()
+    }
 }
 
 impl Driver for KafkaDriver<'_> {
@@ -118,16 +166,20 @@ impl Driver for KafkaDriver<'_> {
             replayed: false,
         };
         let t0 = Instant::now();
-        let offsets = self.member.producer.send_all(&[Outgoing {
-            topic: &self.member.state_topic,
-            partition: self.partition,
-            record: NewRecord {
-                key: marker.key().into_bytes(),
-                value: marker.to_json(),
-                timestamp: now_millis(),
-                headers: Vec::new(),
-            },
-        }])?;
+        let record = [self.state_record(marker.key().into_bytes(), marker.to_json(), now_millis())];
+        let offsets = match self.member.options.guarantee {
+            Guarantee::AtLeastOnce => self.member.producer.send_all(&record)?,
+            // The owner's producer fences its predecessor's (aborting what it left open), and
+            // the marker commits in a transaction of its own.
+            Guarantee::ExactlyOnce { commit_interval } => {
+                let id = self.member.kafka.transactional_id(self.partition);
+                let mut transactions =
+                    Transactions::start(&self.member.kafka, &id, commit_interval)?;
+                let offsets = transactions.write_now(&record)?;
+                self.transactions = Some(transactions);
+                offsets
+            }
+        };
         self.marker_offset = offsets.first().copied();
         tracing::debug!(
             partition = self.partition.0,
@@ -267,6 +319,33 @@ impl Driver for KafkaDriver<'_> {
     fn submit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), KafkaLogError> {
         let m = self.member;
         let p = self.partition;
+        if let Some(transactions) = &mut self.transactions {
+            // One transaction: the dead letters, the state records, and (at its commit) the
+            // position mark and the group's offset.
+            let now = now_millis();
+            let mut records: Vec<Outgoing<'_>> = effects
+                .dead_letters
+                .drain(..)
+                .map(|record| Outgoing {
+                    topic: &m.dlq_topic,
+                    partition: p,
+                    record,
+                })
+                .collect();
+            for (key, value) in effects.state.drain(..) {
+                records.push(Outgoing {
+                    topic: &m.state_topic,
+                    partition: p,
+                    record: NewRecord {
+                        key,
+                        value,
+                        timestamp: now,
+                        headers: Vec::new(),
+                    },
+                });
+            }
+            return transactions.send(&records, next);
+        }
         // Dead letters first: once any state record of this batch is in the changelog (which a
         // new owner resumes after), every dead letter of the batch is too, so a crash can
         // repeat a dead letter but never lose one.
@@ -287,46 +366,24 @@ impl Driver for KafkaDriver<'_> {
                 .wait_noting(STALL, || status.set_stalled(true))?;
         }
         let now = now_millis();
-        let state: Vec<Outgoing<'_>> = effects
-            .state
-            .drain(..)
-            .map(|(key, value)| Outgoing {
-                topic: &m.state_topic,
-                partition: p,
-                record: NewRecord {
-                    key,
-                    value,
-                    timestamp: now,
-                    headers: Vec::new(),
-                },
-            })
-            .collect();
         // In order per partition (idempotent producer): a state record in the changelog means
         // every earlier one of the batch is there too; the position mark comes last.
-        let mut state = state;
-        if let Some(epoch) = self.epoch {
-            let mark = PositionMark {
-                epoch,
-                partition: p,
-                resume_offset: next,
-            };
-            state.push(Outgoing {
-                topic: &m.state_topic,
-                partition: p,
-                record: NewRecord {
-                    key: mark.key().into_bytes(),
-                    value: mark.to_json(),
-                    timestamp: now,
-                    headers: Vec::new(),
-                },
-            });
+        let mut state: Vec<Outgoing<'_>> = Vec::with_capacity(effects.state.len() + 1);
+        for (key, value) in effects.state.drain(..) {
+            state.push(self.state_record(key, value, now));
         }
+        state.extend(self.mark(next));
         // In flight: the owner reads and applies the next batches meanwhile.
         self.in_flight.push_back(m.producer.send(&state));
         Ok(())
     }
 
     fn complete(&mut self) -> Result<(), KafkaLogError> {
+        if let Some(mut transactions) = self.transactions.take() {
+            let done = transactions.complete(&*self);
+            self.transactions = Some(transactions);
+            return done;
+        }
         let status = self.member.shared.status(self.partition);
         match self.in_flight.pop_front() {
             Some(pending) => pending
@@ -337,17 +394,29 @@ impl Driver for KafkaDriver<'_> {
     }
 
     fn depth(&self) -> usize {
-        MAX_IN_FLIGHT
+        if self.transactions.is_some() {
+            MAX_IN_TRANSACTION
+        } else {
+            MAX_IN_FLIGHT
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.transactions.as_ref().is_some_and(Transactions::due)
     }
 
     fn committed(&mut self, position: Offset) {
-        // A superseded owner's positions are another owner's business now.
-        if !self.flags.superseded.load(Ordering::Acquire) {
+        // A superseded owner's positions are another owner's business now; in transactions
+        // the offsets are committed with the batches.
+        if !self.flags.superseded.load(Ordering::Acquire) && self.transactions.is_none() {
             self.member.commit_async(self.partition, position);
         }
     }
 
     fn release(&mut self) {
+        if let Some(transactions) = &mut self.transactions {
+            transactions.abort();
+        }
         self.member
             .metrics
             .lag

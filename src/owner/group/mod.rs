@@ -29,6 +29,7 @@ use tracing::{error, info, warn};
 mod connections;
 mod context;
 mod driver;
+mod transaction;
 
 pub use connections::Connections;
 pub use context::MemberContext;
@@ -225,6 +226,7 @@ impl Member {
                     epoch: None,
                     restored_end: Offset(0),
                     marker_offset: None,
+                    transactions: None,
                 };
                 match owner.run(&mut driver) {
                     Ok(report) => {
@@ -234,6 +236,13 @@ impl Member {
                         // A superseded owner's position is not this member's to commit.
                         (!driver.flags.superseded.load(Ordering::Acquire))
                             .then_some(report.position)
+                    }
+                    Err(OwnerError::Driver(e @ KafkaLogError::Fenced { .. })) => {
+                        // A newer owner's producer took the transactional id: this one's open
+                        // transaction is aborted, and the partition is the newer owner's.
+                        warn!(partition = p.0, error = %e, "partition owner fenced; letting the partition go");
+                        driver.flags.superseded.store(true, Ordering::Release);
+                        None
                     }
                     Err(e) => {
                         error!(partition = p.0, error = %e, "partition owner failed");
@@ -292,6 +301,15 @@ impl Member {
         {
             warn!(error = %e, "commit on release failed; the next owner resumes from the changelog");
         }
+    }
+
+    /// The group consumer's metadata for offsets committed in a transaction (KIP-447: a
+    /// member of an older generation is fenced).
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer
+            .get()
+            .and_then(Weak::upgrade)
+            .and_then(|c| c.group_metadata())
     }
 
     fn commit_async(&self, p: Partition, position: Offset) {
