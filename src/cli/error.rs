@@ -174,6 +174,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::Misplaced { .. }
         | KafkaLogError::BeyondEnd { .. }
         | KafkaLogError::Fenced { .. }
+        | KafkaLogError::Aborted { .. }
         | KafkaLogError::Transaction { .. }
         | KafkaLogError::Restore(_) => false,
     }

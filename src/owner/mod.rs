@@ -302,7 +302,7 @@ impl Owner<'_> {
             position,
             ..OwnerReport::default()
         };
-        let mut batches = Pipeline::new(self.batch_size, position, panic_at(p));
+        let mut batches = Pipeline::new(self.batch_size, position, fail_point(p));
         loop {
             let fetch = batches.fetch(driver)?;
             let got = batches.apply(driver, &processor, view, self.metrics)?;
@@ -345,12 +345,23 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".to_owned())
 }
 
-/// A fault to inject, for tests of what a panicking owner does: `ORDO_FAIL_POINT=panic@P:O`
-/// makes the owner of partition P panic on the batch that holds input offset O.
-fn panic_at(p: Partition) -> Option<Offset> {
+/// A fault to inject, for tests: `ORDO_FAIL_POINT=panic@P:O` makes the owner of partition P
+/// panic on the batch that holds input offset O (what a panicking owner does);
+/// `ORDO_FAIL_POINT=stall@P:O` makes it stall for [`pipeline::STALL`] right after submitting
+/// that batch, its effects in flight (a zombie, once the process is also stopped).
+fn fail_point(p: Partition) -> Option<pipeline::FailPoint> {
     let spec = std::env::var("ORDO_FAIL_POINT").ok()?;
-    let (partition, offset) = spec.strip_prefix("panic@")?.split_once(':')?;
-    (partition.parse::<u32>().ok()? == p.0).then_some(Offset(offset.parse().ok()?))
+    let (kind, at) = spec.split_once('@')?;
+    let (partition, offset) = at.split_once(':')?;
+    if partition.parse::<u32>().ok()? != p.0 {
+        return None;
+    }
+    let offset = Offset(offset.parse().ok()?);
+    match kind {
+        "panic" => Some(pipeline::FailPoint::Panic(offset)),
+        "stall" => Some(pipeline::FailPoint::Stall(offset)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -44,12 +44,22 @@ pub(super) struct Pipeline {
     in_flight_bytes: usize,
     /// The next offset to read: ahead of the durable position while batches are in flight.
     read: Offset,
-    /// `ORDO_FAIL_POINT=panic@P:O`: the input offset whose batch panics.
-    fail_at: Option<Offset>,
+    /// `ORDO_FAIL_POINT`: the batch that panics or stalls.
+    fail_at: Option<FailPoint>,
 }
 
+/// A fault injected at the batch that holds an input offset (`ORDO_FAIL_POINT`).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum FailPoint {
+    Panic(Offset),
+    Stall(Offset),
+}
+
+/// How long `ORDO_FAIL_POINT=stall@P:O` stalls its batch.
+pub(super) const STALL: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl Pipeline {
-    pub(super) fn new(batch_size: usize, position: Offset, fail_at: Option<Offset>) -> Self {
+    pub(super) fn new(batch_size: usize, position: Offset, fail_at: Option<FailPoint>) -> Self {
         Pipeline {
             batch_size,
             records: Vec::with_capacity(batch_size),
@@ -88,14 +98,14 @@ impl Pipeline {
             return Ok(false);
         };
         let next = last.offset.next().unwrap_or(last.offset);
-        if let Some(at) = self.fail_at
-            && (self.read..next).contains(&at)
-        {
-            panic!(
+        let stall = match self.fail_at {
+            Some(FailPoint::Panic(at)) if (self.read..next).contains(&at) => panic!(
                 "fail point ORDO_FAIL_POINT: partition {}, offset {at}",
                 processor.partition
-            );
-        }
+            ),
+            Some(FailPoint::Stall(at)) => (self.read..next).contains(&at),
+            _ => false,
+        };
         let pending = Pending {
             newest: &self.newest,
             in_flight: &self.in_flight,
@@ -132,6 +142,14 @@ impl Pipeline {
             .sum();
         let applied = self.effects.state.len() as u64;
         driver.submit(&mut self.effects, next)?;
+        if stall {
+            tracing::warn!(
+                partition = processor.partition.0,
+                secs = STALL.as_secs(),
+                "fail point ORDO_FAIL_POINT: stalling with the batch in flight"
+            );
+            std::thread::sleep(STALL);
+        }
         for key in changes.keys() {
             self.newest.insert(key.clone(), self.seq);
         }

@@ -158,6 +158,11 @@ pub enum KafkaLogError {
         op: &'static str,
         source: KafkaError,
     },
+    #[error("kafka: transaction aborted after {op} failed: {source}")]
+    Aborted {
+        op: &'static str,
+        source: KafkaError,
+    },
     #[error("kafka: transaction {op} failed: {source}")]
     Transaction {
         op: &'static str,

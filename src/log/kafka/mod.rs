@@ -37,7 +37,10 @@ pub use config::{
 pub use ids::{kafka_offset, kafka_partition, partition_list, partition_of};
 pub use ingest::{INGEST_WAIT, KafkaIngest};
 pub use partition::{PartitionReader, scan};
-pub use producer::{KafkaProducer, Outgoing, Pending, check_transactions};
+pub use producer::{
+    KafkaProducer, Outgoing, Pending, check_transactions, delivery_in_transaction,
+    transaction_group,
+};
 pub use reader::{
     BulkReader, OwnersLog, check_no_repartition, read_owners, read_range, read_to_end, tail,
     to_record,

@@ -357,18 +357,9 @@ pub fn check_transactions(opts: &KafkaOptions) -> Result<(), KafkaLogError> {
     let limit = Duration::from_secs(30);
     let probe = || -> Result<(), KafkaLogError> {
         producer.retrying("init transactions", limit, |p, t| p.init_transactions(t))?;
-        let group: BaseConsumer<super::config::QuietEof> = opts
-            .reader_config()
-            .set(
-                "group.id",
-                format!("{}.check", opts.transactional_id_prefix()),
-            )
-            .create_with_context(super::config::QuietEof)
-            .map_err(kafka("create consumer"))?;
-        let group = Closing::new(group);
-        let metadata = group.group_metadata().ok_or(KafkaLogError::Kafka {
-            op: "consumer group metadata",
-            source: KafkaError::Canceled,
+        let metadata = transaction_group(&KafkaOptions {
+            group: format!("{}.check", opts.transactional_id_prefix()),
+            ..opts.clone()
         })?;
         producer.begin()?;
         let offsets = super::ids::partition_list(
@@ -399,19 +390,66 @@ pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// A transaction API's error, with a fenced producer told apart: a newer owner of the same
 /// partition started, so this one's records will never be visible.
 fn transaction_error(op: &'static str, e: KafkaError) -> KafkaLogError {
+    let abortable =
+        matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort() && !t.is_fatal());
+    if is_fenced(&e) {
+        KafkaLogError::Fenced { op, source: e }
+    } else if abortable {
+        KafkaLogError::Aborted { op, source: e }
+    } else {
+        KafkaLogError::Transaction { op, source: e }
+    }
+}
+
+/// Whether `e` says a newer producer of the transactional id, or a newer generation of the
+/// group, exists.
+fn is_fenced(e: &KafkaError) -> bool {
     use RDKafkaErrorCode as C;
-    let code = match &e {
+    let code = match e {
         KafkaError::Transaction(t) => Some(t.code()),
         _ => e.rdkafka_error_code(),
     };
-    match code {
+    matches!(
+        code,
         Some(
-            C::ProducerFenced
-            | C::InvalidProducerEpoch
-            | C::FencedInstanceId
-            | C::IllegalGeneration
-            | C::UnknownMemberId,
-        ) => KafkaLogError::Fenced { op, source: e },
-        _ => KafkaLogError::Transaction { op, source: e },
+            C::Fenced
+                | C::ProducerFenced
+                | C::InvalidProducerEpoch
+                | C::FencedInstanceId
+                | C::IllegalGeneration
+                | C::UnknownMemberId,
+        )
+    )
+}
+
+/// A transactional send's delivery error, with fencing told apart as for the transaction
+/// calls.
+pub fn delivery_in_transaction(e: KafkaLogError) -> KafkaLogError {
+    match e {
+        KafkaLogError::Delivery { source } if is_fenced(&source) => {
+            KafkaLogError::Fenced { op: "send", source }
+        }
+        // The transaction is aborted after a failed send: what it held is never visible.
+        KafkaLogError::Delivery { source } => KafkaLogError::Aborted { op: "send", source },
+        e => e,
     }
+}
+
+/// The group's metadata for offsets committed in transactions, as a consumer outside the
+/// group has it (no generation, no member): the broker then checks only the producer's
+/// epoch, so fencing follows the partition's `transactional.id` alone and a rebalance that
+/// keeps a partition where it is does not fail its owner's commit.
+pub fn transaction_group(
+    opts: &KafkaOptions,
+) -> Result<rdkafka::consumer::ConsumerGroupMetadata, KafkaLogError> {
+    let consumer: BaseConsumer<super::config::QuietEof> = opts
+        .reader_config()
+        .set("group.id", &opts.group)
+        .create_with_context(super::config::QuietEof)
+        .map_err(kafka("create consumer"))?;
+    let consumer = Closing::new(consumer);
+    consumer.group_metadata().ok_or(KafkaLogError::Kafka {
+        op: "consumer group metadata",
+        source: KafkaError::Canceled,
+    })
 }

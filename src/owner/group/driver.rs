@@ -100,8 +100,8 @@ impl Closing for KafkaDriver<'_> {
         partition_list(&self.member.events_topic, [(self.partition, next)])
     }
 
-    fn group(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.member.group_metadata()
+    fn group(&self) -> Option<&rdkafka::consumer::ConsumerGroupMetadata> {
+        self.member.transaction_group.as_ref()
     }
 }
 

@@ -42,6 +42,7 @@ use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
     BulkReader, KafkaLogError, KafkaOptions, KafkaProducer, Outgoing, partition_list, tail,
+    transaction_group,
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
@@ -92,7 +93,15 @@ struct Flags {
     /// first): this member's owner stopped, commits nothing more, and takes the partition
     /// again only once that owner lets it go.
     superseded: AtomicBool,
+    /// The owner ended on an aborted transaction: the member starts the partition's owner
+    /// again, from the changelog (which holds nothing of that transaction).
+    restart: AtomicBool,
 }
+
+/// How often a partition's owner is started again after aborted transactions before the
+/// member fails (an abort that repeats, such as a record the broker refuses, is not met by
+/// starting over).
+const MAX_RESTARTS: u32 = 5;
 
 /// The owner thread of one assigned partition, as the member sees it.
 struct OwnerThread {
@@ -126,6 +135,10 @@ struct Member {
     restorer: Mutex<BulkReader>,
     /// Input records processed by owners that have finished.
     processed: std::sync::atomic::AtomicU64,
+    /// Under exactly-once: the group as its offsets are committed in transactions.
+    transaction_group: Option<rdkafka::consumer::ConsumerGroupMetadata>,
+    /// How often each partition's owner was started again after an aborted transaction.
+    restarts: Mutex<HashMap<Partition, u32>>,
 }
 
 impl Member {
@@ -244,6 +257,13 @@ impl Member {
                         driver.flags.superseded.store(true, Ordering::Release);
                         None
                     }
+                    Err(OwnerError::Driver(e @ KafkaLogError::Aborted { .. }))
+                        if member.restart_allowed(p) =>
+                    {
+                        warn!(partition = p.0, error = %e, "transaction aborted; starting the partition's owner again from its changelog");
+                        driver.flags.restart.store(true, Ordering::Release);
+                        None
+                    }
                     Err(e) => {
                         error!(partition = p.0, error = %e, "partition owner failed");
                         member.lock_failures().push(GroupError::Owner {
@@ -303,13 +323,12 @@ impl Member {
         }
     }
 
-    /// The group consumer's metadata for offsets committed in a transaction (KIP-447: a
-    /// member of an older generation is fenced).
-    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
-        self.consumer
-            .get()
-            .and_then(Weak::upgrade)
-            .and_then(|c| c.group_metadata())
+    /// Counts a restart of `p`'s owner; false once it has had [`MAX_RESTARTS`].
+    fn restart_allowed(&self, p: Partition) -> bool {
+        let mut restarts = self.restarts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = restarts.entry(p).or_default();
+        *n += 1;
+        *n <= MAX_RESTARTS
     }
 
     fn commit_async(&self, p: Partition, position: Offset) {
@@ -425,9 +444,10 @@ impl Member {
             owners
                 .iter()
                 .filter(|(p, o)| {
-                    o.flags.superseded.load(Ordering::Acquire)
-                        && o.handle.is_finished()
-                        && self.shared.holder(**p).is_some_and(|r| !r.is_held())
+                    let superseded = o.flags.superseded.load(Ordering::Acquire)
+                        && self.shared.holder(**p).is_some_and(|r| !r.is_held());
+                    o.handle.is_finished()
+                        && (superseded || o.flags.restart.load(Ordering::Acquire))
                 })
                 .map(|(p, _)| *p)
                 .collect()
@@ -441,10 +461,7 @@ impl Member {
             if let Some(old) = old {
                 let _ = old.handle.join();
             }
-            info!(
-                partition = p.0,
-                "the newer owner let the partition go; taking it back"
-            );
+            info!(partition = p.0, "taking the partition back");
             let (tx, rx) = std::sync::mpsc::sync_channel(RESTORE_QUEUE);
             restores.insert(p, tx);
             self.start_owner(p, Offset(0), rx);
@@ -480,6 +497,11 @@ pub fn run(
         options: options.clone(),
         kafka: kafka.clone(),
         n,
+        transaction_group: match options.guarantee {
+            super::Guarantee::ExactlyOnce { .. } => Some(transaction_group(kafka)?),
+            super::Guarantee::AtLeastOnce => None,
+        },
+        restarts: Mutex::new(HashMap::new()),
     });
     let consumer: Arc<BaseConsumer<MemberContext>> = Arc::new(
         kafka

@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::core::Offset;
-use crate::log::kafka::{KafkaLogError, KafkaProducer, Outgoing, Pending};
+use crate::log::kafka::{KafkaLogError, KafkaProducer, Outgoing, Pending, delivery_in_transaction};
 
 /// The open transaction.
 struct Open {
@@ -39,7 +39,7 @@ pub(super) struct Transactions {
 pub(super) trait Closing {
     fn mark(&self, next: Offset) -> Vec<Outgoing<'_>>;
     fn offsets(&self, next: Offset) -> rdkafka::TopicPartitionList;
-    fn group(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata>;
+    fn group(&self) -> Option<&rdkafka::consumer::ConsumerGroupMetadata>;
 }
 
 impl Transactions {
@@ -67,7 +67,7 @@ impl Transactions {
         let sent = self.producer.send(records);
         self.producer
             .commit(&rdkafka::TopicPartitionList::new(), None)?;
-        sent.wait()
+        sent.wait().map_err(delivery_in_transaction)
     }
 
     /// Sends one batch's records in the open transaction (beginning one if none is).
@@ -117,7 +117,7 @@ impl Transactions {
         let mark = closing.mark(open.next);
         open_sends_ok(&mut self.producer, open.sends, &mark)?;
         self.producer
-            .commit(&closing.offsets(open.next), closing.group().as_ref())?;
+            .commit(&closing.offsets(open.next), closing.group())?;
         self.durable = open.batches - 1;
         Ok(())
     }
@@ -141,7 +141,7 @@ fn open_sends_ok(
     for sent in sends.into_iter().chain([mark]) {
         if let Err(e) = sent.wait() {
             producer.abort();
-            return Err(e);
+            return Err(delivery_in_transaction(e));
         }
     }
     Ok(())
