@@ -269,6 +269,15 @@ pub enum BenchWhat {
         /// N.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
+        /// `exactly-once`: also run ordo under transactions, right after the at-least-once
+        /// run, on the same records (a second set of topics under the prefix `eos.`).
+        #[arg(long, default_value = "at-least-once",
+              value_parser = PossibleValuesParser::new(["at-least-once", "exactly-once"]))]
+        guarantee: String,
+        /// The exactly-once run's `--commit-interval`, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 100,
+              value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
+        commit_interval: u64,
     },
     /// Restore N state entries from the changelog; report time and resident memory.
     Restore {

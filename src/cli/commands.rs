@@ -296,11 +296,15 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             kafka,
             events,
             partitions,
+            guarantee,
+            commit_interval,
         } => {
             let opts = kafka.options(None)?.ok_or_else(|| {
                 Error::usage("pass --brokers host:port of a broker without ordo topics")
             })?;
-            let r = bench::kafka(&opts, events, count(partitions)?)?;
+            let interval = (guarantee == "exactly-once")
+                .then(|| std::time::Duration::from_millis(commit_interval));
+            let r = bench::kafka(&opts, events, count(partitions)?, interval)?;
             let pct = |rate: f64| rate * 100.0 / r.pipe_rate();
             writeln!(
                 out,
@@ -319,6 +323,20 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 r.steady_rate(),
                 pct(r.steady_rate()),
             )?;
+            if let Some(e) = r.exactly_once {
+                writeln!(
+                    out,
+                    "kafka exactly-once (--commit-interval {} ms), same records, right after: \
+                     ordo start-up {:.2} s; run --until-idle {:.0} events/s whole ({:.0}% of \
+                     at-least-once), {:.0} events/s steady ({:.0}% of at-least-once)",
+                    e.commit_interval.as_millis(),
+                    e.startup_secs,
+                    e.whole_rate(r.events),
+                    e.whole_rate(r.events) * 100.0 / r.whole_rate(),
+                    e.steady_rate(r.events),
+                    e.steady_rate(r.events) * 100.0 / r.steady_rate(),
+                )?;
+            }
         }
         BenchWhat::Restore {
             entries,

@@ -137,16 +137,22 @@ def test_static_membership_group_protocol_and_topic_prefix_reach_the_pods():
     assert env["ORDO_INSTANCE_ID"]["value"] == "$(POD_NAME)"
     assert names.index("POD_NAME") < names.index("ORDO_INSTANCE_ID")
     assert env["ORDO_GROUP_PROTOCOL"]["value"] == "consumer"
+    assert env["ORDO_GUARANTEE"]["value"] == "at-least-once"
     assert env["ORDO_TOPIC_PREFIX"]["valueFrom"]["configMapKeyRef"]["key"] == "topic-prefix"
     assert one(objects, "ConfigMap")["data"]["topic-prefix"] == "staging."
     topics = {o["spec"]["topicName"] for o in objects if o["kind"] == "KafkaTopic"}
     assert "staging.reservation-events" in topics and "staging.reservation-owners" in topics
-    objects, _ = render({"kafka": {"brokers": "k:9092", "group": "g", "staticMembership": False}})
+    objects, _ = render({"kafka": {"brokers": "k:9092", "group": "g", "staticMembership": False,
+                                   "guarantee": "exactly-once", "commitIntervalMs": 20}})
     container = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     assert "ORDO_INSTANCE_ID" not in env_of(container)
+    env = {e["name"]: e for e in container["env"]}
+    assert (env["ORDO_GUARANTEE"]["value"], env["ORDO_COMMIT_INTERVAL"]["value"]) == ("exactly-once", "20")
     chart = helm.Chart.load(str(CHART))
     for bad in ({"kafka": {"brokers": "k", "group": "g", "topicPrefix": "a/b"}},
-                {"kafka": {"brokers": "k", "group": "g", "groupProtocol": "eager"}}):
+                {"kafka": {"brokers": "k", "group": "g", "groupProtocol": "eager"}},
+                {"kafka": {"brokers": "k", "group": "g", "guarantee": "exactly-twice"}},
+                {"kafka": {"brokers": "k", "group": "g", "commitIntervalMs": 0}}):
         with pytest.raises(helm.HelmError):
             chart.validate_schema(chart.merge_values(bad) if hasattr(chart, "merge_values") else bad)
 

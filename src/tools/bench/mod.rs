@@ -8,7 +8,7 @@
 pub mod members;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::app::{self, RunError, RunOptions};
 use crate::core::changelog::{StateRecord, Stored};
@@ -400,6 +400,28 @@ pub struct KafkaBench {
     pub pipe_secs: f64,
     /// `ordo run --until-idle` over the input.
     pub run_secs: f64,
+    /// With `--guarantee exactly-once`: the same two runs under transactions, on a second
+    /// deployment (topic prefix `eos.`) holding the same input records, right after.
+    pub exactly_once: Option<ExactlyOnceRun>,
+}
+
+/// ordo under `--guarantee exactly-once` in the Kafka benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct ExactlyOnceRun {
+    pub commit_interval: Duration,
+    pub startup_secs: f64,
+    pub run_secs: f64,
+}
+
+impl ExactlyOnceRun {
+    /// Whole-run events/s.
+    pub fn whole_rate(&self, events: u64) -> f64 {
+        events as f64 / self.run_secs
+    }
+    /// Steady events/s: the whole run minus its start-up on empty topics.
+    pub fn steady_rate(&self, events: u64) -> f64 {
+        events as f64 / (self.run_secs - self.startup_secs).max(f64::EPSILON)
+    }
 }
 
 impl KafkaBench {
@@ -428,57 +450,74 @@ impl KafkaBench {
 /// order on the same broker: `ordo run --until-idle` on the empty topics (start-up), producing
 /// `events` generated events, one plain consumer reading them (raw consume), a raw
 /// consume→produce pipe over them into a scratch topic, and `ordo run --until-idle` over them
-/// (restore, state records, dead letters and offsets included).
+/// (restore, state records, dead letters and offsets included). With `commit_interval`, the
+/// two ordo runs are repeated at `--guarantee exactly-once` right after, on a second
+/// deployment whose input holds the same records.
 pub fn kafka(
     opts: &crate::log::kafka::KafkaOptions,
     events: usize,
     n: PartitionCount,
+    commit_interval: Option<Duration>,
 ) -> Result<KafkaBench, RunError> {
-    use crate::log::kafka::{KafkaProducer, Outgoing, apply_topics, count_all, create_topic, pipe};
-    apply_topics(opts, n)?;
-    let topic = opts.topic(Role::Events);
-    let run = |group: &str| -> Result<f64, RunError> {
-        let mut opts = opts.clone();
-        opts.group = format!("ordo-bench-{group}-{}", std::process::id());
-        let t0 = Instant::now();
-        app::run(
-            Logs::Kafka { options: opts, n },
-            RunOptions {
-                http: None,
-                until_idle: true,
-                batch_size: crate::owner::DEFAULT_BATCH_SIZE,
-                advertise: None,
-                guarantee: Default::default(),
-            },
-            Arc::new(Metrics::fresh()),
-            Shutdown::new(),
-        )?;
-        Ok(t0.elapsed().as_secs_f64())
+    use crate::log::kafka::{
+        KafkaOptions, KafkaProducer, apply_topics, count_all, create_topic, pipe,
     };
-    let startup_secs = run("empty")?;
+    use crate::owner::Guarantee;
+    let eos = commit_interval.map(|interval| {
+        let opts = KafkaOptions {
+            topic_prefix: format!("{}eos.", opts.topic_prefix),
+            ..opts.clone()
+        };
+        (
+            opts,
+            Guarantee::ExactlyOnce {
+                commit_interval: interval,
+            },
+        )
+    });
+    let alo = (opts.clone(), Guarantee::AtLeastOnce);
+    let run =
+        |(opts, guarantee): &(KafkaOptions, Guarantee), group: &str| -> Result<f64, RunError> {
+            let mut opts = opts.clone();
+            opts.group = format!("ordo-bench-{group}-{}", std::process::id());
+            let t0 = Instant::now();
+            app::run(
+                Logs::Kafka { options: opts, n },
+                RunOptions {
+                    http: None,
+                    until_idle: true,
+                    batch_size: crate::owner::DEFAULT_BATCH_SIZE,
+                    advertise: None,
+                    guarantee: *guarantee,
+                },
+                Arc::new(Metrics::fresh()),
+                Shutdown::new(),
+            )?;
+            Ok(t0.elapsed().as_secs_f64())
+        };
+    apply_topics(opts, n)?;
+    let startup_secs = run(&alo, "empty")?;
+    let eos_startup = match &eos {
+        Some(eos) => {
+            apply_topics(&eos.0, n)?;
+            Some(run(eos, "empty")?)
+        }
+        None => None,
+    };
     let producer = KafkaProducer::new(opts)?;
+    let topic = opts.topic(Role::Events);
     let t0 = Instant::now();
-    let mut generator = crate::tools::generate::Generator::new(1);
-    let mut left = events;
-    while left > 0 {
-        let take = left.min(20_000);
-        let chunk: Vec<Outgoing<'_>> = (&mut generator)
-            .take(take)
-            .map(|e| {
-                let value = e.to_json().into_bytes();
-                let (partition, record) =
-                    crate::tools::produce::route(&e, value, n, opts.partitioner);
-                Outgoing {
-                    topic: &topic,
-                    partition,
-                    record,
-                }
-            })
-            .collect();
-        producer.send_all(&chunk)?;
-        left -= take;
-    }
+    fill(&producer, &topic, events, n, opts.partitioner)?;
     let produce_secs = t0.elapsed().as_secs_f64();
+    if let Some((eos, _)) = &eos {
+        fill(
+            &producer,
+            &eos.topic(Role::Events),
+            events,
+            n,
+            opts.partitioner,
+        )?;
+    }
     let t0 = Instant::now();
     let read = count_all(opts, &topic, n)?;
     let raw_consume_secs = t0.elapsed().as_secs_f64();
@@ -491,7 +530,15 @@ pub fn kafka(
     let t0 = Instant::now();
     pipe(opts, &topic, &scratch, n)?;
     let pipe_secs = t0.elapsed().as_secs_f64();
-    let run_secs = run("input")?;
+    let run_secs = run(&alo, "input")?;
+    let exactly_once = match (&eos, eos_startup, commit_interval) {
+        (Some(eos), Some(startup_secs), Some(commit_interval)) => Some(ExactlyOnceRun {
+            commit_interval,
+            startup_secs,
+            run_secs: run(eos, "input")?,
+        }),
+        _ => None,
+    };
     Ok(KafkaBench {
         events: read,
         partitions: n.get(),
@@ -500,5 +547,37 @@ pub fn kafka(
         raw_consume_secs,
         pipe_secs,
         run_secs,
+        exactly_once,
     })
+}
+
+/// Appends `events` generated events (seed 1, so every call appends the same records) to
+/// `topic`, each to its partition.
+fn fill(
+    producer: &crate::log::kafka::KafkaProducer,
+    topic: &str,
+    events: usize,
+    n: PartitionCount,
+    partitioner: crate::core::partitioner::Partitioner,
+) -> Result<(), RunError> {
+    let mut generator = crate::tools::generate::Generator::new(1);
+    let mut left = events;
+    while left > 0 {
+        let take = left.min(20_000);
+        let chunk: Vec<crate::log::kafka::Outgoing<'_>> = (&mut generator)
+            .take(take)
+            .map(|e| {
+                let value = e.to_json().into_bytes();
+                let (partition, record) = crate::tools::produce::route(&e, value, n, partitioner);
+                crate::log::kafka::Outgoing {
+                    topic,
+                    partition,
+                    record,
+                }
+            })
+            .collect();
+        producer.send_all(&chunk)?;
+        left -= take;
+    }
+    Ok(())
 }
