@@ -279,6 +279,29 @@ pub enum BenchWhat {
               value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
         commit_interval: u64,
     },
+    /// On Kafka: append → visible latency under a paced load, read by a plain
+    /// `read_committed` consumer.
+    KafkaLatency {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// Events appended per second.
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// Seconds of load (the first 3 are not measured).
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=600))]
+        secs: u64,
+        /// N.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        partitions: u32,
+        /// `at-least-once` or `exactly-once`.
+        #[arg(long, default_value = "at-least-once",
+              value_parser = PossibleValuesParser::new(["at-least-once", "exactly-once"]))]
+        guarantee: String,
+        /// The exactly-once run's `--commit-interval`, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 100,
+              value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
+        commit_interval: u64,
+    },
     /// Restore N state entries from the changelog; report time and resident memory.
     Restore {
         /// State entries (reservations).

@@ -338,6 +338,41 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 )?;
             }
         }
+        BenchWhat::KafkaLatency {
+            kafka,
+            rate,
+            secs,
+            partitions,
+            guarantee,
+            commit_interval,
+        } => {
+            let opts = kafka.options(None)?.ok_or_else(|| {
+                Error::usage("pass --brokers host:port of a broker without ordo topics")
+            })?;
+            let g = match guarantee.as_str() {
+                "exactly-once" => Guarantee::ExactlyOnce {
+                    commit_interval: std::time::Duration::from_millis(commit_interval),
+                },
+                _ => Guarantee::AtLeastOnce,
+            };
+            let r = bench::latency::kafka_latency(&opts, count(partitions)?, rate, secs, g)?;
+            writeln!(
+                out,
+                "kafka latency, {guarantee}{}: {:.0} events/s for {secs} s, N = {partitions}; \
+                 append → state record visible at read_committed: p50 {:.1} ms, p99 {:.1} ms, \
+                 max {:.0} ms ({} records)",
+                match g {
+                    Guarantee::ExactlyOnce { .. } =>
+                        format!(" (--commit-interval {commit_interval} ms)"),
+                    Guarantee::AtLeastOnce => String::new(),
+                },
+                r.rate,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.samples,
+            )?;
+        }
         BenchWhat::Restore {
             entries,
             partitions,

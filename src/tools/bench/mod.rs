@@ -5,6 +5,7 @@
 //! * `restore`: write N state records to a changelog, restore them as `ordo run` does (one
 //!   thread per partition), and report the time and the process's resident memory.
 
+pub mod latency;
 pub mod members;
 
 use std::sync::Arc;
