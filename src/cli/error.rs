@@ -164,7 +164,8 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::FixedPartitions { .. }
         | KafkaLogError::ConfigMismatch { .. }
         | KafkaLogError::RepartitionInProgress { .. }
-        | KafkaLogError::NoTransactions { .. } => true,
+        | KafkaLogError::NoTransactions { .. }
+        | KafkaLogError::Refused { .. } => true,
         KafkaLogError::Unreachable { .. }
         | KafkaLogError::Kafka { .. }
         | KafkaLogError::CreateTopic { .. }

@@ -74,8 +74,17 @@ fn script() -> Command {
 
 /// Starts an Apache Kafka broker in `dir` (or starts it again there) and returns its address.
 fn start_kafka(dir: &Path) -> String {
+    start_kafka_with(dir, false)
+}
+
+/// [`start_kafka`], with the TLS and SASL listeners when `secure` (`KAFKA_SECURE=1`).
+fn start_kafka_with(dir: &Path, secure: bool) -> String {
+    let mut command = script();
+    if secure {
+        command.env("KAFKA_SECURE", "1");
+    }
     let out = bounded(
-        script().arg("start").arg(dir),
+        command.arg("start").arg(dir),
         Duration::from_secs(300),
         "scripts/kafka-broker start",
     );
@@ -146,11 +155,30 @@ impl Broker {
 
     /// An Apache Kafka broker of this test's own, which it may kill and start again.
     pub fn private() -> Broker {
+        Broker::private_with(false)
+    }
+
+    /// A private Apache Kafka broker that also listens with SASL_SSL (SCRAM-SHA-512, user
+    /// `ordo`) and with TLS requiring a client certificate; see [`Broker::secure_file`].
+    pub fn secure() -> Broker {
+        Broker::private_with(true)
+    }
+
+    /// A file of a secure broker's directory: `sasl_ssl` and `ssl` (addresses), and
+    /// `tls/{ca,other-ca,client}.pem`, `tls/client.key`, `tls/password`.
+    pub fn secure_file(&self, name: &str) -> PathBuf {
+        match &self.own {
+            Some(Own::Kafka(dir)) => dir.path().join(name),
+            _ => panic!("only a private Apache Kafka broker has files"),
+        }
+    }
+
+    fn private_with(secure: bool) -> Broker {
         let dir = tempfile::Builder::new()
             .prefix("ordo-kafka-")
             .tempdir()
             .unwrap();
-        let addr = start_kafka(dir.path());
+        let addr = start_kafka_with(dir.path(), secure);
         let broker = Broker {
             addr,
             prefix: String::new(),

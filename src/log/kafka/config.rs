@@ -78,6 +78,12 @@ pub enum KafkaLogError {
         REQUEST_TIMEOUT.as_secs()
     )]
     Unreachable { brokers: String, detail: String },
+    #[error("{brokers}: {what} failed; {fix} (librdkafka's log line above says more)")]
+    Refused {
+        brokers: String,
+        what: &'static str,
+        fix: &'static str,
+    },
     #[error("topic {topic} does not exist; run `ordo topics apply --brokers ...` first")]
     MissingTopic { topic: String },
     #[error(
@@ -371,6 +377,19 @@ pub(crate) fn unreachable_or(
         ) => KafkaLogError::Unreachable {
             brokers: opts.brokers.clone(),
             detail: e.to_string(),
+        },
+        Some(RDKafkaErrorCode::Authentication) => KafkaLogError::Refused {
+            brokers: opts.brokers.clone(),
+            what: "the SASL authentication",
+            fix: "check sasl.mechanisms, sasl.username and sasl.password",
+        },
+        Some(RDKafkaErrorCode::SSL) => KafkaLogError::Refused {
+            brokers: opts.brokers.clone(),
+            what: "the TLS handshake (the broker's certificate is not trusted, or does not name \
+                   the host)",
+            fix: "check ssl.ca.location (the CA that signed the broker's certificate), and \
+                  ssl.certificate.location and ssl.key.location if the listener asks for a \
+                  client certificate",
         },
         _ => KafkaLogError::Kafka { op, source: e },
     }
