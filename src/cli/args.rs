@@ -93,7 +93,8 @@ pub enum Command {
     /// Run the core over the input again into a scratch state; `--diff` compares it with the
     /// live changelog (exit 3 when they differ).
     Replay(ReplayArgs),
-    /// Move the data dir to another N, keeping per-key order (dry run unless `--apply`).
+    /// Move the deployment to another N, keeping per-key order: the data dir, or with
+    /// `--brokers` the Kafka topics (dry run unless `--apply`).
     Repartition(RepartitionArgs),
     /// Measure end-to-end throughput, or restore time and memory.
     Bench(BenchArgs),
