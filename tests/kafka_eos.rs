@@ -152,6 +152,16 @@ fn assert_each_once(broker: &Broker, n: u32) {
     assert_eq!(dead, expected.dead, "dead letters seen once each");
 }
 
+/// Runs the rest of the input in group `g` at exactly-once, then checks ordo's own readers (the
+/// oracle) and a plain read_committed consumer.
+fn finish_and_check(broker: &Broker, g: &str) {
+    let mut last = vec!["run", "--until-idle", "--no-http", "--group", g];
+    last.extend_from_slice(&EXACTLY_ONCE);
+    broker.ok(&last);
+    oracle::assert_exact(broker, 4);
+    assert_each_once(broker, 4);
+}
+
 /// Progress thresholds in `lo..hi` events, one per round, different every run.
 fn random_points(rounds: usize, lo: f64, hi: f64) -> Vec<f64> {
     let mut x = std::time::SystemTime::now()
@@ -289,11 +299,7 @@ fn exactly_once_a_zombies_writes_never_become_visible() {
     let mut b = b;
     terminate(&mut a);
     terminate(&mut b);
-    let mut last = vec!["run", "--until-idle", "--no-http", "--group", &g];
-    last.extend_from_slice(&EXACTLY_ONCE);
-    broker.ok(&last);
-    oracle::assert_exact(&broker, 4);
-    assert_each_once(&broker, 4);
+    finish_and_check(&broker, &g);
 }
 
 /// The broker killed with SIGKILL mid-run and restarted on the same log: no transaction is
@@ -317,11 +323,7 @@ fn exactly_once_survives_a_broker_restart() {
         (m.metric_sum("ordo_events_total", "") >= 100_000.0).then_some(())
     });
     terminate(&mut m);
-    let mut last = vec!["run", "--until-idle", "--no-http", "--group", &g];
-    last.extend_from_slice(&EXACTLY_ONCE);
-    broker.ok(&last);
-    oracle::assert_exact(&broker, 4);
-    assert_each_once(&broker, 4);
+    finish_and_check(&broker, &g);
 }
 
 /// A broker without transactions is refused at start with one line naming it (exit 2); on

@@ -34,18 +34,23 @@ pub fn demo(a: DemoArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--guarantee` (one of its listed values) with `--commit-interval` in milliseconds.
+fn guarantee(name: &str, commit_interval_ms: u64) -> Guarantee {
+    match name {
+        "exactly-once" => Guarantee::ExactlyOnce {
+            commit_interval: std::time::Duration::from_millis(commit_interval_ms),
+        },
+        _ => Guarantee::AtLeastOnce,
+    }
+}
+
 /// `ordo run`.
 pub fn run(a: RunArgs) -> Result<(), Error> {
     let options = RunOptions {
         http: (!a.no_http).then_some(a.http),
         until_idle: a.until_idle,
         batch_size: a.batch_size,
-        guarantee: match a.guarantee.as_str() {
-            "exactly-once" => Guarantee::ExactlyOnce {
-                commit_interval: std::time::Duration::from_millis(a.commit_interval),
-            },
-            _ => Guarantee::AtLeastOnce,
-        },
+        guarantee: guarantee(&a.guarantee, a.commit_interval),
         advertise: match a.no_http {
             true => None,
             false => a.advertise.as_deref().map(advertised).transpose()?,
@@ -349,12 +354,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             let opts = kafka.options(None)?.ok_or_else(|| {
                 Error::usage("pass --brokers host:port of a broker without ordo topics")
             })?;
-            let g = match guarantee.as_str() {
-                "exactly-once" => Guarantee::ExactlyOnce {
-                    commit_interval: std::time::Duration::from_millis(commit_interval),
-                },
-                _ => Guarantee::AtLeastOnce,
-            };
+            let g = self::guarantee(&guarantee, commit_interval);
             let r = bench::latency::kafka_latency(&opts, count(partitions)?, rate, secs, g)?;
             writeln!(
                 out,

@@ -319,59 +319,39 @@ impl Driver for KafkaDriver<'_> {
     fn submit(&mut self, effects: &mut Effects, next: Offset) -> Result<(), KafkaLogError> {
         let m = self.member;
         let p = self.partition;
+        let now = now_millis();
+        let dead: Vec<Outgoing<'_>> = effects
+            .dead_letters
+            .drain(..)
+            .map(|record| Outgoing {
+                topic: &m.dlq_topic,
+                partition: p,
+                record,
+            })
+            .collect();
+        let mut state: Vec<Outgoing<'_>> = Vec::with_capacity(effects.state.len() + 1);
+        for (key, value) in effects.state.drain(..) {
+            state.push(self.state_record(key, value, now));
+        }
         if let Some(transactions) = &mut self.transactions {
             // One transaction: the dead letters, the state records, and (at its commit) the
             // position mark and the group's offset.
-            let now = now_millis();
-            let mut records: Vec<Outgoing<'_>> = effects
-                .dead_letters
-                .drain(..)
-                .map(|record| Outgoing {
-                    topic: &m.dlq_topic,
-                    partition: p,
-                    record,
-                })
-                .collect();
-            for (key, value) in effects.state.drain(..) {
-                records.push(Outgoing {
-                    topic: &m.state_topic,
-                    partition: p,
-                    record: NewRecord {
-                        key,
-                        value,
-                        timestamp: now,
-                        headers: Vec::new(),
-                    },
-                });
-            }
+            let mut records = dead;
+            records.append(&mut state);
             return transactions.send(&records, next);
         }
         // Dead letters first: once any state record of this batch is in the changelog (which a
         // new owner resumes after), every dead letter of the batch is too, so a crash can
-        // repeat a dead letter but never lose one.
-        if !effects.dead_letters.is_empty() {
-            let dead: Vec<Outgoing<'_>> = effects
-                .dead_letters
-                .drain(..)
-                .map(|record| Outgoing {
-                    topic: &m.dlq_topic,
-                    partition: p,
-                    record,
-                })
-                .collect();
-            // Rare (bad input): acknowledged before any state record of the batch is sent.
+        // repeat a dead letter but never lose one. Rare (bad input): acknowledged before any
+        // state record of the batch is sent.
+        if !dead.is_empty() {
             let status = m.shared.status(p);
             m.producer
                 .send(&dead)
                 .wait_noting(STALL, || status.set_stalled(true))?;
         }
-        let now = now_millis();
         // In order per partition (idempotent producer): a state record in the changelog means
         // every earlier one of the batch is there too; the position mark comes last.
-        let mut state: Vec<Outgoing<'_>> = Vec::with_capacity(effects.state.len() + 1);
-        for (key, value) in effects.state.drain(..) {
-            state.push(self.state_record(key, value, now));
-        }
         state.extend(self.mark(next));
         // In flight: the owner reads and applies the next batches meanwhile.
         self.in_flight.push_back(m.producer.send(&state));
