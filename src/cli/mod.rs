@@ -61,6 +61,14 @@ pub fn main() -> ExitCode {
     sources::install(sources::Sources::of(&cmd, &matches));
     quiet_panics();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(cli.command)));
+    // The clients closing on their own threads finish first (their last log lines come
+    // before the error line, which stays the last).
+    crate::log::wait_for_closes(std::time::Duration::from_secs(5));
+    exit_code(outcome)
+}
+
+/// What a command's outcome (or its panic) says, and its exit status.
+fn exit_code(outcome: std::thread::Result<Result<(), Error>>) -> ExitCode {
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {

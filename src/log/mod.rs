@@ -17,6 +17,7 @@ pub mod offsets;
 pub mod topics;
 
 pub use embedded::{LogError, OpenOptions, opened as opened_store};
+pub use kafka::config::wait_for_closes;
 pub use kafka::{
     DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, apply_topics, check_topics,
 };

@@ -353,12 +353,44 @@ impl<T: Send + 'static> std::ops::DerefMut for Closing<T> {
 impl<T: Send + 'static> Drop for Closing<T> {
     fn drop(&mut self) {
         if let Some(client) = self.0.take() {
-            // Should the thread not start, the client is dropped here, only more slowly.
+            let (count, _) = &CLOSING;
+            *count.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            // Should the thread not start, the closure and its client are dropped here, only
+            // more slowly; either way the count goes down once the client is gone.
+            let closed = Closed;
             let _ = std::thread::Builder::new()
                 .name("ordo-close".into())
-                .spawn(move || drop(client));
+                .spawn(move || {
+                    drop(client);
+                    drop(closed);
+                });
         }
     }
+}
+
+/// Clients still being closed on their own threads, and a signal when one is done.
+static CLOSING: (std::sync::Mutex<usize>, std::sync::Condvar) =
+    (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// Counts a close as done when dropped (also when the closing thread never started).
+struct Closed;
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        let (count, done) = &CLOSING;
+        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        done.notify_all();
+    }
+}
+
+/// Waits, at most `limit`, until every client handed to [`Closing`] is closed. A process
+/// must not exit meanwhile: exiting runs OpenSSL's clean-up while librdkafka's threads may
+/// still use TLS, and the process can then die of a signal with nothing said.
+pub fn wait_for_closes(limit: Duration) {
+    let (count, done) = &CLOSING;
+    let n = count.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = done.wait_timeout_while(n, limit, |n| *n > 0);
 }
 
 pub(crate) fn unreachable_or(
