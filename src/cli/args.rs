@@ -279,6 +279,14 @@ pub enum BenchWhat {
         #[arg(long, value_name = "MS", default_value_t = 100,
               value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
         commit_interval: u64,
+        /// `kafka-streams`: also run the same workflow in Kafka Streams 4.4
+        /// (`benches/kafka-streams`, built with Maven on first use), right after ordo at each
+        /// guarantee, on the same records.
+        #[arg(long, value_parser = PossibleValuesParser::new(["kafka-streams"]))]
+        peer: Option<String>,
+        /// ordo's source tree, which holds the peer (`benches/kafka-streams`).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        peer_dir: PathBuf,
     },
     /// On Kafka: append → visible latency under a paced load, read by a plain
     /// `read_committed` consumer.
@@ -288,9 +296,12 @@ pub enum BenchWhat {
         /// Events appended per second.
         #[arg(long, default_value_t = 20_000)]
         rate: u64,
-        /// Seconds of load (the first 3 are not measured).
+        /// Seconds of load, the warm-up included.
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(5..=600))]
         secs: u64,
+        /// Seconds at the start of the load that are not measured (JIT, rebalances settling).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=300))]
+        warm_up: u64,
         /// N.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
@@ -302,6 +313,13 @@ pub enum BenchWhat {
         #[arg(long, value_name = "MS", default_value_t = 100,
               value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
         commit_interval: u64,
+        /// `kafka-streams`: then measure the Kafka Streams peer the same way, on input of its
+        /// own (topic prefix + `ks.`).
+        #[arg(long, value_parser = PossibleValuesParser::new(["kafka-streams"]))]
+        peer: Option<String>,
+        /// ordo's source tree, which holds the peer (`benches/kafka-streams`).
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        peer_dir: PathBuf,
     },
     /// Restore N state entries from the changelog; report time and resident memory.
     Restore {

@@ -303,43 +303,62 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             partitions,
             guarantee,
             commit_interval,
+            peer,
+            peer_dir,
         } => {
             let opts = kafka.options(None)?.ok_or_else(|| {
                 Error::usage("pass --brokers host:port of a broker without ordo topics")
             })?;
             let interval = (guarantee == "exactly-once")
                 .then(|| std::time::Duration::from_millis(commit_interval));
-            let r = bench::kafka(&opts, events, count(partitions)?, interval)?;
-            let pct = |rate: f64| rate * 100.0 / r.pipe_rate();
+            let mut systems = vec![bench::peer::System::Ordo];
+            if peer.is_some() {
+                systems.push(bench::peer::System::kafka_streams(&peer_dir).map_err(Error::usage)?);
+            }
+            for system in &systems {
+                system.prepare()?;
+            }
+            let r = bench::kafka(&opts, events, count(partitions)?, interval, &systems)?;
             writeln!(
                 out,
                 "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} records/s; \
-                 raw consume→produce pipe {:.0} records/s; ordo start-up on empty topics {:.2} s; \
-                 ordo run --until-idle {:.0} events/s whole ({:.0}% of the pipe), {:.0} events/s \
-                 steady ({:.0}% of the pipe)",
+                 raw consume→produce pipe {:.0} records/s",
                 r.events,
                 r.partitions,
                 r.events as f64 / r.produce_secs,
                 r.consume_rate(),
                 r.pipe_rate(),
-                r.startup_secs,
-                r.whole_rate(),
-                pct(r.whole_rate()),
-                r.steady_rate(),
-                pct(r.steady_rate()),
             )?;
-            if let Some(e) = r.exactly_once {
+            writeln!(
+                out,
+                "{:<32} {:>12} {:>9} {:>12} {:>9} {:>11} {:>12} {:>9}",
+                "system, guarantee",
+                "whole ev/s",
+                "of pipe",
+                "steady ev/s",
+                "start-up",
+                "CPU s/M ev",
+                "max RSS MiB",
+                "restore"
+            )?;
+            for run in &r.runs {
+                let g = match run.guarantee {
+                    Guarantee::AtLeastOnce => "at-least-once".to_owned(),
+                    Guarantee::ExactlyOnce { commit_interval } => {
+                        format!("exactly-once {} ms", commit_interval.as_millis())
+                    }
+                };
                 writeln!(
                     out,
-                    "kafka exactly-once (--commit-interval {} ms), same records, right after: \
-                     ordo start-up {:.2} s; run --until-idle {:.0} events/s whole ({:.0}% of \
-                     at-least-once), {:.0} events/s steady ({:.0}% of at-least-once)",
-                    e.commit_interval.as_millis(),
-                    e.startup_secs,
-                    e.whole_rate(r.events),
-                    e.whole_rate(r.events) * 100.0 / r.whole_rate(),
-                    e.steady_rate(r.events),
-                    e.steady_rate(r.events) * 100.0 / r.steady_rate(),
+                    "{:<32} {:>12.0} {:>8.0}% {:>12.0} {:>7.2} s {:>11.1} {:>12.0} {:>7.2} s",
+                    format!("{}, {g}", run.system),
+                    run.whole_rate(r.events),
+                    run.whole_rate(r.events) * 100.0 / r.pipe_rate(),
+                    run.steady_rate(r.events),
+                    run.startup_secs,
+                    run.cpu_per_million(r.events),
+                    run.run.max_rss as f64 / f64::from(1 << 20),
+                    run.restore_secs,
                 )?;
             }
         }
@@ -347,31 +366,58 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             kafka,
             rate,
             secs,
+            warm_up,
             partitions,
             guarantee,
             commit_interval,
+            peer,
+            peer_dir,
         } => {
             let opts = kafka.options(None)?.ok_or_else(|| {
                 Error::usage("pass --brokers host:port of a broker without ordo topics")
             })?;
+            if warm_up >= secs {
+                return Err(Error::usage(format!(
+                    "--warm-up {warm_up} leaves nothing of --secs {secs} to measure; make it shorter"
+                )));
+            }
             let g = self::guarantee(&guarantee, commit_interval);
-            let r = bench::latency::kafka_latency(&opts, count(partitions)?, rate, secs, g)?;
-            writeln!(
-                out,
-                "kafka latency, {guarantee}{}: {:.0} events/s for {secs} s, N = {partitions}; \
-                 append → state record visible at read_committed: p50 {:.1} ms, p99 {:.1} ms, \
-                 max {:.0} ms ({} records)",
-                match g {
-                    Guarantee::ExactlyOnce { .. } =>
-                        format!(" (--commit-interval {commit_interval} ms)"),
-                    Guarantee::AtLeastOnce => String::new(),
-                },
-                r.rate,
-                r.p50_ms,
-                r.p99_ms,
-                r.max_ms,
-                r.samples,
-            )?;
+            let mut systems = vec![(bench::peer::System::Ordo, opts.clone())];
+            if peer.is_some() {
+                // The peer's run on a deployment of its own, with input of its own.
+                let mut peer_opts = opts.clone();
+                peer_opts.topic_prefix = format!("{}ks.", opts.topic_prefix);
+                systems.push((
+                    bench::peer::System::kafka_streams(&peer_dir).map_err(Error::usage)?,
+                    peer_opts,
+                ));
+            }
+            for (system, opts) in &systems {
+                system.prepare()?;
+                let pace = bench::latency::Pace {
+                    rate,
+                    secs,
+                    warm_up,
+                };
+                let r = bench::latency::kafka_latency(opts, count(partitions)?, pace, g, system)?;
+                writeln!(
+                    out,
+                    "kafka latency, {}, {guarantee}{}: {:.0} events/s for {secs} s ({warm_up} s \
+                     not measured), N = {partitions}; append → state record visible at read_committed: p50 {:.1} \
+                     ms, p99 {:.1} ms, max {:.0} ms ({} records)",
+                    system.name(),
+                    match g {
+                        Guarantee::ExactlyOnce { .. } =>
+                            format!(" (--commit-interval {commit_interval} ms)"),
+                        Guarantee::AtLeastOnce => String::new(),
+                    },
+                    r.rate,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.max_ms,
+                    r.samples,
+                )?;
+            }
         }
         BenchWhat::Restore {
             entries,

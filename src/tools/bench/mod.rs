@@ -7,6 +7,8 @@
 
 pub mod latency;
 pub mod members;
+pub mod peer;
+pub mod process;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +23,10 @@ use crate::log::Logs;
 use crate::log::embedded::{EmbeddedLog, LogError, OpenOptions};
 use crate::log::topics::Role;
 use crate::metrics::Metrics;
+use crate::owner::Guarantee;
 use crate::shutdown::Shutdown;
 use crate::tools::produce::{self, ProduceError, Validation};
+use process::Measured;
 
 /// What went wrong in a benchmark.
 #[derive(Debug, thiserror::Error)]
@@ -393,35 +397,41 @@ pub struct KafkaBench {
     pub events: u64,
     pub partitions: u32,
     pub produce_secs: f64,
-    /// `ordo run --until-idle` on the empty topics: start-up, join, restore, leave.
-    pub startup_secs: f64,
     /// One plain consumer reading every input record.
     pub raw_consume_secs: f64,
     /// The raw consume→produce pipe ([`crate::log::kafka::pipe`]).
     pub pipe_secs: f64,
-    /// `ordo run --until-idle` over the input.
-    pub run_secs: f64,
-    /// With `--guarantee exactly-once`: the same two runs under transactions, on a second
-    /// deployment (topic prefix `eos.`) holding the same input records, right after.
-    pub exactly_once: Option<ExactlyOnceRun>,
+    /// Each system at each guarantee, in the order they ran.
+    pub runs: Vec<SystemRun>,
 }
 
-/// ordo under `--guarantee exactly-once` in the Kafka benchmark.
-#[derive(Debug, Clone, Copy)]
-pub struct ExactlyOnceRun {
-    pub commit_interval: Duration,
+/// One system at one guarantee over the benchmark's input, as a child process.
+#[derive(Debug, Clone)]
+pub struct SystemRun {
+    pub system: &'static str,
+    pub guarantee: Guarantee,
+    /// Spawn to exit on the empty topics: start-up, join, (empty) restore, leave.
     pub startup_secs: f64,
-    pub run_secs: f64,
+    /// Spawn to exit over the input.
+    pub run: Measured,
+    /// Spawn to exit of a second run on the same group once the input is processed: the
+    /// whole state restored from its changelog (the peer with an empty state directory, as a
+    /// replacement machine would start), nothing left to process.
+    pub restore_secs: f64,
 }
 
-impl ExactlyOnceRun {
+impl SystemRun {
     /// Whole-run events/s.
     pub fn whole_rate(&self, events: u64) -> f64 {
-        events as f64 / self.run_secs
+        events as f64 / self.run.wall_secs
     }
     /// Steady events/s: the whole run minus its start-up on empty topics.
     pub fn steady_rate(&self, events: u64) -> f64 {
-        events as f64 / (self.run_secs - self.startup_secs).max(f64::EPSILON)
+        events as f64 / (self.run.wall_secs - self.startup_secs).max(f64::EPSILON)
+    }
+    /// CPU seconds per million events.
+    pub fn cpu_per_million(&self, events: u64) -> f64 {
+        self.run.cpu_secs * 1e6 / events.max(1) as f64
     }
 }
 
@@ -437,118 +447,111 @@ impl KafkaBench {
     pub fn pipe_rate(&self) -> f64 {
         self.rate(self.pipe_secs)
     }
-    /// ordo's whole run, events/s.
-    pub fn whole_rate(&self) -> f64 {
-        self.rate(self.run_secs)
-    }
-    /// ordo's steady rate: the whole run minus its start-up on empty topics.
-    pub fn steady_rate(&self) -> f64 {
-        self.rate((self.run_secs - self.startup_secs).max(f64::EPSILON))
-    }
 }
 
 /// On a broker with no ordo topics yet: creates them with `n` partitions and measures, in this
-/// order on the same broker: `ordo run --until-idle` on the empty topics (start-up), producing
+/// order on the same broker: each of `systems` on the empty topics (start-up), producing
 /// `events` generated events, one plain consumer reading them (raw consume), a raw
-/// consume→produce pipe over them into a scratch topic, and `ordo run --until-idle` over them
-/// (restore, state records, dead letters and offsets included). With `commit_interval`, the
-/// two ordo runs are repeated at `--guarantee exactly-once` right after, on a second
-/// deployment whose input holds the same records.
+/// consume→produce pipe over them into a scratch topic, then each system over them, one after
+/// the other, each followed by a run that restores its state. With `commit_interval`, the
+/// systems run again at exactly-once (ordo `--guarantee exactly-once`, the peer
+/// `exactly_once_v2`), on a second deployment whose input holds the same records.
 pub fn kafka(
     opts: &crate::log::kafka::KafkaOptions,
     events: usize,
     n: PartitionCount,
     commit_interval: Option<Duration>,
-) -> Result<KafkaBench, RunError> {
+    systems: &[peer::System],
+) -> Result<KafkaBench, BenchError> {
     use crate::log::kafka::{
         KafkaOptions, KafkaProducer, apply_topics, count_all, create_topic, pipe,
     };
-    use crate::owner::Guarantee;
-    let eos = commit_interval.map(|interval| {
-        let opts = KafkaOptions {
+    let mut deployments = vec![(opts.clone(), Guarantee::AtLeastOnce)];
+    if let Some(interval) = commit_interval {
+        let eos = KafkaOptions {
             topic_prefix: format!("{}eos.", opts.topic_prefix),
             ..opts.clone()
         };
-        (
-            opts,
+        deployments.push((
+            eos,
             Guarantee::ExactlyOnce {
                 commit_interval: interval,
             },
-        )
-    });
-    let alo = (opts.clone(), Guarantee::AtLeastOnce);
-    let run =
-        |(opts, guarantee): &(KafkaOptions, Guarantee), group: &str| -> Result<f64, RunError> {
-            let mut opts = opts.clone();
-            opts.group = format!("ordo-bench-{group}-{}", std::process::id());
-            let t0 = Instant::now();
-            app::run(
-                Logs::Kafka { options: opts, n },
-                RunOptions {
-                    http: None,
-                    until_idle: true,
-                    batch_size: crate::owner::DEFAULT_BATCH_SIZE,
-                    advertise: None,
-                    guarantee: *guarantee,
-                },
-                Arc::new(Metrics::fresh()),
-                Shutdown::new(),
-            )?;
-            Ok(t0.elapsed().as_secs_f64())
+        ));
+    }
+    let scratch = tempfile::tempdir()?;
+    let group = |system: &peer::System, phase: &str, g: Guarantee| {
+        let g = match g {
+            Guarantee::AtLeastOnce => "alo",
+            Guarantee::ExactlyOnce { .. } => "eos",
         };
-    apply_topics(opts, n)?;
-    let startup_secs = run(&alo, "empty")?;
-    let eos_startup = match &eos {
-        Some(eos) => {
-            apply_topics(&eos.0, n)?;
-            Some(run(eos, "empty")?)
-        }
-        None => None,
+        format!(
+            "ordo-bench-{}-{g}-{phase}-{}",
+            system.name(),
+            std::process::id()
+        )
     };
+    let state_dir = |name: &str| scratch.path().join(name);
+    let mut startups = Vec::new();
+    for (deployment, guarantee) in &deployments {
+        apply_topics(deployment, n)?;
+        for system in systems {
+            let g = group(system, "empty", *guarantee);
+            let m = system.run_to_end(deployment, n, &g, *guarantee, &state_dir(&g))?;
+            startups.push(m.wall_secs);
+        }
+    }
     let producer = KafkaProducer::new(opts)?;
     let topic = opts.topic(Role::Events);
     let t0 = Instant::now();
     fill(&producer, &topic, events, n, opts.partitioner)?;
     let produce_secs = t0.elapsed().as_secs_f64();
-    if let Some((eos, _)) = &eos {
+    for (deployment, _) in &deployments[1..] {
         fill(
             &producer,
-            &eos.topic(Role::Events),
+            &deployment.topic(Role::Events),
             events,
             n,
             opts.partitioner,
         )?;
     }
+    drop(producer);
     let t0 = Instant::now();
     let read = count_all(opts, &topic, n)?;
     let raw_consume_secs = t0.elapsed().as_secs_f64();
-    let scratch = format!(
+    let scratch_topic = format!(
         "{}ordo-bench-pipe-{}",
         opts.topic_prefix,
         std::process::id()
     );
-    create_topic(opts, &scratch, n.get())?;
+    create_topic(opts, &scratch_topic, n.get())?;
     let t0 = Instant::now();
-    pipe(opts, &topic, &scratch, n)?;
+    pipe(opts, &topic, &scratch_topic, n)?;
     let pipe_secs = t0.elapsed().as_secs_f64();
-    let run_secs = run(&alo, "input")?;
-    let exactly_once = match (&eos, eos_startup, commit_interval) {
-        (Some(eos), Some(startup_secs), Some(commit_interval)) => Some(ExactlyOnceRun {
-            commit_interval,
-            startup_secs,
-            run_secs: run(eos, "input")?,
-        }),
-        _ => None,
-    };
+    let mut runs = Vec::new();
+    let mut startups = startups.into_iter();
+    for (deployment, guarantee) in &deployments {
+        for system in systems {
+            let g = group(system, "input", *guarantee);
+            let run = system.run_to_end(deployment, n, &g, *guarantee, &state_dir(&g))?;
+            let fresh = state_dir(&format!("{g}-restore"));
+            let restore = system.run_to_end(deployment, n, &g, *guarantee, &fresh)?;
+            runs.push(SystemRun {
+                system: system.name(),
+                guarantee: *guarantee,
+                startup_secs: startups.next().unwrap_or_default(),
+                run,
+                restore_secs: restore.wall_secs,
+            });
+        }
+    }
     Ok(KafkaBench {
         events: read,
         partitions: n.get(),
         produce_secs,
-        startup_secs,
         raw_consume_secs,
         pipe_secs,
-        run_secs,
-        exactly_once,
+        runs,
     })
 }
 
