@@ -13,73 +13,8 @@ use std::time::Duration;
 use common::broker::*;
 use common::*;
 use ordo::log::topics::Role;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
 
 const EXACTLY_ONCE: [&str; 2] = ["--guarantee", "exactly-once"];
-
-/// One record as a plain consumer gets it.
-struct Plain {
-    partition: i32,
-    key: String,
-    value: Vec<u8>,
-    headers: BTreeMap<String, String>,
-}
-
-/// Every record of `topic` (all `n` partitions, from the beginning to the end) as a plain
-/// consumer at `isolation` reads it.
-fn plain_read(broker: &Broker, role: Role, n: u32, isolation: &str) -> Vec<Plain> {
-    let topic = broker.topic(role);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
-        .set("group.id", unique("plain"))
-        .set("isolation.level", isolation)
-        .set("enable.partition.eof", "true")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n as i32 {
-        tpl.add_partition_offset(&topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let (mut records, mut ended) = (Vec::new(), BTreeSet::new());
-    let started = std::time::Instant::now();
-    while ended.len() < n as usize {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "{topic} not read to its end within 120 s ({} records, ends of {ended:?})",
-            records.len()
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for h in h.iter() {
-                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                        headers.insert(h.key.to_owned(), value.into_owned());
-                    }
-                }
-                records.push(Plain {
-                    partition: m.partition(),
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                ended.insert(p);
-            }
-            Some(Err(e)) => panic!("plain consumer of {topic}: {e}"),
-            None => {}
-        }
-    }
-    records
-}
 
 /// What a plain consumer saw of the state changes and dead letters.
 #[derive(Debug, Default)]
@@ -97,7 +32,7 @@ struct Seen {
 fn seen(broker: &Broker, n: u32, isolation: &str) -> Seen {
     let mut s = Seen::default();
     let mut version: BTreeMap<String, u64> = BTreeMap::new();
-    for r in plain_read(broker, Role::State, n, isolation) {
+    for r in broker.plain_read(&broker.topic(Role::State), n, isolation) {
         // ordo's own records (epoch markers, position marks) and tombstones are not changes.
         if r.key.starts_with("__ordo.") || r.value.is_empty() {
             continue;
@@ -115,7 +50,7 @@ fn seen(broker: &Broker, n: u32, isolation: &str) -> Seen {
             .insert(r.key, (v["state"].as_str().unwrap().to_owned(), got));
         assert!(r.partition >= 0);
     }
-    for r in plain_read(broker, Role::DeadLetters, n, isolation) {
+    for r in broker.plain_read(&broker.topic(Role::DeadLetters), n, isolation) {
         let key = (
             r.headers["ordo.reason"].clone(),
             r.headers["ordo.source.partition"].parse().unwrap(),

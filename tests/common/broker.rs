@@ -9,14 +9,18 @@
 //! Kafka-compatible brokers too. A test that kills or restarts the broker takes a private
 //! Apache Kafka ([`Broker::private`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
 
 use ordo::log::kafka::KafkaOptions;
 use ordo::log::topics::Role;
@@ -356,6 +360,11 @@ impl Broker {
         parse_state(&self.ok(&["state"]).stdout)
     }
 
+    /// Every record of `topic` as a plain consumer at `isolation` reads it ([`plain_read`]).
+    pub fn plain_read(&self, topic: &str, n: u32, isolation: &str) -> Vec<Plain> {
+        plain_read(&self.brokers(), topic, n, isolation)
+    }
+
     /// Options for the library's Kafka clients, in this test's namespace.
     pub fn options(&self) -> KafkaOptions {
         KafkaOptions {
@@ -384,6 +393,65 @@ impl Drop for Broker {
             None => {}
         }
     }
+}
+
+/// One record as a plain consumer gets it.
+pub struct Plain {
+    pub partition: i32,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Every record of `topic` (all `n` partitions, from the beginning to the end) as a plain
+/// consumer at `isolation` reads it.
+pub fn plain_read(brokers: &str, topic: &str, n: u32, isolation: &str) -> Vec<Plain> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("plain"))
+        .set("isolation.level", isolation)
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let (mut records, mut ended) = (Vec::new(), BTreeSet::new());
+    let started = std::time::Instant::now();
+    while ended.len() < n as usize {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{topic} not read to its end within 120 s ({} records, ends of {ended:?})",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for h in h.iter() {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        headers.insert(h.key.to_owned(), value.into_owned());
+                    }
+                }
+                records.push(Plain {
+                    partition: m.partition(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                ended.insert(p);
+            }
+            Some(Err(e)) => panic!("plain consumer of {topic}: {e}"),
+            None => {}
+        }
+    }
+    records
 }
 
 pub fn parse_state(stdout: &[u8]) -> BTreeMap<String, serde_json::Value> {
