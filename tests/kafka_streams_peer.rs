@@ -189,15 +189,7 @@ fn kafka_streams_and_ordo_agree_on_tricky_and_generated_input() {
     for ((reason, _, _), c) in &ours {
         *by_reason.entry(reason).or_default() += c;
     }
-    for reason in [
-        "not_reserved",
-        "already_reserved",
-        "user_mismatch",
-        "already_associated",
-        "cancelled",
-        "malformed",
-        "misrouted",
-    ] {
+    for reason in ordo::core::step::Tally::dead_letter_reasons() {
         assert!(
             by_reason.contains_key(reason),
             "no {reason} dead letter: {by_reason:?}"

@@ -185,15 +185,7 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
 
 /// Resident set size of this process, from `/proc/self/status` (0 where unavailable).
 pub fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    process::status_bytes("self", "VmRSS:")
 }
 
 /// Figures of the gateway benchmark.

@@ -93,11 +93,16 @@ fn stat(pid: u32) -> Option<(char, f64)> {
 
 /// `VmHWM` of the process, bytes (0 once it has exited).
 fn high_water(pid: u32) -> u64 {
+    status_bytes(&pid.to_string(), "VmHWM:")
+}
+
+/// A memory line of `/proc/<pid>/status` (`pid` may be `self`), bytes; 0 where unavailable.
+pub(super) fn status_bytes(pid: &str, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
