@@ -141,7 +141,7 @@ pub fn run(
     })?;
     match backend {
         Logs::Embedded(log) => {
-            let shared = Arc::new(Partitions::new(log.partitions()));
+            let shared = Arc::new(Partitions::owned(log.partitions()));
             let shell = Shell::start(
                 Shell::bind(opts.http)?,
                 AppState::new(Served {

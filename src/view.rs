@@ -176,6 +176,16 @@ pub struct Partitions {
 
 impl Partitions {
     /// Empty views, none owned.
+    /// Every partition this process's from the start (the embedded log): restoring, so that
+    /// `/readyz` waits for each owner's restore from the moment the listener answers.
+    pub fn owned(n: PartitionCount) -> Self {
+        let partitions = Self::new(n);
+        for status in &partitions.statuses {
+            status.set_owned();
+        }
+        partitions
+    }
+
     pub fn new(n: PartitionCount) -> Self {
         Partitions {
             views: n.iter().map(|_| Arc::new(View::new())).collect(),

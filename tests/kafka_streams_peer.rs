@@ -75,7 +75,7 @@ fn kafka_streams_and_ordo_agree_on_tricky_and_generated_input() {
     let n = N.to_string();
     broker.ok(&["topics", "apply", "--partitions", &n]);
     let spec = root.join("tests/fixtures/spec/input.ndjson");
-    let tricky = root.join("tests/fixtures/peer/tricky.ndjson");
+    let tricky = root.join("tests/fixtures/tricky.ndjson");
     broker.ok(&[
         "produce",
         "--partitions",

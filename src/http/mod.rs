@@ -244,7 +244,9 @@ mod tests {
             },
         )
         .unwrap();
-        let partitions = Arc::new(Partitions::new(n));
+        // The embedded log's statuses: every partition this process's before any owner runs,
+        // so the listener is not ready until each has restored.
+        let partitions = Arc::new(Partitions::owned(n));
         let state = AppState::new(Served {
             ingest: Arc::new(log),
             partitions: partitions.clone(),
@@ -254,8 +256,13 @@ mod tests {
             forwarder: None,
             shutdown: Shutdown::new(),
         });
+        let err = readyz(State(state.clone())).await.unwrap_err();
+        assert_eq!(
+            err.into_response().status(),
+            503,
+            "ready before any restore"
+        );
         for p in n.iter() {
-            partitions.status(p).set_owned();
             partitions
                 .status(p)
                 .set_ready(crate::core::Epoch(1), crate::core::Offset(0));

@@ -139,7 +139,8 @@ pub struct Summary {
 
 /// Owns every partition of `log`, one thread each, until idle (with `until_idle`) or
 /// `shutdown`. One failed partition stops the others (after their current batch): the process
-/// restarts as a whole and resumes from the store.
+/// restarts as a whole and resumes from the store. `shared` is [`Partitions::owned`]: every
+/// partition restoring until its owner has restored it.
 pub fn run(
     log: &Arc<EmbeddedLog>,
     shared: &Arc<Partitions>,
@@ -147,10 +148,6 @@ pub fn run(
     options: &Options,
     shutdown: &Shutdown,
 ) -> Result<Summary, OwnersError> {
-    // Every partition is this process's from the start: not ready until restored.
-    for p in log.partitions().iter() {
-        shared.status(p).set_owned();
-    }
     let outcomes: Vec<(Partition, Result<OwnerReport, OwnersError>)> = std::thread::scope(|s| {
         let handles: Vec<_> = log
             .partitions()

@@ -159,7 +159,7 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
     // The owners' own path: restore every partition (one thread each), take an epoch, and
     // stop at once (no input).
     let log = Arc::new(log);
-    let shared = Arc::new(crate::view::Partitions::new(n));
+    let shared = Arc::new(crate::view::Partitions::owned(n));
     crate::owner::embedded::run(
         &log,
         &shared,
