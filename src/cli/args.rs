@@ -263,36 +263,16 @@ pub enum BenchWhat {
     /// On a broker without ordo topics: produce, raw consume, then `run --until-idle`.
     Kafka {
         #[command(flatten)]
-        kafka: KafkaArgs,
+        on: BenchKafkaArgs,
         /// Events to generate.
         #[arg(long, default_value_t = 100_000)]
         events: usize,
-        /// N.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
-        partitions: u32,
-        /// `exactly-once`: also run ordo under transactions, right after the at-least-once
-        /// run, on the same records (a second set of topics under the prefix `eos.`).
-        #[arg(long, default_value = "at-least-once",
-              value_parser = PossibleValuesParser::new(["at-least-once", "exactly-once"]))]
-        guarantee: String,
-        /// The exactly-once run's `--commit-interval`, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 100,
-              value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
-        commit_interval: u64,
-        /// `kafka-streams`: also run the same workflow in Kafka Streams 4.4
-        /// (`benches/kafka-streams`, built with Maven on first use), right after ordo at each
-        /// guarantee, on the same records.
-        #[arg(long, value_parser = PossibleValuesParser::new(["kafka-streams"]))]
-        peer: Option<String>,
-        /// ordo's source tree, which holds the peer (`benches/kafka-streams`).
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        peer_dir: PathBuf,
     },
     /// On Kafka: append → visible latency under a paced load, read by a plain
     /// `read_committed` consumer.
     KafkaLatency {
         #[command(flatten)]
-        kafka: KafkaArgs,
+        on: BenchKafkaArgs,
         /// Events appended per second.
         #[arg(long, default_value_t = 20_000)]
         rate: u64,
@@ -302,24 +282,6 @@ pub enum BenchWhat {
         /// Seconds at the start of the load that are not measured (JIT, rebalances settling).
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=300))]
         warm_up: u64,
-        /// N.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
-        partitions: u32,
-        /// `at-least-once` or `exactly-once`.
-        #[arg(long, default_value = "at-least-once",
-              value_parser = PossibleValuesParser::new(["at-least-once", "exactly-once"]))]
-        guarantee: String,
-        /// The exactly-once run's `--commit-interval`, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 100,
-              value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
-        commit_interval: u64,
-        /// `kafka-streams`: then measure the Kafka Streams peer the same way, on input of its
-        /// own (topic prefix + `ks.`).
-        #[arg(long, value_parser = PossibleValuesParser::new(["kafka-streams"]))]
-        peer: Option<String>,
-        /// ordo's source tree, which holds the peer (`benches/kafka-streams`).
-        #[arg(long, value_name = "DIR", default_value = ".")]
-        peer_dir: PathBuf,
     },
     /// Restore N state entries from the changelog; report time and resident memory.
     Restore {
@@ -330,6 +292,33 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
     },
+}
+
+/// What both Kafka benchmarks take: the broker, N, the guarantee and the peer.
+#[derive(Debug, Clone, Args)]
+pub struct BenchKafkaArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// N.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub partitions: u32,
+    /// `exactly-once`: ordo under `--guarantee exactly-once`, the peer under
+    /// `exactly_once_v2`. `bench kafka` runs it after at-least-once, on the same records (a
+    /// second set of topics under the prefix `eos.`).
+    #[arg(long, default_value = "at-least-once",
+          value_parser = PossibleValuesParser::new(["at-least-once", "exactly-once"]))]
+    pub guarantee: String,
+    /// The exactly-once runs' `--commit-interval`, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 100,
+          value_parser = clap::builder::RangedU64ValueParser::<u64>::new().range(1..=60_000))]
+    pub commit_interval: u64,
+    /// `kafka-streams`: also measure the same workflow in Kafka Streams 4.4
+    /// (`benches/kafka-streams`, built with Maven on first use), the same way, after ordo.
+    #[arg(long, value_parser = PossibleValuesParser::new(["kafka-streams"]))]
+    pub peer: Option<String>,
+    /// ordo's source tree, which holds the peer (`benches/kafka-streams`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub peer_dir: PathBuf,
 }
 
 /// Where the embedded log lives.

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use super::Error;
 use super::args::{
-    BenchArgs, BenchWhat, DemoArgs, Format, PartitionArgs, PlanArgs, ProduceArgs, RunArgs,
-    StateArgs, TopicsAction, TopicsArgs,
+    BenchArgs, BenchKafkaArgs, BenchWhat, DemoArgs, Format, PartitionArgs, PlanArgs, ProduceArgs,
+    RunArgs, StateArgs, TopicsAction, TopicsArgs,
 };
 use super::options::{Access, deployment};
 use crate::app::{self, RunOptions};
 use crate::core::PartitionCount;
+use crate::log::KafkaOptions;
 use crate::log::topics::{self, Role};
 use crate::log::{self, Logs};
 use crate::metrics::Metrics;
@@ -41,6 +42,36 @@ fn guarantee(name: &str, commit_interval_ms: u64) -> Guarantee {
             commit_interval: std::time::Duration::from_millis(commit_interval_ms),
         },
         _ => Guarantee::AtLeastOnce,
+    }
+}
+
+impl BenchKafkaArgs {
+    /// The broker's options, N, the guarantee and the systems to measure (ordo, then the peer
+    /// if asked for), checked before any broker work.
+    fn resolve(
+        &self,
+    ) -> Result<
+        (
+            KafkaOptions,
+            PartitionCount,
+            Guarantee,
+            Vec<bench::peer::System>,
+        ),
+        Error,
+    > {
+        let opts = self.kafka.options(None)?.ok_or_else(|| {
+            Error::usage("pass --brokers host:port of a broker without ordo topics")
+        })?;
+        let mut systems = vec![bench::peer::System::Ordo];
+        if self.peer.is_some() {
+            systems.push(bench::peer::System::kafka_streams(&self.peer_dir).map_err(Error::usage)?);
+        }
+        Ok((
+            opts,
+            count(self.partitions)?,
+            guarantee(&self.guarantee, self.commit_interval),
+            systems,
+        ))
     }
 }
 
@@ -220,11 +251,14 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--partitions` of a benchmark.
+fn count(n: u32) -> Result<PartitionCount, Error> {
+    PartitionCount::new(n).ok_or_else(|| Error::usage("--partitions must be at least 1"))
+}
+
 /// `ordo bench`.
 pub fn bench(a: BenchArgs) -> Result<(), Error> {
     let mut out = io::stdout().lock();
-    let count =
-        |n| PartitionCount::new(n).ok_or_else(|| Error::usage("--partitions must be at least 1"));
     match a.what {
         BenchWhat::E2e {
             events,
@@ -297,28 +331,16 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 r.read_p99_ms
             )?;
         }
-        BenchWhat::Kafka {
-            kafka,
-            events,
-            partitions,
-            guarantee,
-            commit_interval,
-            peer,
-            peer_dir,
-        } => {
-            let opts = kafka.options(None)?.ok_or_else(|| {
-                Error::usage("pass --brokers host:port of a broker without ordo topics")
-            })?;
-            let interval = (guarantee == "exactly-once")
-                .then(|| std::time::Duration::from_millis(commit_interval));
-            let mut systems = vec![bench::peer::System::Ordo];
-            if peer.is_some() {
-                systems.push(bench::peer::System::kafka_streams(&peer_dir).map_err(Error::usage)?);
-            }
+        BenchWhat::Kafka { on, events } => {
+            let (opts, n, g, systems) = on.resolve()?;
+            let interval = match g {
+                Guarantee::ExactlyOnce { commit_interval } => Some(commit_interval),
+                Guarantee::AtLeastOnce => None,
+            };
             for system in &systems {
                 system.prepare()?;
             }
-            let r = bench::kafka(&opts, events, count(partitions)?, interval, &systems)?;
+            let r = bench::kafka(&opts, events, n, interval, &systems)?;
             writeln!(
                 out,
                 "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} records/s; \
@@ -363,35 +385,28 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             }
         }
         BenchWhat::KafkaLatency {
-            kafka,
+            on,
             rate,
             secs,
             warm_up,
-            partitions,
-            guarantee,
-            commit_interval,
-            peer,
-            peer_dir,
         } => {
-            let opts = kafka.options(None)?.ok_or_else(|| {
-                Error::usage("pass --brokers host:port of a broker without ordo topics")
-            })?;
             if warm_up >= secs {
                 return Err(Error::usage(format!(
                     "--warm-up {warm_up} leaves nothing of --secs {secs} to measure; make it shorter"
                 )));
             }
-            let g = self::guarantee(&guarantee, commit_interval);
-            let mut systems = vec![(bench::peer::System::Ordo, opts.clone())];
-            if peer.is_some() {
-                // The peer's run on a deployment of its own, with input of its own.
-                let mut peer_opts = opts.clone();
-                peer_opts.topic_prefix = format!("{}ks.", opts.topic_prefix);
-                systems.push((
-                    bench::peer::System::kafka_streams(&peer_dir).map_err(Error::usage)?,
-                    peer_opts,
-                ));
-            }
+            let (opts, n, g, systems) = on.resolve()?;
+            // The peer's run on a deployment of its own, with input of its own.
+            let systems: Vec<_> = systems
+                .into_iter()
+                .map(|system| {
+                    let mut opts = opts.clone();
+                    if !matches!(system, bench::peer::System::Ordo) {
+                        opts.topic_prefix = format!("{}ks.", opts.topic_prefix);
+                    }
+                    (system, opts)
+                })
+                .collect();
             for (system, opts) in &systems {
                 system.prepare()?;
                 let pace = bench::latency::Pace {
@@ -399,16 +414,17 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                     secs,
                     warm_up,
                 };
-                let r = bench::latency::kafka_latency(opts, count(partitions)?, pace, g, system)?;
+                let r = bench::latency::kafka_latency(opts, n, pace, g, system)?;
                 writeln!(
                     out,
-                    "kafka latency, {}, {guarantee}{}: {:.0} events/s for {secs} s ({warm_up} s \
-                     not measured), N = {partitions}; append → state record visible at read_committed: p50 {:.1} \
+                    "kafka latency, {}, {}{}: {:.0} events/s for {secs} s ({warm_up} s not \
+                     measured), N = {n}; append → state record visible at read_committed: p50 {:.1} \
                      ms, p99 {:.1} ms, max {:.0} ms ({} records)",
                     system.name(),
+                    on.guarantee,
                     match g {
-                        Guarantee::ExactlyOnce { .. } =>
-                            format!(" (--commit-interval {commit_interval} ms)"),
+                        Guarantee::ExactlyOnce { commit_interval } =>
+                            format!(" (--commit-interval {} ms)", commit_interval.as_millis()),
                         Guarantee::AtLeastOnce => String::new(),
                     },
                     r.rate,

@@ -240,8 +240,19 @@ fn measure(
             }
         }
     }
-    // Let the member apply and commit the rest, then stop the tail.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let the member apply and commit the rest: the tail stops once no state record has come
+    // for 2 s (a member behind its load is still catching up), or after 120 s.
+    let settle = Instant::now();
+    let mut last = (usize::MAX, Instant::now());
+    while settle.elapsed() < Duration::from_secs(120) {
+        let len = seen.lock().unwrap_or_else(|e| e.into_inner()).len();
+        if len != last.0 {
+            last = (len, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_secs(2) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     done.store(true, Ordering::Release);
     let _ = tail.join();
     let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
@@ -250,6 +261,12 @@ fn measure(
         .filter_map(|(visible, p, o)| appended.get(&(*p, *o)).map(|ts| (visible - ts) as f64))
         .collect();
     latencies.sort_by(f64::total_cmp);
+    if latencies.is_empty() {
+        return Err(BenchError::Io(std::io::Error::other(
+            "no state record of the measured load became visible; a longer --secs or a shorter \
+             --warm-up leaves more to measure",
+        )));
+    }
     Ok(Latency {
         samples: latencies.len(),
         p50_ms: percentile(&latencies, 0.5),
