@@ -200,12 +200,22 @@ fn split_input(dir: &Path) -> Input {
     }
 }
 
-/// The state and dead letters of an embedded run at N = 6 over both files, from scratch.
+/// The state and dead letters of an embedded run at N = 6 over `files`, from scratch.
 fn from_scratch(dir: &Path, files: &[&str]) -> (Vec<serde_json::Value>, Vec<(String, String)>) {
-    let d = dir.join("scratch");
+    from_scratch_at(dir, files, 6)
+}
+
+/// The state and dead letters of an embedded run at N = `n` over `files`, from scratch.
+fn from_scratch_at(
+    dir: &Path,
+    files: &[&str],
+    n: u32,
+) -> (Vec<serde_json::Value>, Vec<(String, String)>) {
+    let d = dir.join(format!("scratch-{n}"));
     let d = d.to_str().unwrap();
+    let n = n.to_string();
     for f in files {
-        ok(&["produce", "--data-dir", d, "--partitions", "6", "--file", f]);
+        ok(&["produce", "--data-dir", d, "--partitions", &n, "--file", f]);
     }
     ok(&["run", "--data-dir", d, "--until-idle", "--no-http"]);
     let dead = ok(&[
@@ -283,8 +293,8 @@ fn ok_output(mut command: std::process::Command) -> std::process::Output {
     out
 }
 
-/// 4 → 6: refused while a member owns partitions, and while input is unprocessed unless
-/// `--allow-unprocessed` moves it (processed after the move, each key in order).
+/// 4 → 6 by a rebuild: refused while a member owns partitions, and while input is unprocessed
+/// unless `--allow-unprocessed` moves it (processed after the move, each key in order).
 #[test]
 fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     let (dir, input, broker) = at_four();
@@ -316,15 +326,22 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     // More input while it is stopped: not processed yet.
     broker.ok(&["produce", "--file", &input.middle]);
 
-    let plan = broker.ok(&["repartition", "--to-partitions", "6"]);
+    let plan = broker.ok(&["repartition", "--to-partitions", "6", "--rebuild"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
         text.contains("N 4 → 6")
+            && text.contains("rebuild (asked with --rebuild)")
             && text.contains("2500 records")
             && text.contains("500 not yet processed"),
         "{text}"
     );
-    let out = broker.run(&["repartition", "--to-partitions", "6", "--apply"]);
+    let out = broker.run(&[
+        "repartition",
+        "--to-partitions",
+        "6",
+        "--apply",
+        "--rebuild",
+    ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -340,7 +357,7 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     finish_at_six(&broker, dir.path(), &input, &g, false);
 }
 
-/// Killed with SIGKILL once the staging copies are complete: `ordo run` refuses the half-moved
+/// A rebuild killed with SIGKILL once the staging copies are complete: `ordo run` refuses the half-moved
 /// deployment with exit 2, a rerun finishes the move, and nothing is lost or applied twice.
 #[test]
 fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
@@ -349,7 +366,7 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
     let g = group();
     broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
 
-    let mut child = move_to_six(&broker, &g, &[])
+    let mut child = move_to_six(&broker, &g, &["--rebuild"])
         .env("ORDO_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -399,6 +416,197 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
         "{text}"
     );
     finish_at_six(&broker, dir.path(), &input, &g, true);
+}
+
+/// The input topic as exported: one line per record, with its partition and offset.
+fn input_lines(broker: &Broker) -> Vec<serde_json::Value> {
+    let out = broker.ok(&["export", "--topic", "reservation-events"]);
+    let mut lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    lines.sort_by_key(|v| (v["partition"].as_u64(), v["offset"].as_u64()));
+    lines
+}
+
+/// Growing 4 → 6 in place (Apache Kafka: CreatePartitions). Refused by name while a member
+/// holds a partition and while input is unprocessed; then partitions are added and only the
+/// state of the keys that change partition moves: the input keeps every record at its offset,
+/// a replay (layer by layer) equals the changelog, and after more input at N = 6 the state and
+/// dead letters equal a from-scratch run at N = 6.
+#[test]
+fn growing_in_place_moves_only_state_and_equals_a_from_scratch_run_at_6() {
+    let (dir, input, broker) = at_four();
+    let g = group();
+    let member = broker.member(&g, &[]);
+    wait_for(
+        "the member to own all 4 partitions",
+        Duration::from_secs(60),
+        || (member.metric_sum("ordo_partitions_owned", "") >= 4.0).then_some(()),
+    );
+    let out = bounded(&mut move_to_six(&broker, &g, &[]), LIMIT, "repartition");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("held by running members"), "{err}");
+    wait_for("the member to catch up", Duration::from_secs(60), || {
+        (member.metric_sum("ordo_events_total", "") >= 2000.0).then_some(())
+    });
+    member.terminate();
+    let mut member = member;
+    let status = wait_for("the member to exit", LIMIT, || {
+        member.child.try_wait().unwrap()
+    });
+    assert!(status.success());
+    broker.ok(&["produce", "--file", &input.middle]);
+    // Unprocessed input: the dry run says so, and the change is refused naming the count.
+    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains("in place") && text.contains("500 records not yet processed (refused"),
+        "{text}"
+    );
+    let out = bounded(&mut move_to_six(&broker, &g, &[]), LIMIT, "repartition");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("500 input records are not processed yet (partition ")
+            && err.contains("ordo run --until-idle"),
+        "{err}"
+    );
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let before = input_lines(&broker);
+    let reservations = broker.state().len();
+
+    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains("in place")
+            && text.contains("0 records not yet processed")
+            && text.contains(&format!("{reservations} reservations")),
+        "{text}"
+    );
+    let out = ok_output(move_to_six(&broker, &g, &[]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("in place") && text.contains("check OK"),
+        "{text}"
+    );
+    // Nothing of the input was rewritten: every record where and as it was.
+    assert_eq!(input_lines(&broker), before);
+    assert_eq!(before.len(), 2500);
+    let again = ok_output(move_to_six(&broker, &g, &[]));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to do"));
+    finish_at_six(&broker, dir.path(), &input, &g, true);
+    // The records written under N = 4 are still there, at their offsets.
+    let after = input_lines(&broker);
+    assert!(before.iter().all(|r| after.contains(r)));
+}
+
+/// Growing in place, killed with SIGKILL with every moved state written in its new partition
+/// and none tombstoned in its old one: `ordo run` refuses the half-done change naming the
+/// command that finishes it, and a rerun finishes it with nothing lost or applied twice.
+#[test]
+fn growing_in_place_killed_while_moving_state_is_finished_by_a_rerun() {
+    let (dir, input, broker) = at_four();
+    broker.ok(&["produce", "--file", &input.middle]);
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+
+    let mut child = move_to_six(&broker, &g, &[])
+        .env("ORDO_LOG", "info")
+        .env("ORDO_FAIL_POINT", "stall@tombstones")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the move reaches the fail point in time");
+        if line.contains("stalling before the tombstones") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed before it finished: {status}");
+
+    let out = broker.run(&[
+        "run",
+        "--until-idle",
+        "--no-http",
+        "--group",
+        &g,
+        "--partitions",
+        "6",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ordo repartition --brokers ... --to-partitions 6 --apply"),
+        "{err}"
+    );
+    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("under way (phase Moving"));
+
+    let out = ok_output(move_to_six(&broker, &g, &[]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("resumed") && text.contains("check OK"),
+        "{text}"
+    );
+    finish_at_six(&broker, dir.path(), &input, &g, true);
+}
+
+/// Grown 4 → 6 in place, more input processed at 6, then shrunk to 3 (a rebuild, as Kafka
+/// cannot remove partitions): the rebuild routes the input layer by layer, so each key's
+/// records under N = 4 still come before those under N = 6, and the result equals a
+/// from-scratch run at N = 3.
+#[test]
+fn growing_in_place_then_shrinking_by_a_rebuild_keeps_each_keys_order() {
+    let (dir, input, broker) = at_four();
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    ok_output(move_to_six(&broker, &g, &[]));
+    broker.ok(&["produce", "--file", &input.middle]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let dry = broker.ok(&["repartition", "--to-partitions", "3"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains("N 6 → 3") && text.contains("rebuild (Kafka cannot remove partitions)"),
+        "{text}"
+    );
+    let mut shrink = broker.ordo(&[
+        "repartition",
+        "--to-partitions",
+        "3",
+        "--apply",
+        "--group",
+        &g,
+    ]);
+    let out = bounded(&mut shrink, LIMIT, "repartition");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    broker.ok(&["topics", "check", "--partitions", "3"]);
+    broker.ok(&["produce", "--file", &input.after]);
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let (state, dead) =
+        from_scratch_at(dir.path(), &[&input.before, &input.middle, &input.after], 3);
+    assert_eq!(essence(&broker.state()), state);
+    let exported = broker.ok(&["export", "--topic", "reservation-events.dlq"]);
+    assert_eq!(dead_letters(&exported.stdout), dead);
+    let out = broker.ok(&["replay", "--diff"]);
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 /// Forged fencing records on Kafka. A marker of epoch `u64::MAX` is refused as unreadable: it

@@ -202,9 +202,14 @@ pub struct RepartitionArgs {
     #[arg(long, env = "ORDO_ASSUME_STOPPED")]
     pub assume_stopped: bool,
     /// On Kafka: move input not processed yet, unprocessed, to its new partition (it is
-    /// processed there after the move) instead of refusing.
+    /// processed there after the move) instead of refusing. Only a rebuild can: implies
+    /// --rebuild.
     #[arg(long, env = "ORDO_ALLOW_UNPROCESSED")]
     pub allow_unprocessed: bool,
+    /// On Kafka, growing: rebuild the topics (copy, delete, create with M partitions, refill)
+    /// instead of adding partitions in place. Shrinking always rebuilds.
+    #[arg(long, env = "ORDO_REBUILD")]
+    pub rebuild: bool,
     /// The new N.
     #[arg(long, env = "ORDO_TO_PARTITIONS", value_parser = clap::value_parser!(u32).range(1..))]
     pub to_partitions: Option<u32>,

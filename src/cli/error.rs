@@ -170,6 +170,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::Kafka { .. }
         | KafkaLogError::CreateTopic { .. }
         | KafkaLogError::DeleteTopic { .. }
+        | KafkaLogError::AddPartitions { .. }
         | KafkaLogError::Delivery { .. }
         | KafkaLogError::Stalled { .. }
         | KafkaLogError::Misplaced { .. }

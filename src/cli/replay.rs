@@ -153,6 +153,47 @@ fn print_plan(
         "repartition {}: N {} → {} ({})",
         what, plan.from, plan.to, plan.partitioner
     )?;
+    let pct = if plan.keys == 0 {
+        0.0
+    } else {
+        plan.keys_moving as f64 * 100.0 / plan.keys as f64
+    };
+    match &plan.how {
+        repartition::How::InPlace => {
+            writeln!(
+                out,
+                "  how       in place: partitions added; the input and the dead letters stay \
+                 where they are, only state moves"
+            )?;
+            writeln!(
+                out,
+                "  input     {} records not yet processed{}",
+                plan.unprocessed,
+                if plan.unprocessed > 0 {
+                    " (refused: process them first, or pass --allow-unprocessed to rebuild)"
+                } else {
+                    ""
+                }
+            )?;
+            writeln!(
+                out,
+                "  keys      {} reservations, {} move to another partition ({pct:.0}%)",
+                plan.keys, plan.keys_moving
+            )?;
+            return writeln!(
+                out,
+                "  state     records per partition after the move {:?}",
+                plan.per_partition
+            );
+        }
+        repartition::How::Rebuild { why } => writeln!(
+            out,
+            "  how       rebuild ({why}): the topics are copied, created again with {} \
+             partitions and refilled",
+            plan.to
+        )?,
+        repartition::How::DataDir => {}
+    }
     writeln!(
         out,
         "  input     {} records ({} MiB), {} not yet processed",
@@ -160,11 +201,6 @@ fn print_plan(
         plan.bytes >> 20,
         plan.unprocessed
     )?;
-    let pct = if plan.keys == 0 {
-        0.0
-    } else {
-        plan.keys_moving as f64 * 100.0 / plan.keys as f64
-    };
     writeln!(
         out,
         "  keys      {} keys, {} move to another partition ({pct:.0}%)",
@@ -259,7 +295,7 @@ fn repartition_kafka(
             )?;
             return Ok(());
         }
-        let plan = kafka_tool::repartition::plan(kafka, to)?;
+        let plan = kafka_tool::repartition::plan(kafka, to, a.rebuild, a.allow_unprocessed)?;
         if plan.from == to {
             writeln!(
                 out,
@@ -281,6 +317,7 @@ fn repartition_kafka(
         &owner_id(),
         a.assume_stopped,
         a.allow_unprocessed,
+        a.rebuild,
     )? {
         Outcome::NothingToDo => writeln!(
             out,

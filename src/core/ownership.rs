@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::{Epoch, Partition, PartitionCount};
+use super::ids::{Epoch, Offset, Partition, PartitionCount};
 
 /// One ownership record, keyed on the log by its partition number in decimal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,9 +58,17 @@ pub const REPARTITION_KEY: &str = "__ordo.repartition";
 
 /// How far a change of N on Kafka (`ordo repartition --brokers --apply`) has come. Every
 /// member reads it before it joins the group and refuses to start while a change is under way.
+///
+/// Two paths: the rebuild (`Copying`, `Copied`, `Rebuilt`) rewrites the three N-partitioned
+/// topics; growing in place (`Growing`, `Moving`) adds partitions and moves only state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// In place: partitions are being added to the three topics; nothing else has changed.
+    Growing,
+    /// In place: the topics have M partitions; the state of the keys that change partition is
+    /// being written into their new changelog partitions and tombstoned in the old ones.
+    Moving,
     /// Copying the N-partitioned topics into staging topics; the originals are untouched.
     Copying,
     /// The staging copies are complete: the originals may be deleted and rebuilt with M
@@ -85,6 +93,43 @@ pub struct RepartitionRecord {
     pub by: String,
     /// Epoch milliseconds when the record was written.
     pub ts: i64,
+    /// How the input topic's records are routed, layer by layer, once this change is done
+    /// (while a rebuild is under way: before it). Empty: every record is routed with the
+    /// current N. Growing in place appends a layer; a rebuild routes the whole input anew and
+    /// leaves it empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<Layer>,
+}
+
+/// One layout of the input topic's history: from `starts[p]` on (up to the next layer's
+/// start), partition `p`'s records were routed with N = `partitions`. Growing N in place
+/// leaves the records written under the old N where they are, so the input holds one layer per
+/// growth; every reader that routes records again (replay, a rebuild) takes them layer by
+/// layer, which keeps each key's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layer {
+    pub partitions: PartitionCount,
+    /// Per partition of this layout, the first offset routed with it.
+    pub starts: Vec<Offset>,
+}
+
+impl Layer {
+    /// The first layout of an input: every partition from its beginning.
+    pub fn base(n: PartitionCount) -> Self {
+        Layer {
+            partitions: n,
+            starts: vec![Offset(0); n.get() as usize],
+        }
+    }
+}
+
+/// The layer (index into `layers`) the record at `offset` of partition `p` belongs to: the
+/// last one that has `p` and starts at or before `offset`. 0 when `layers` is empty.
+pub fn layer_of(layers: &[Layer], p: Partition, offset: Offset) -> usize {
+    layers
+        .iter()
+        .rposition(|l| l.starts.get(p.index()).is_some_and(|s| offset >= *s))
+        .unwrap_or(0)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -242,9 +287,27 @@ mod tests {
             epoch: Epoch(9),
             by: "host/1".into(),
             ts: 5,
+            layers: Vec::new(),
         };
         let json = r.to_json();
         assert!(String::from_utf8_lossy(&json).contains("\"phase\":\"copied\""));
+        // Records of earlier versions have no layers, and an empty list is not written.
+        assert!(!String::from_utf8_lossy(&json).contains("layers"));
+        let grown = RepartitionRecord {
+            phase: Phase::Moving,
+            layers: vec![
+                Layer::base(r.from),
+                Layer {
+                    partitions: r.to,
+                    starts: [7, 0, 3, 2, 0, 0].map(Offset).to_vec(),
+                },
+            ],
+            ..r.clone()
+        };
+        assert_eq!(
+            OwnersEntry::decode(REPARTITION_KEY.as_bytes(), &grown.to_json()).unwrap(),
+            OwnersEntry::Repartition(grown)
+        );
         assert_eq!(
             OwnersEntry::decode(REPARTITION_KEY.as_bytes(), &json).unwrap(),
             OwnersEntry::Repartition(r.clone())
@@ -256,6 +319,30 @@ mod tests {
             OwnersEntry::decode(b"0", &owner.to_json()).unwrap(),
             OwnersEntry::Owner(owner)
         );
+    }
+
+    #[test]
+    fn a_record_belongs_to_the_last_layer_started_at_or_before_it() {
+        let layers = vec![
+            Layer::base(PartitionCount::new(2).unwrap()),
+            Layer {
+                partitions: PartitionCount::new(3).unwrap(),
+                starts: [5, 0, 0].map(Offset).to_vec(),
+            },
+            Layer {
+                partitions: PartitionCount::new(4).unwrap(),
+                starts: [9, 4, 2, 0].map(Offset).to_vec(),
+            },
+        ];
+        let at = |p, o| layer_of(&layers, Partition(p), Offset(o));
+        assert_eq!(
+            [at(0, 0), at(0, 4), at(0, 5), at(0, 8), at(0, 9)],
+            [0, 0, 1, 1, 2]
+        );
+        // Partition 1 was empty when the second layer began: it starts there at 0.
+        assert_eq!([at(1, 0), at(1, 3), at(1, 4)], [1, 1, 2]);
+        assert_eq!([at(2, 0), at(2, 2), at(3, 0)], [1, 2, 2]);
+        assert_eq!(layer_of(&[], Partition(5), Offset(100)), 0);
     }
 
     proptest! {

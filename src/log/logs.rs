@@ -14,6 +14,7 @@ use super::kafka::{self, GroupProtocol, KafkaLogError, KafkaOptions, KafkaProduc
 use super::offsets::{OffsetSpec, Start};
 use super::topics::Role;
 use crate::core::changelog::Snapshot;
+use crate::core::ownership::Layer;
 use crate::core::partitioner::Partitioner;
 use crate::core::record::{NewRecord, Record};
 use crate::core::{Offset, Partition, PartitionCount};
@@ -198,6 +199,19 @@ impl Logs {
         }
     }
 
+    /// How the input's records are routed, layer by layer (see [`Layer`]): empty when every
+    /// record is routed with the current N, as on the embedded log always; on Kafka, what the
+    /// latest change of N recorded on `reservation-owners` (growing in place adds a layer).
+    pub fn layers(&self) -> Result<Vec<Layer>, LogsError> {
+        match self {
+            Logs::Embedded(_) => Ok(Vec::new()),
+            Logs::Kafka { options, .. } => Ok(kafka::read_owners(options)?
+                .repartition
+                .map(|r| r.layers)
+                .unwrap_or_default()),
+        }
+    }
+
     /// Records of `role` in `spec`'s range, if known without reading them (a progress total).
     pub fn count_hint(&self, role: Role, spec: OffsetSpec) -> Result<Option<u64>, LogsError> {
         let Logs::Embedded(log) = self else {
@@ -212,8 +226,8 @@ impl Logs {
 
     /// Calls `f` on every record of `role` in `spec`'s range, partition by partition on the
     /// embedded log and in the order they arrive on Kafka (a whole topic is read by one client
-    /// over every partition: keys never cross partitions, so the interleaving does not
-    /// matter). A record `f` refuses (returns false) is not taken, and ends its partition's
+    /// over every partition: within one layer of the input a key never crosses partitions, so
+    /// the interleaving does not matter; across [`Logs::layers`] it does). A record `f` refuses (returns false) is not taken, and ends its partition's
     /// scan where it can. Returns per partition the first offset taken (or where it would have
     /// been) and the offset after the last.
     pub fn scan_every(

@@ -195,6 +195,8 @@ def test_repartition_hook_stops_the_members_then_moves_to_the_new_n():
     assert env_of(move)["ORDO_BROKERS"] == "kafka:9092"
     assert env_of(move)["ORDO_GROUP"] == "ordo"
     assert "ORDO_ALLOW_UNPROCESSED" not in env_of(move)
+    # Growing takes the in-place path unless the rebuild is asked for.
+    assert "ORDO_REBUILD" not in env_of(move)
     # The hook's service account may scale this StatefulSet and nothing else.
     role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "ordo-repartition")
     assert all(rule["resourceNames"] == [sts] for rule in role["rules"])
@@ -209,3 +211,6 @@ def test_repartition_hook_stops_the_members_then_moves_to_the_new_n():
     objects, _ = render({"repartition": {"enabled": True, "allowUnprocessed": True}})
     job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "ordo-repartition")
     assert env_of(job["spec"]["template"]["spec"]["containers"][0])["ORDO_ALLOW_UNPROCESSED"] == "true"
+    objects, _ = render({"repartition": {"enabled": True, "rebuild": True}})
+    job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "ordo-repartition")
+    assert env_of(job["spec"]["template"]["spec"]["containers"][0])["ORDO_REBUILD"] == "true"

@@ -2,8 +2,8 @@
 //! check`, and every `ordo run` before it joins the group).
 
 use rdkafka::admin::{
-    AdminClient, AdminOptions, ConfigResource, NewTopic, OwnedResourceSpecifier, ResourceSpecifier,
-    TopicReplication,
+    AdminClient, AdminOptions, ConfigResource, NewPartitions, NewTopic, OwnedResourceSpecifier,
+    ResourceSpecifier, TopicReplication,
 };
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -319,6 +319,88 @@ fn wait_visible(
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// Whether the cluster can add partitions to an existing topic (CreatePartitions): asked with
+/// a validate-only request to grow `topic` to `to` partitions, which changes nothing. `Err`
+/// carries the broker's answer when it cannot (tansu 0.6 has no CreatePartitions).
+pub fn can_add_partitions(
+    opts: &KafkaOptions,
+    topic: &str,
+    to: PartitionCount,
+) -> Result<Result<(), RDKafkaErrorCode>, KafkaLogError> {
+    let admin = admin_client(opts)?;
+    let grow = [NewPartitions::new(topic, to.get() as usize)];
+    let results = block_on(
+        admin.create_partitions(
+            &grow,
+            &AdminOptions::new()
+                .operation_timeout(Some(REQUEST_TIMEOUT))
+                .validate_only(true),
+        ),
+    );
+    match results {
+        Ok(results) => Ok(match results.into_iter().next() {
+            Some(Err((_, code))) => Err(code),
+            _ => Ok(()),
+        }),
+        Err(e) => match e.rdkafka_error_code() {
+            Some(
+                code @ (RDKafkaErrorCode::UnsupportedVersion
+                | RDKafkaErrorCode::UnsupportedFeature
+                | RDKafkaErrorCode::InvalidRequest),
+            ) => Ok(Err(code)),
+            _ => Err(unreachable_or(opts, e, "create partitions")),
+        },
+    }
+}
+
+/// Grows each topic of `names` to `to` partitions (CreatePartitions; one already there is
+/// left as it is) and waits until the cluster's metadata shows them all. The records a topic
+/// holds stay where they are.
+pub fn add_partitions(
+    opts: &KafkaOptions,
+    names: &[String],
+    to: PartitionCount,
+) -> Result<(), KafkaLogError> {
+    let client = opts.metadata_client()?;
+    let mut grow = Vec::new();
+    for name in names {
+        match partition_count(&client, opts, name)? {
+            None => {
+                return Err(KafkaLogError::MissingTopic {
+                    topic: name.clone(),
+                });
+            }
+            Some(n) if n < to.get() => grow.push(NewPartitions::new(name, to.get() as usize)),
+            Some(_) => {}
+        }
+    }
+    if !grow.is_empty() {
+        let admin = admin_client(opts)?;
+        let results = block_on(admin.create_partitions(
+            &grow,
+            &AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT)),
+        ))
+        .map_err(|e| unreachable_or(opts, e, "create partitions"))?;
+        for r in results {
+            match r {
+                // Grown meanwhile by an earlier run whose answer was lost.
+                Ok(_) | Err((_, RDKafkaErrorCode::InvalidPartitions)) => {}
+                Err((topic, code)) => return Err(KafkaLogError::AddPartitions { topic, code }),
+            }
+        }
+    }
+    let specs: Vec<TopicSpec> = names
+        .iter()
+        .map(|n| TopicSpec {
+            name: n.clone(),
+            partitions: to.get(),
+            config: Vec::new(),
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    wait_visible(opts, &specs, deadline)
 }
 
 /// Deletes `names` (those that exist) and waits until the cluster's metadata no longer lists

@@ -122,6 +122,11 @@ pub enum KafkaLogError {
         topic: String,
         code: RDKafkaErrorCode,
     },
+    #[error("cannot add partitions to topic {topic}: {code}")]
+    AddPartitions {
+        topic: String,
+        code: RDKafkaErrorCode,
+    },
     #[error("cannot delete topic {topic}: {code}")]
     DeleteTopic {
         topic: String,

@@ -25,8 +25,9 @@ pub mod producer;
 pub mod reader;
 
 pub use admin::{
-    apply_topics, check_topics, commit_group_offsets, create_topic, create_topics, delete_topics,
-    input_partitions, partition_count, topic_partitions,
+    add_partitions, apply_topics, can_add_partitions, check_topics, commit_group_offsets,
+    create_topic, create_topics, delete_topics, input_partitions, partition_count,
+    topic_partitions,
 };
 pub use bench::{count_all, pipe};
 pub use changelog::{Changelog, Sender, read_changelog};

@@ -151,11 +151,22 @@ impl BulkReader {
     pub fn read_to_end(
         &self,
         partitions: &[Partition],
+        f: impl FnMut(Partition, Option<Record>),
+    ) -> Result<(), KafkaLogError> {
+        let from: Vec<(Partition, Offset)> = partitions.iter().map(|p| (*p, Offset(0))).collect();
+        self.read_from(&from, f)
+    }
+
+    /// Reads each partition of `from` from its offset to its end, as [`Self::read_to_end`]
+    /// does from the beginning.
+    pub fn read_from(
+        &self,
+        from: &[(Partition, Offset)],
         mut f: impl FnMut(Partition, Option<Record>),
     ) -> Result<(), KafkaLogError> {
-        let tpl = partition_list(&self.topic, partitions.iter().map(|p| (*p, Offset(0))));
+        let tpl = partition_list(&self.topic, from.iter().copied());
         self.consumer.assign(&tpl).map_err(kafka("assign"))?;
-        let mut open: std::collections::HashSet<Partition> = partitions.iter().copied().collect();
+        let mut open: std::collections::HashSet<Partition> = from.iter().map(|(p, _)| *p).collect();
         let stall = Duration::from_secs(60);
         let mut last_progress = Instant::now();
         let result = loop {

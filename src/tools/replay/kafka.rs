@@ -2,6 +2,7 @@
 //! and a change of N (`repartition --apply`, in [`repartition`]). Both refuse while a member
 //! holds a partition, per `reservation-owners`.
 
+pub mod grow;
 pub mod repartition;
 
 use std::collections::BTreeMap;
@@ -121,6 +122,12 @@ pub fn apply_replay(
     }
     let topic = opts.topic(Role::State);
     let live = read_changelog(opts, &topic, n)?;
+    // Each state goes to its key's partition under N. After growing in place the event behind
+    // a state may sit in another partition (its old one), so its source offset says nothing
+    // of this partition's input: the marker is then `carried` and its resume offset alone
+    // says how far the input is applied.
+    let layered = !logs.layers()?.is_empty();
+    let home = |k: &crate::core::ReservationNo| opts.partitioner.partition(k.as_str(), n);
     let producer = KafkaProducer::new(opts)?;
     let mut sender = Sender::new(&producer, None, None);
     let (mut deleted, mut epochs) = (0, Vec::new());
@@ -132,7 +139,7 @@ pub fn apply_replay(
             partition: p,
             resume_offset: replay.next_offsets[p.index()],
             owner: owner.to_owned(),
-            carried: false,
+            carried: layered,
             replayed: true,
         };
         sender.push(
@@ -140,12 +147,16 @@ pub fn apply_replay(
             p,
             record(marker.key().into_bytes(), marker.to_json()),
         )?;
-        for r in replay.states.values().filter(|r| r.source_partition == p) {
+        for r in replay
+            .states
+            .values()
+            .filter(|r| home(&r.reservation_no) == p)
+        {
             let r = StateRecord { epoch, ..r.clone() };
             sender.push(&topic, p, record(key_of(&r), r.to_json()))?;
         }
         for k in live.states[p.index()].keys() {
-            if replay.states.get(k).is_none_or(|r| r.source_partition != p) {
+            if !replay.states.contains_key(k) || home(k) != p {
                 sender.push(
                     &topic,
                     p,

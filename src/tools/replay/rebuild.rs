@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{OffsetSpec, Progress};
 use crate::core::changelog::{StateRecord, Stored};
+use crate::core::ownership::layer_of;
 use crate::core::partitioner::Partitioner;
 use crate::core::step::{Processor, Step};
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
@@ -103,33 +104,44 @@ fn processor(p: Partition, n: PartitionCount, partitioner: Partitioner) -> Proce
 }
 
 /// Replays the input topic over `spec`'s range, stopping each partition before `until[p]`
-/// when given.
+/// when given. An input grown in place holds several layouts ([`Logs::layers`]): each layer is
+/// replayed whole, routed with its own N, before the next, so a key's records in its old
+/// partition come before those in its new one.
 pub fn replay(
     logs: &Logs,
     spec: OffsetSpec,
     until: Option<&[Offset]>,
 ) -> Result<Replay, LogsError> {
     let n = logs.partitions();
-    let processors: Vec<Processor> = n
-        .iter()
-        .map(|p| processor(p, n, logs.partitioner()))
-        .collect();
+    let layers = logs.layers()?;
     let mut progress = logs
         .count_hint(Role::Events, spec)?
         .map(|total| Progress::new("replay", total));
     let mut fold = Fold::new();
-    let offsets = logs.scan_every(Role::Events, spec, |r| {
-        let p = r.partition;
-        if until.is_some_and(|u| r.offset >= u[p.index()]) {
-            return false;
-        }
-        let key = (!r.key.is_empty()).then_some(&r.key[..]);
-        fold.step(&processors[p.index()], key, &r.value, r.offset);
-        if let Some(progress) = progress.as_mut() {
-            progress.add(1);
-        }
-        true
-    })?;
+    let mut offsets = Vec::new();
+    for layer in 0..layers.len().max(1) {
+        let layout = layers.get(layer).map_or(n, |l| l.partitions);
+        let processors: Vec<Processor> = n
+            .iter()
+            .map(|p| processor(p, layout, logs.partitioner()))
+            .collect();
+        offsets = logs.scan_every(Role::Events, spec, |r| {
+            let p = r.partition;
+            if until.is_some_and(|u| r.offset >= u[p.index()]) {
+                return false;
+            }
+            if layer_of(&layers, p, r.offset) != layer {
+                // In the range, replayed in its own layer's pass.
+                return true;
+            }
+            let key = (!r.key.is_empty()).then_some(&r.key[..]);
+            fold.step(&processors[p.index()], key, &r.value, r.offset);
+            if let Some(progress) = progress.as_mut() {
+                progress.add(1);
+            }
+            true
+        })?;
+    }
     if let Some(progress) = progress {
         progress.finish();
     }

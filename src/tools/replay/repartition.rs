@@ -47,12 +47,26 @@ impl From<LogError> for RepartitionError {
     }
 }
 
+/// How a change of N is carried out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum How {
+    /// The data dir: a new generation built beside it and swapped in with one rename.
+    DataDir,
+    /// Kafka, growing: partitions are added to the topics, the input and the dead letters stay
+    /// where they are, and only the state of the keys that change partition moves.
+    InPlace,
+    /// Kafka: the topics are copied, deleted and created again with M partitions; `why` says
+    /// why not in place.
+    Rebuild { why: String },
+}
+
 /// What a repartition will do (the dry run) or did.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub from: PartitionCount,
     pub to: PartitionCount,
     pub partitioner: Partitioner,
+    pub how: How,
     pub records: u64,
     pub unprocessed: u64,
     pub keys: u64,
@@ -70,6 +84,7 @@ impl Plan {
             from,
             to,
             partitioner,
+            how: How::DataDir,
             records: 0,
             unprocessed: 0,
             keys: 0,

@@ -1,10 +1,11 @@
 //! `ordo repartition --brokers`: change N of a Kafka deployment, keeping every key's order,
 //! its state and the dead letters.
 //!
-//! Kafka can add partitions to a topic but not remove any, and not every Kafka-compatible
-//! broker can add them (tansu 0.6 cannot); with `hash mod N` almost every key moves anyway. So
-//! the three N-partitioned topics are rebuilt in place through staging copies, growing or
-//! shrinking alike, and the topic names stay (producers only switch to the new N):
+//! Growing, where the broker can add partitions, is done in place ([`super::grow`]): only state
+//! moves. Otherwise — shrinking (Kafka cannot remove partitions), `--rebuild`,
+//! `--allow-unprocessed`, or a broker without CreatePartitions (tansu 0.6) — the three
+//! N-partitioned topics are rebuilt through staging copies, and the topic names stay
+//! (producers only switch to the new N):
 //!
 //! 1. **copying**: the input and the dead letters are copied as they are into staging topics
 //!    (`<topic>.repartition`), each record with its original offset in a header, and the
@@ -19,33 +20,37 @@
 //!    new state is read back and must equal the old.
 //! 3. **rebuilt**: the staging topics are deleted; then **done**.
 //!
+//! An input grown in place holds several layers ([`crate::core::ownership::Layer`]): the rebuild routes them layer by
+//! layer, so each key keeps its order, and leaves one layer.
+//!
 //! Each phase is recorded on `reservation-owners` before the next begins; killed at any
 //! moment, a rerun carries on from the last phase recorded (a phase is redone from its start),
 //! and `ordo run` refuses to start until the record says done.
 
 use std::collections::{HashMap, HashSet};
 
-use super::{KafkaToolError, record, refuse_held};
+use super::{KafkaToolError, grow, record, refuse_held};
 use crate::core::changelog::{EpochMarker, StateRecord};
-use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
+use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord, layer_of};
 use crate::core::record::{NewRecord, Record};
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::kafka::admin::TopicSpec;
 use crate::log::kafka::{
-    BulkReader, Changelog, KafkaOptions, KafkaProducer, Outgoing, Sender, commit_group_offsets,
-    create_topics, delete_topics, partition_count, read_changelog, read_owners,
+    BulkReader, Changelog, KafkaOptions, KafkaProducer, Outgoing, Sender, can_add_partitions,
+    commit_group_offsets, create_topics, delete_topics, partition_count, read_changelog,
+    read_owners,
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
 use crate::tools::replay::Progress;
 use crate::tools::replay::rebuild;
-use crate::tools::replay::repartition::{Plan, route};
+use crate::tools::replay::repartition::{How, Plan, route};
 
 /// The header that keeps a staged input record's original offset.
 const STAGED_OFFSET: &str = "ordo.staged.offset";
 
 /// The topics rebuilt with M partitions, in order: input, changelog, dead letters.
-const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
+pub(super) const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
 
 fn staging(opts: &KafkaOptions, role: Role) -> String {
     format!("{}.repartition", opts.topic(role))
@@ -76,7 +81,6 @@ fn current_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
         })
 }
 
-/// The plan of moving the deployment to `to` partitions; reads everything, changes nothing.
 /// The change of N under way, per `reservation-owners`, if any.
 pub fn under_way(opts: &KafkaOptions) -> Result<Option<RepartitionRecord>, KafkaToolError> {
     Ok(read_owners(opts)?
@@ -84,11 +88,54 @@ pub fn under_way(opts: &KafkaOptions) -> Result<Option<RepartitionRecord>, Kafka
         .filter(RepartitionRecord::in_progress))
 }
 
-pub fn plan(opts: &KafkaOptions, to: PartitionCount) -> Result<Plan, KafkaToolError> {
-    Ok(survey(opts, to)?.0)
+/// How the move from `from` to `to` partitions goes: in place when growing on a broker that
+/// can add partitions, unless `rebuild` or `allow_unprocessed` (which only a rebuild can do)
+/// asks otherwise.
+pub fn how(
+    opts: &KafkaOptions,
+    from: PartitionCount,
+    to: PartitionCount,
+    rebuild: bool,
+    allow_unprocessed: bool,
+) -> Result<How, KafkaToolError> {
+    let why = if to.get() < from.get() {
+        "Kafka cannot remove partitions".to_owned()
+    } else if rebuild {
+        "asked with --rebuild".to_owned()
+    } else if allow_unprocessed {
+        "--allow-unprocessed: only a rebuild moves unprocessed input".to_owned()
+    } else {
+        match can_add_partitions(opts, &opts.topic(Role::Events), to)? {
+            Ok(()) => return Ok(How::InPlace),
+            Err(code) => format!("the broker cannot add partitions to a topic ({code})"),
+        }
+    };
+    Ok(How::Rebuild { why })
 }
 
-/// The plan, and the changelog it read.
+/// The plan of moving the deployment to `to` partitions (the dry run); changes nothing. The
+/// rebuild's plan reads the whole input; the in-place one only the changelog and what is not
+/// processed yet.
+pub fn plan(
+    opts: &KafkaOptions,
+    to: PartitionCount,
+    rebuild: bool,
+    allow_unprocessed: bool,
+) -> Result<Plan, KafkaToolError> {
+    let from = current_n(opts)?;
+    if from == to {
+        return Ok(Plan::empty(from, to, opts.partitioner));
+    }
+    match how(opts, from, to, rebuild, allow_unprocessed)? {
+        How::InPlace => grow::plan(opts, from, to),
+        how => Ok(Plan {
+            how,
+            ..survey(opts, to)?.0
+        }),
+    }
+}
+
+/// The rebuild's plan, and the changelog it read.
 fn survey(opts: &KafkaOptions, to: PartitionCount) -> Result<(Plan, Changelog), KafkaToolError> {
     let from = current_n(opts)?;
     let changelog = read_changelog(opts, &opts.topic(Role::State), from)?;
@@ -122,10 +169,11 @@ pub fn apply(
     by: &str,
     assume_stopped: bool,
     allow_unprocessed: bool,
+    rebuild: bool,
 ) -> Result<Outcome, KafkaToolError> {
     let owners = read_owners(opts)?;
     let producer = KafkaProducer::new(opts)?;
-    let (mut record, resumed_at, plan, mut changelog) = match owners
+    let (record, resumed_at, plan, changelog) = match owners
         .repartition
         .clone()
         .filter(|r| r.in_progress())
@@ -142,13 +190,21 @@ pub fn apply(
                 "ordo: carrying on with the change of N from {} to {} (phase {:?})",
                 r.from, r.to, r.phase
             );
-            let (phase, from) = (r.phase, r.from);
-            (
-                r,
-                Some(phase),
-                Plan::empty(from, to, opts.partitioner),
-                None,
-            )
+            let phase = r.phase;
+            if matches!(phase, Phase::Growing | Phase::Moving) {
+                let plan = grow::carry_on(opts, &producer, r, None)?;
+                return Ok(Outcome::Done {
+                    plan,
+                    resumed_at: Some(phase),
+                });
+            }
+            let plan = Plan {
+                how: How::Rebuild {
+                    why: "carrying on".into(),
+                },
+                ..Plan::empty(r.from, to, opts.partitioner)
+            };
+            (r, Some(phase), plan, None)
         }
         None => {
             let from = current_n(opts)?;
@@ -156,6 +212,19 @@ pub fn apply(
                 return Ok(Outcome::NothingToDo);
             }
             refuse_held(&owners, assume_stopped)?;
+            let prior = owners.repartition.map(|r| r.layers).unwrap_or_default();
+            let why = match how(opts, from, to, rebuild, allow_unprocessed)? {
+                How::InPlace => {
+                    let (r, plan) = grow::start(opts, &producer, from, to, by, prior)?;
+                    let plan = grow::carry_on(opts, &producer, r, Some(plan))?;
+                    return Ok(Outcome::Done {
+                        plan,
+                        resumed_at: None,
+                    });
+                }
+                How::Rebuild { why } => why,
+                How::DataDir => "a data dir".into(),
+            };
             let (plan, changelog) = survey(opts, to)?;
             if plan.unprocessed > 0 && !allow_unprocessed {
                 return Err(KafkaToolError::Refused(format!(
@@ -172,28 +241,48 @@ pub fn apply(
                 epoch: changelog.max_epoch().successor(),
                 by: by.to_owned(),
                 ts: now_millis(),
+                layers: prior,
             };
             write_record(opts, &producer, &r)?;
-            (r, None, plan, Some(changelog))
+            (
+                r,
+                None,
+                Plan {
+                    how: How::Rebuild { why },
+                    ..plan
+                },
+                Some(changelog),
+            )
         }
     };
+    let (mut record, mut changelog) = (record, changelog);
     let from = record.from;
     let mut plan = plan;
     loop {
         match record.phase {
             Phase::Copying => copy_to_staging(opts, from, total(&plan), changelog.take())?,
-            Phase::Copied => plan = rebuild(opts, &record, plan)?,
+            Phase::Copied => plan = rebuild_topics(opts, &record, plan)?,
             Phase::Rebuilt => {
                 let names: Vec<String> = ROLES.iter().map(|r| staging(opts, *r)).collect();
                 delete_topics(opts, &names)?;
             }
             Phase::Done => break,
+            Phase::Growing | Phase::Moving => {
+                return Err(KafkaToolError::Check(format!(
+                    "phase {:?} belongs to growing in place, not to a rebuild",
+                    record.phase
+                )));
+            }
         }
         record.phase = match record.phase {
             Phase::Copying => Phase::Copied,
             Phase::Copied => Phase::Rebuilt,
-            Phase::Rebuilt | Phase::Done => Phase::Done,
+            Phase::Rebuilt | Phase::Done | Phase::Growing | Phase::Moving => Phase::Done,
         };
+        if record.phase == Phase::Done {
+            // The rebuilt input is routed with M throughout: one layer.
+            record.layers.clear();
+        }
         record.ts = now_millis();
         write_record(opts, &producer, &record)?;
         tracing::info!(phase = ?record.phase, "repartition phase recorded");
@@ -207,7 +296,7 @@ fn total(plan: &Plan) -> u64 {
     plan.records + plan.dead_letters + plan.state_entries
 }
 
-fn write_record(
+pub(super) fn write_record(
     opts: &KafkaOptions,
     producer: &KafkaProducer,
     r: &RepartitionRecord,
@@ -332,7 +421,7 @@ fn new_record(r: Record) -> NewRecord {
 }
 
 /// Phase 2: the originals deleted, created with M partitions and filled from staging.
-fn rebuild(
+fn rebuild_topics(
     opts: &KafkaOptions,
     rec: &RepartitionRecord,
     mut plan: Plan,
@@ -379,7 +468,12 @@ fn rebuild(
     let mut sent = |n| progress.add(n);
     let mut sender = Sender::new(producer, Some(to), Some(&mut sent));
     let (mut records, mut unprocessed) = (0u64, 0u64);
-    for pass_processed in [true, false] {
+    // Layer by layer within each pass, so a key's records under an older N come first.
+    let layers = &rec.layers;
+    let passes = [true, false]
+        .into_iter()
+        .flat_map(|processed| (0..layers.len().max(1)).map(move |layer| (processed, layer)));
+    for (pass_processed, layer) in passes {
         if !pass_processed && unprocessed == 0 {
             break;
         }
@@ -390,6 +484,9 @@ fn rebuild(
                 return;
             }
             let original = take_staged_offset(&mut r);
+            if layer_of(layers, p, Offset(original)) != layer {
+                return;
+            }
             if (original < resume[p.index()].0) != pass_processed {
                 unprocessed += u64::from(pass_processed);
                 return;
