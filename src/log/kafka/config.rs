@@ -70,6 +70,12 @@ impl std::str::FromStr for GroupProtocol {
     }
 }
 
+/// How long librdkafka waits before fetching a partition again once its local queue is full.
+/// Its default, 1 s, makes every reader slower than a fetch (a restore's fold, `ordo state`, a
+/// replay, an owner catching up) stall for most of each second: reading a 1.48 M-record
+/// changelog took 11.9 s with it and 3.4 s with 10 ms, on one Apache Kafka broker here.
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// What went wrong talking to Kafka.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaLogError {
@@ -255,6 +261,7 @@ impl KafkaOptions {
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "10"),
             ("queued.max.messages.kbytes", "16384"),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
             ("enable.partition.eof", "true"),
         ];
         let mut c = match self.group_protocol {
@@ -301,6 +308,7 @@ impl KafkaOptions {
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("fetch.wait.max.ms", "10"),
+            ("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS),
         ])
     }
 
