@@ -215,8 +215,8 @@ pub fn apply(
             let prior = owners.repartition.map(|r| r.layers).unwrap_or_default();
             let why = match how(opts, from, to, rebuild, allow_unprocessed)? {
                 How::InPlace => {
-                    let (r, plan) = grow::start(opts, &producer, from, to, by, prior)?;
-                    let plan = grow::carry_on(opts, &producer, r, Some(plan))?;
+                    let (r, plan, changelog) = grow::start(opts, &producer, from, to, by, prior)?;
+                    let plan = grow::carry_on(opts, &producer, r, Some((plan, changelog)))?;
                     return Ok(Outcome::Done {
                         plan,
                         resumed_at: None,
