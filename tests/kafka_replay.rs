@@ -326,6 +326,16 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     // More input while it is stopped: not processed yet.
     broker.ok(&["produce", "--file", &input.middle]);
 
+    // Without --rebuild, growing takes the in-place path where the broker can add partitions.
+    let plan = broker.ok(&["repartition", "--to-partitions", "6"]);
+    let text = String::from_utf8_lossy(&plan.stdout);
+    match broker.kind() {
+        Kind::Kafka => assert!(text.contains("how       in place"), "{text}"),
+        Kind::Tansu => assert!(
+            text.contains("rebuild (the broker cannot add partitions: UnsupportedFeature)"),
+            "{text}"
+        ),
+    }
     let plan = broker.ok(&["repartition", "--to-partitions", "6", "--rebuild"]);
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(
@@ -436,6 +446,7 @@ fn input_lines(broker: &Broker) -> Vec<serde_json::Value> {
 /// dead letters equal a from-scratch run at N = 6.
 #[test]
 fn growing_in_place_moves_only_state_and_equals_a_from_scratch_run_at_6() {
+    requires_apache_kafka("CreatePartitions");
     let (dir, input, broker) = at_four();
     let g = group();
     let member = broker.member(&g, &[]);
@@ -507,6 +518,7 @@ fn growing_in_place_moves_only_state_and_equals_a_from_scratch_run_at_6() {
 /// command that finishes it, and a rerun finishes it with nothing lost or applied twice.
 #[test]
 fn growing_in_place_killed_while_moving_state_is_finished_by_a_rerun() {
+    requires_apache_kafka("CreatePartitions");
     let (dir, input, broker) = at_four();
     broker.ok(&["produce", "--file", &input.middle]);
     let g = group();
@@ -567,6 +579,7 @@ fn growing_in_place_killed_while_moving_state_is_finished_by_a_rerun() {
 /// from-scratch run at N = 3.
 #[test]
 fn growing_in_place_then_shrinking_by_a_rebuild_keeps_each_keys_order() {
+    requires_apache_kafka("CreatePartitions");
     let (dir, input, broker) = at_four();
     let g = group();
     broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
@@ -616,6 +629,7 @@ fn growing_in_place_then_shrinking_by_a_rebuild_keeps_each_keys_order() {
 /// afterwards new events are applied again.
 #[test]
 fn forged_markers_and_positions_lose_nothing_and_are_repaired() {
+    requires_apache_kafka("a fetch past a partition's end answered with OffsetOutOfRange");
     let broker = Broker::start();
     broker.ok(&["topics", "apply", "--partitions", "1"]);
     broker.ok(&["produce", "--generate", "200", "--seed", "5"]);

@@ -344,13 +344,13 @@ pub fn can_add_partitions(
             Some(Err((_, code))) => Err(code),
             _ => Ok(()),
         }),
-        Err(e) => match e.rdkafka_error_code() {
-            Some(
+        Err(e) => match e {
+            rdkafka::error::KafkaError::AdminOp(
                 code @ (RDKafkaErrorCode::UnsupportedVersion
                 | RDKafkaErrorCode::UnsupportedFeature
                 | RDKafkaErrorCode::InvalidRequest),
             ) => Ok(Err(code)),
-            _ => Err(unreachable_or(opts, e, "create partitions")),
+            e => Err(unreachable_or(opts, e, "create partitions")),
         },
     }
 }

@@ -107,7 +107,7 @@ pub fn how(
     } else {
         match can_add_partitions(opts, &opts.topic(Role::Events), to)? {
             Ok(()) => return Ok(How::InPlace),
-            Err(code) => format!("the broker cannot add partitions to a topic ({code})"),
+            Err(code) => format!("the broker cannot add partitions: {code:?}"),
         }
     };
     Ok(How::Rebuild { why })
