@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use crate::core::PartitionCount;
+use crate::http::status::About;
 use crate::http::{self, AppState, Forwarder, Served};
 use crate::log::kafka::{
     KafkaIngest, KafkaLogError, check_no_repartition, check_topics, check_transactions,
@@ -152,6 +153,7 @@ pub fn run(
                     advertise: None,
                     forwarder: None,
                     shutdown: shutdown.clone(),
+                    about: About::new("embedded", None),
                 }),
                 &shutdown,
             )?;
@@ -244,6 +246,13 @@ pub fn run(
                     advertise,
                     forwarder: Some(Forwarder::default()),
                     shutdown: shutdown.clone(),
+                    about: About::new(
+                        "kafka",
+                        Some((
+                            kafka.group.clone(),
+                            kafka.group_protocol.as_str().to_owned(),
+                        )),
+                    ),
                 }),
                 &shutdown,
             )?;

@@ -46,6 +46,14 @@ pub struct Metrics {
     pub http_in_flight: IntGaugeVec,
     /// `ordo_forwarded_requests_total{outcome}`: relayed, no_owner, unreachable.
     pub forwarded: IntCounterVec,
+    /// `ordo_partition_lag_seconds{partition}`: while records wait, the age of the last one
+    /// processed (an upper bound on the oldest waiting record's age); 0 when caught up.
+    pub lag_seconds: prometheus::GaugeVec,
+    /// `ordo_restore_progress_ratio{partition}`: how far a partition's restore has read its
+    /// changelog, 0 to 1 (1 once restored).
+    pub restore_progress: prometheus::GaugeVec,
+    /// `process_resident_memory_bytes`: this process's resident memory.
+    pub resident_memory: IntGauge,
 }
 
 impl Metrics {
@@ -151,8 +159,30 @@ impl Metrics {
                 ),
                 &["outcome"],
             )?,
+            lag_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "ordo_partition_lag_seconds",
+                    "While records wait, the age of the last one processed (0 when caught up)",
+                ),
+                &["partition"],
+            )?,
+            restore_progress: prometheus::GaugeVec::new(
+                Opts::new(
+                    "ordo_restore_progress_ratio",
+                    "How far a partition's restore has read its changelog, 0 to 1",
+                ),
+                &["partition"],
+            )?,
+            resident_memory: IntGauge::new(
+                "process_resident_memory_bytes",
+                "Resident memory of this process",
+            )?,
             registry,
         };
+        // Closed label sets exported from the start, so a query sees 0 rather than nothing.
+        for kind in ["assign", "revoke"] {
+            m.rebalances.with_label_values(&[kind]);
+        }
         let r = &m.registry;
         r.register(Box::new(m.events.clone()))?;
         r.register(Box::new(m.rejections.clone()))?;
@@ -170,12 +200,28 @@ impl Metrics {
         r.register(Box::new(m.http_requests.clone()))?;
         r.register(Box::new(m.http_in_flight.clone()))?;
         r.register(Box::new(m.forwarded.clone()))?;
+        r.register(Box::new(m.lag_seconds.clone()))?;
+        r.register(Box::new(m.restore_progress.clone()))?;
+        r.register(Box::new(m.resident_memory.clone()))?;
         Ok(m)
     }
 
     /// A fresh set of metrics on its own registry.
     pub fn fresh() -> Self {
         Self::new(Registry::new()).expect("metric names are unique")
+    }
+
+    /// Events of partition `p` counted so far, per outcome in [`TALLY_OUTCOMES`] order (every
+    /// type summed).
+    pub fn outcomes(&self, p: Partition) -> [u64; TALLY_OUTCOMES.len()] {
+        let p = p.to_string();
+        let mut out = [0; TALLY_OUTCOMES.len()];
+        for t in TALLY_TYPES {
+            for (i, o) in TALLY_OUTCOMES.iter().enumerate() {
+                out[i] += self.events.with_label_values(&[p.as_str(), t, o]).get();
+            }
+        }
+        out
     }
 
     /// The Prometheus text exposition of every metric.

@@ -4,8 +4,8 @@
 //! partition, and only after the batch that produced a change is durable.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use compact_str::CompactString;
 use dashmap::DashMap;
@@ -71,6 +71,16 @@ pub struct PartitionStatus {
     /// The owner cannot make progress for now: its log does not answer (fetches or appends
     /// fail or hang). It retries; readiness is off meanwhile.
     stalled: AtomicBool,
+    /// The record timestamp (epoch ms) of the last input record processed; 0 before any.
+    last_timestamp: AtomicI64,
+    /// Changelog records read by the restore under way, and how many it will read (0: not
+    /// known before it ends).
+    restore_read: AtomicU64,
+    restore_total: AtomicU64,
+    /// Why the owner failed, for the status page.
+    error: Mutex<Option<String>>,
+    /// The input's end as the owner last saw it (the next offset to be appended).
+    input_end: AtomicU64,
 }
 
 impl Default for PartitionStatus {
@@ -81,6 +91,11 @@ impl Default for PartitionStatus {
             applied: tokio::sync::watch::channel(Applied::default()).0,
             failed: AtomicBool::new(false),
             stalled: AtomicBool::new(false),
+            last_timestamp: AtomicI64::new(0),
+            restore_read: AtomicU64::new(0),
+            restore_total: AtomicU64::new(0),
+            error: Mutex::new(None),
+            input_end: AtomicU64::new(0),
         }
     }
 }
@@ -127,9 +142,48 @@ impl PartitionStatus {
         self.stalled.store(false, Ordering::Release);
     }
 
-    /// The owner failed: readiness is gone for good.
-    pub fn set_failed(&self) {
+    /// The owner failed (`why`): readiness is gone for good.
+    pub fn set_failed(&self, why: String) {
+        *self.error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
         self.failed.store(true, Ordering::Release);
+    }
+
+    /// Why the owner failed, if it did.
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A restore begins that will read `total` changelog records (0: not known).
+    pub fn restore_started(&self, total: u64) {
+        self.restore_read.store(0, Ordering::Release);
+        self.restore_total.store(total, Ordering::Release);
+    }
+
+    /// The restore has read `read` records.
+    pub fn restore_read(&self, read: u64) {
+        self.restore_read.store(read, Ordering::Release);
+    }
+
+    /// How far the restore under way is, 0 to 1, when its size is known.
+    pub fn restore_progress(&self) -> Option<f64> {
+        let total = self.restore_total.load(Ordering::Acquire);
+        (total > 0)
+            .then(|| (self.restore_read.load(Ordering::Acquire) as f64 / total as f64).min(1.0))
+    }
+
+    /// The owner saw the input end at `end`.
+    pub fn set_input_end(&self, end: Offset) {
+        self.input_end.store(end.0, Ordering::Release);
+    }
+
+    /// The input's end as the owner last saw it; at least the position.
+    pub fn input_end(&self) -> Offset {
+        Offset(self.input_end.load(Ordering::Acquire)).max(self.position())
+    }
+
+    /// The record timestamp (epoch ms) of the last input record processed, if any.
+    pub fn last_timestamp(&self) -> Option<i64> {
+        Some(self.last_timestamp.load(Ordering::Acquire)).filter(|t| *t > 0)
     }
 
     /// Whether the owner failed.
@@ -152,8 +206,10 @@ impl PartitionStatus {
         self.applied.borrow().position
     }
 
-    /// Publishes a new position to waiting readers.
-    pub fn set_position(&self, position: Offset) {
+    /// Publishes a new position to waiting readers; `timestamp` is the record timestamp of
+    /// the last record below it.
+    pub fn set_position(&self, position: Offset, timestamp: i64) {
+        self.last_timestamp.store(timestamp, Ordering::Release);
         self.applied.send_modify(|a| a.position = position);
     }
 

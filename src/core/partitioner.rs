@@ -28,6 +28,28 @@ impl Partitioner {
         })
     }
 
+    /// The arithmetic that puts `key` in its partition, for people: e.g.
+    /// `|hashCode("R-1")| = |-1866789456| = 1866789456, mod 6 = 0`.
+    pub fn explain(self, key: &str, n: PartitionCount) -> String {
+        let p = self.partition(key, n);
+        match self {
+            Self::AbsHashModN => {
+                let h = java_hash_code(key);
+                format!(
+                    "|hashCode({key:?})| = |{h}| = {}, mod {n} = {p}",
+                    h.unsigned_abs()
+                )
+            }
+            Self::Murmur2 => {
+                let h = murmur2(key.as_bytes());
+                format!(
+                    "murmur2({key:?}) & 0x7fffffff = {}, mod {n} = {p}",
+                    h as u32 & 0x7fff_ffff
+                )
+            }
+        }
+    }
+
     /// The name used on the command line and in stored metadata.
     pub fn name(self) -> &'static str {
         match self {
@@ -102,6 +124,24 @@ mod tests {
 
     fn n(v: u32) -> PartitionCount {
         PartitionCount::new(v).unwrap()
+    }
+
+    #[test]
+    fn the_explanation_ends_in_the_partition_it_explains() {
+        // "Aa" and "BB" share Java's hash code 2112.
+        assert_eq!(
+            Partitioner::AbsHashModN.explain("Aa", n(6)),
+            "|hashCode(\"Aa\")| = |2112| = 2112, mod 6 = 0"
+        );
+        for key in ["R-1", "R-<script>", "", "ünï"] {
+            for p in [Partitioner::AbsHashModN, Partitioner::Murmur2] {
+                let text = p.explain(key, n(7));
+                assert!(
+                    text.ends_with(&format!("mod 7 = {}", p.partition(key, n(7)))),
+                    "{text}"
+                );
+            }
+        }
     }
 
     #[test]

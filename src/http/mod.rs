@@ -9,6 +9,7 @@ pub mod forward;
 pub mod ingest;
 pub mod query;
 mod state;
+pub mod status;
 
 use std::time::Instant;
 
@@ -29,6 +30,9 @@ use crate::shutdown::Shutdown;
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(status::page))
+        .route("/v1/status", get(status::status))
+        .route("/v1/partition/{key}", get(status::partition))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -65,6 +69,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
+    tokio::spawn(status::sample(state.clone()));
     let app = router(state);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -195,30 +200,11 @@ async fn healthz() -> Response {
 }
 
 async fn readyz(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let failed = s.partitions.failed();
-    if !failed.is_empty() {
-        return Err(ApiError::NotReady(format!(
-            "the owners of partitions {failed:?} failed; the process is stopping (see its log)"
-        )));
-    }
-    let stalled = s.partitions.stalled();
-    if !stalled.is_empty() {
-        return Err(ApiError::NotReady(format!(
-            "partitions {stalled:?} cannot make progress: the broker does not answer their \
-             fetches or appends (retrying)"
-        )));
-    }
-    let restoring = s.partitions.restoring();
-    if restoring.is_empty() {
-        Ok(
-            axum::Json(json!({"status": "ready", "partitions": s.partitions.statuses.len()}))
-                .into_response(),
-        )
-    } else {
-        Err(ApiError::NotReady(format!(
-            "partitions {restoring:?} are not restored yet"
-        )))
-    }
+    status::readiness(&s).map_err(ApiError::NotReady)?;
+    Ok(
+        axum::Json(json!({"status": "ready", "partitions": s.partitions.statuses.len()}))
+            .into_response(),
+    )
 }
 
 #[cfg(test)]
@@ -255,6 +241,7 @@ mod tests {
             advertise: None,
             forwarder: None,
             shutdown: Shutdown::new(),
+            about: status::About::new("embedded", None),
         });
         let err = readyz(State(state.clone())).await.unwrap_err();
         assert_eq!(
@@ -277,7 +264,7 @@ mod tests {
         );
         partitions.status(Partition(0)).set_stalled(false);
         assert_eq!(readyz(State(state.clone())).await.unwrap().status(), 200);
-        partitions.status(Partition(1)).set_failed();
+        partitions.status(Partition(1)).set_failed("test".into());
         let err = readyz(State(state)).await.unwrap_err();
         assert!(err.to_string().contains("[1]"), "{err}");
         assert_eq!(err.into_response().status(), 503);

@@ -29,6 +29,8 @@ pub struct Served {
     pub forwarder: Option<Forwarder>,
     /// Set when the member is stopping: long polls end, new requests are turned away.
     pub shutdown: Shutdown,
+    /// What the status page says of the member, and its samples.
+    pub about: super::status::About,
 }
 
 /// Where a request for one partition is answered.

@@ -30,6 +30,7 @@ struct EmbeddedDriver<'a> {
     options: &'a Options,
     shutdown: &'a Shutdown,
     lag: IntGauge,
+    status: &'a crate::view::PartitionStatus,
 }
 
 impl Driver for EmbeddedDriver<'_> {
@@ -40,6 +41,13 @@ impl Driver for EmbeddedDriver<'_> {
             record(&r);
             Ok(true)
         })
+    }
+
+    fn restore_size(&mut self) -> Option<u64> {
+        self.log
+            .end_offset(Role::State, self.partition)
+            .ok()
+            .map(|end| end.0)
     }
 
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, LogError> {
@@ -76,6 +84,9 @@ impl Driver for EmbeddedDriver<'_> {
             self.options.batch_size,
             records,
         )?;
+        if let Ok(end) = self.log.end_offset(Role::Events, self.partition) {
+            self.status.set_input_end(end);
+        }
         if !records.is_empty() {
             return Ok(Fetch::More);
         }
@@ -170,6 +181,7 @@ pub fn run(
                             options,
                             shutdown,
                             lag: metrics.lag.with_label_values(&[&p.to_string()]),
+                            status: shared.status(p),
                         };
                         let result = owner.run(&mut driver);
                         if let Err(e) = &result {

@@ -101,6 +101,12 @@ pub trait Driver {
     /// Reads the partition's changelog from its beginning, in offset order.
     fn restore(&mut self, record: &mut dyn FnMut(&Record)) -> Result<(), Self::Error>;
 
+    /// How many changelog records the restore will read, where known up front (the status
+    /// page's restore progress).
+    fn restore_size(&mut self) -> Option<u64> {
+        None
+    }
+
     /// Makes an epoch marker above every earlier owner's durable (after `reader` read the
     /// whole changelog) and returns it: its resume offset is where processing starts.
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, Self::Error>;
@@ -205,8 +211,8 @@ impl Owner<'_> {
                 Ok(result) => result.map_err(OwnerError::Driver),
                 Err(panic) => Err(OwnerError::Panicked(panic_message(&*panic))),
             };
-        if result.is_err() {
-            status.set_failed();
+        if let Err(e) = &result {
+            status.set_failed(e.to_string());
         }
         if status.is_ready() {
             self.metrics.partitions_owned.dec();
@@ -241,7 +247,26 @@ impl Owner<'_> {
             }
         };
         let mut reader = Reader::default();
-        driver.restore(&mut |r| fold(&mut reader, r))?;
+        let status = self.shared.status(p);
+        let progress = self
+            .metrics
+            .restore_progress
+            .with_label_values(&[&p.to_string()]);
+        progress.set(0.0);
+        status.restore_started(driver.restore_size().unwrap_or(0));
+        let mut read = 0u64;
+        driver.restore(&mut |r| {
+            fold(&mut reader, r);
+            read += 1;
+            if read.is_multiple_of(4096) {
+                status.restore_read(read);
+                if let Some(ratio) = status.restore_progress() {
+                    progress.set(ratio);
+                }
+            }
+        })?;
+        status.restore_read(read);
+        progress.set(1.0);
         let marker = driver.begin_epoch(&reader)?;
         let ours = driver.settle(&marker, &mut |r| fold(&mut reader, r))?;
         Ok((marker, reader, ours))
@@ -314,7 +339,7 @@ impl Owner<'_> {
                 let mut done = batches.pop_done(self.metrics);
                 // Durable: now the batch may be seen.
                 publish(view, &self.shared.users, &mut done.changes);
-                status.set_position(done.next);
+                status.set_position(done.next, done.last_timestamp);
                 report.applied += done.applied;
                 report.processed += done.records;
                 report.position = done.next;

@@ -25,6 +25,8 @@ pub(super) struct InFlight {
     pub tally: Tally,
     pub applied: u64,
     pub records: u64,
+    /// The record timestamp of the batch's last record.
+    pub last_timestamp: i64,
     bytes: usize,
     submitted: Instant,
 }
@@ -98,6 +100,7 @@ impl Pipeline {
             return Ok(false);
         };
         let next = last.offset.next().unwrap_or(last.offset);
+        let last_timestamp = last.timestamp;
         let stall = match self.fail_at {
             Some(FailPoint::Panic(at)) if (self.read..next).contains(&at) => panic!(
                 "fail point ORDO_FAIL_POINT: partition {}, offset {at}",
@@ -160,6 +163,7 @@ impl Pipeline {
             tally,
             applied,
             records: self.records.len() as u64,
+            last_timestamp,
             bytes: state_bytes + dead_bytes,
             submitted: Instant::now(),
         });

@@ -1,5 +1,6 @@
 """The Helm chart, linted and rendered with Helm's own Go SDK (PyPI helm-python-sdk)."""
 
+import json
 import pathlib
 import tomllib
 
@@ -214,3 +215,29 @@ def test_repartition_hook_stops_the_members_then_moves_to_the_new_n():
     objects, _ = render({"repartition": {"enabled": True, "rebuild": True}})
     job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == "ordo-repartition")
     assert env_of(job["spec"]["template"]["spec"]["containers"][0])["ORDO_REBUILD"] == "true"
+
+
+def test_dashboard_configmap_carries_a_grafana_dashboard_the_sidecar_loads():
+    objects, _ = render()
+    assert not [o for o in objects if o["metadata"]["name"] == "ordo-dashboards"]
+    objects, _ = render({"dashboards": {"enabled": True, "labels": {"release": "kps"}}})
+    cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "ordo-dashboards")
+    # The kube-prometheus-stack sidecar's convention.
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert cm["metadata"]["labels"]["release"] == "kps"
+    dash = json.loads(cm["data"]["ordo.json"])
+    # What Grafana requires of a dashboard model to import it.
+    assert dash["title"] and dash["uid"] and isinstance(dash["schemaVersion"], int)
+    assert isinstance(dash["panels"], list) and dash["panels"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    for p in dash["panels"]:
+        assert p["type"] == "timeseries" and p["title"]
+        grid = p["gridPos"]
+        assert all(isinstance(grid[k], int) for k in ("x", "y", "w", "h")) and grid["x"] + grid["w"] <= 24
+        assert p["targets"] and all(t["expr"] and t["refId"] for t in p["targets"])
+        assert p["datasource"]["uid"] == "${datasource}"
+    names = {v["name"] for v in dash["templating"]["list"]}
+    assert {"datasource", "job"} <= names
+    # The same file the repository keeps (the dashboard test checks its metrics exist).
+    assert json.loads((CHART / "dashboards" / "ordo.json").read_text()) == dash

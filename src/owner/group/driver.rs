@@ -301,6 +301,9 @@ impl Driver for KafkaDriver<'_> {
         self.flags.caught_up.store(caught_up, Ordering::Release);
         // Lag from the reader's latest fetch statistics, refreshed on every fetch (idle ones
         // included, so at least every FETCH_WAIT); none at the partition's end.
+        if let Some(high) = reader.high_watermark() {
+            status.set_input_end(high);
+        }
         let lag = match reader.high_watermark() {
             _ if caught_up => Some(0),
             Some(high) => Some(position.distance_to(high)),

@@ -1,0 +1,642 @@
+//! The status page (SPEC §7): `GET /` is one self-contained HTML page (no CDN, no external
+//! font: its script and style are in the binary), and `GET /v1/status` the same data as JSON.
+//!
+//! A member knows its own partitions: their owner state, epoch, position, lag, state entries,
+//! outcomes and rates. `/v1/status` (cluster scope, the default) merges every partition of the
+//! deployment through the ownership table: the rows of partitions another member owns come
+//! from that member's `/v1/status?scope=local`, one request per member, so every member's page
+//! shows the whole deployment. Rates and the charts' 5-minute history come from a ring of
+//! samples taken every second in memory ([`History`]): no Prometheus needed for the page.
+//! `GET /v1/partition/{key}` is the key lookup's arithmetic.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::state::AppState;
+use crate::core::Partition;
+use crate::core::step::TALLY_OUTCOMES;
+
+/// The page: HTML with its style and script inline.
+const PAGE: &str = include_str!("assets/status.html");
+
+/// How often [`History`] samples, and how much it keeps.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+const KEEP: usize = 301;
+/// The charts' resolution: one point per this many samples (5 s), 60 points for 5 minutes.
+const CHART_STEP: usize = 5;
+
+/// What a member says about itself, besides its partitions.
+#[derive(Debug)]
+pub struct About {
+    pub backend: &'static str,
+    /// The consumer group and its protocol (Kafka).
+    pub group: Option<(String, String)>,
+    pub started: Instant,
+    pub history: History,
+}
+
+impl About {
+    /// A member of `backend`, started now.
+    pub fn new(backend: &'static str, group: Option<(String, String)>) -> Self {
+        About {
+            backend,
+            group,
+            started: Instant::now(),
+            history: History::default(),
+        }
+    }
+}
+
+/// One second's look at the partitions this member owns.
+#[derive(Debug, Clone)]
+struct Sample {
+    at: Instant,
+    /// Per partition, the position and input end, when owned and ready here.
+    partitions: Vec<Option<(u64, u64)>>,
+    /// `ordo_commit_seconds`: cumulative bucket counts.
+    commits: Vec<u64>,
+}
+
+/// The last five minutes of samples.
+#[derive(Debug, Default)]
+pub struct History {
+    samples: Mutex<VecDeque<Sample>>,
+}
+
+impl History {
+    fn push(&self, sample: Sample) {
+        let mut s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        s.push_back(sample);
+        while s.len() > KEEP {
+            s.pop_front();
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Sample> {
+        let s = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().cloned().collect()
+    }
+}
+
+/// Per second over the samples `a` → `b`: records processed and appended in partition `p`,
+/// when it was owned in both.
+fn rates(a: &Sample, b: &Sample, p: usize) -> Option<(f64, f64)> {
+    let ((pa, ea), (pb, eb)) = ((*a.partitions.get(p)?)?, (*b.partitions.get(p)?)?);
+    let secs = b.at.duration_since(a.at).as_secs_f64();
+    (secs > 0.0).then(|| {
+        (
+            pb.saturating_sub(pa) as f64 / secs,
+            eb.saturating_sub(ea) as f64 / secs,
+        )
+    })
+}
+
+/// Per second over about the last `secs` samples: records processed and appended in
+/// partition `p`, from the oldest sample in that window where this member owned it.
+fn rate_over(samples: &[Sample], p: usize, secs: usize) -> Option<(f64, f64)> {
+    let last = samples.last()?;
+    let from = samples.len().saturating_sub(secs + 1);
+    let first = samples[from..samples.len() - 1]
+        .iter()
+        .find(|s| s.partitions.get(p).is_some_and(Option::is_some))?;
+    rates(first, last, p)
+}
+
+/// The p99 of commits between two cumulative bucket snapshots, in seconds.
+fn p99(bounds: &[f64], a: &[u64], b: &[u64]) -> f64 {
+    let deltas: Vec<u64> = b
+        .iter()
+        .zip(a.iter().chain(std::iter::repeat(&0)))
+        .map(|(b, a)| b.saturating_sub(*a))
+        .collect();
+    let total = deltas.last().copied().unwrap_or(0);
+    if total == 0 {
+        return 0.0;
+    }
+    let want = (total as f64 * 0.99).ceil() as u64;
+    bounds
+        .iter()
+        .zip(&deltas)
+        .find(|(_, n)| **n >= want)
+        .map_or_else(|| bounds.last().copied().unwrap_or(0.0), |(b, _)| *b)
+}
+
+/// Cumulative counts and upper bounds of a histogram's buckets.
+fn buckets(h: &prometheus::Histogram) -> (Vec<f64>, Vec<u64>) {
+    use prometheus::core::Metric;
+    let m = h.metric();
+    let b = m.get_histogram().get_bucket();
+    (
+        b.iter().map(|b| b.upper_bound()).collect(),
+        b.iter().map(|b| b.cumulative_count()).collect(),
+    )
+}
+
+/// Samples every second until the member stops; also keeps the lag-seconds and memory gauges.
+pub async fn sample(state: AppState) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.wait() => return,
+        }
+        let partitions = (0..state.partitions.statuses.len())
+            .map(|p| {
+                let (position, end) = local_offsets(&state, Partition(p as u32))?;
+                Some((position, end))
+            })
+            .collect();
+        for p in 0..state.partitions.statuses.len() {
+            let p = Partition(p as u32);
+            let label = p.to_string();
+            let lag = lag_seconds(&state, p).unwrap_or(0.0);
+            if state.partitions.status(p).is_owned() {
+                state
+                    .metrics
+                    .lag_seconds
+                    .with_label_values(&[&label])
+                    .set(lag);
+            }
+        }
+        if let Some(rss) = resident_bytes() {
+            state.metrics.resident_memory.set(rss as i64);
+        }
+        state.about.history.push(Sample {
+            at: Instant::now(),
+            partitions,
+            commits: buckets(&state.metrics.commit).1,
+        });
+    }
+}
+
+/// This process's resident memory, from `/proc/self/statm`.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The position and input end of `p`, when this member owns it and has restored it.
+fn local_offsets(state: &AppState, p: Partition) -> Option<(u64, u64)> {
+    let status = state.partitions.status(p);
+    if !status.is_owned() || !status.is_ready() {
+        return None;
+    }
+    Some((status.position().0, status.input_end().0))
+}
+
+/// While records wait in `p`, the age of the last one processed (an upper bound on the oldest
+/// waiting record's age); 0 when caught up.
+fn lag_seconds(state: &AppState, p: Partition) -> Option<f64> {
+    let (position, end) = local_offsets(state, p)?;
+    if end <= position {
+        return Some(0.0);
+    }
+    let ts = state.partitions.status(p).last_timestamp()?;
+    Some(((crate::log::now_millis() - ts).max(0) as f64) / 1000.0)
+}
+
+/// One partition's row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Row {
+    pub partition: u32,
+    pub owner: Option<String>,
+    pub url: Option<String>,
+    pub epoch: Option<u64>,
+    /// owning, restoring, stalled, failed, released (known owner gone), unowned, unreachable
+    pub state: String,
+    pub position: Option<u64>,
+    pub end: Option<u64>,
+    pub lag_records: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub rate_10s: Option<f64>,
+    pub rate_1m: Option<f64>,
+    pub append_rate_10s: Option<f64>,
+    /// Seconds to catch up at the 1-minute rates, when gaining on the input.
+    pub eta_seconds: Option<f64>,
+    pub restore_progress: Option<f64>,
+    pub state_entries: Option<u64>,
+    /// Events by outcome (applied, duplicate, rejected, malformed, misrouted) since this owner
+    /// started.
+    pub outcomes: BTreeMap<String, u64>,
+    pub error: Option<String>,
+}
+
+impl Row {
+    fn unknown(p: Partition, state: &str) -> Self {
+        Row {
+            partition: p.0,
+            owner: None,
+            url: None,
+            epoch: None,
+            state: state.to_owned(),
+            position: None,
+            end: None,
+            lag_records: None,
+            lag_seconds: None,
+            rate_10s: None,
+            rate_1m: None,
+            append_rate_10s: None,
+            eta_seconds: None,
+            restore_progress: None,
+            state_entries: None,
+            outcomes: BTreeMap::new(),
+            error: None,
+        }
+    }
+}
+
+/// `/v1/status`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub member: String,
+    pub url: Option<String>,
+    pub version: String,
+    pub uptime_seconds: f64,
+    pub backend: String,
+    pub partitions: u32,
+    pub partitioner: String,
+    pub group: Option<String>,
+    pub group_protocol: Option<String>,
+    pub ready: bool,
+    pub reason: Option<String>,
+    pub scope: String,
+    pub rows: Vec<Row>,
+    pub totals: Totals,
+    pub history: Charts,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Totals {
+    pub lag_records: u64,
+    pub rate_10s: f64,
+    pub append_rate_10s: f64,
+    /// Seconds to catch up overall, `None` while not gaining on the input.
+    pub eta_seconds: Option<f64>,
+}
+
+/// The charts: one point per 5 s over the last 5 minutes, this member's partitions.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Charts {
+    pub interval_seconds: u64,
+    pub processed_per_s: Vec<f64>,
+    pub appended_per_s: Vec<f64>,
+    pub commit_p99_seconds: Vec<f64>,
+}
+
+fn charts(state: &AppState, samples: &[Sample]) -> Charts {
+    let bounds = buckets(&state.metrics.commit).0;
+    let mut c = Charts {
+        interval_seconds: CHART_STEP as u64,
+        ..Charts::default()
+    };
+    let points: Vec<&Sample> = samples.iter().rev().step_by(CHART_STEP).collect();
+    for pair in points.windows(2).rev() {
+        let (b, a) = (pair[0], pair[1]);
+        let (mut processed, mut appended) = (0.0, 0.0);
+        for p in 0..b.partitions.len() {
+            if let Some((r, w)) = rates(a, b, p) {
+                processed += r;
+                appended += w;
+            }
+        }
+        c.processed_per_s.push(processed);
+        c.appended_per_s.push(appended);
+        c.commit_p99_seconds
+            .push(p99(&bounds, &a.commits, &b.commits));
+    }
+    c
+}
+
+/// The rows of the partitions this member owns (or whose owner failed here).
+fn local_rows(state: &AppState, samples: &[Sample]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (i, status) in state.partitions.statuses.iter().enumerate() {
+        let p = Partition(i as u32);
+        if !status.is_owned() && !status.has_failed() {
+            continue;
+        }
+        let offsets = local_offsets(state, p);
+        let rate = |secs| rate_over(samples, i, secs);
+        let (r10, r60) = (rate(10), rate(60));
+        let lag = offsets.map(|(pos, end)| end.saturating_sub(pos));
+        let eta = match (lag, r60) {
+            (Some(0), _) => Some(0.0),
+            (Some(l), Some((r, w))) if r > w => Some(l as f64 / (r - w)),
+            _ => None,
+        };
+        let outcomes = state.metrics.outcomes(p);
+        rows.push(Row {
+            partition: p.0,
+            owner: Some(state.member.clone()),
+            url: state.advertise.clone(),
+            epoch: status.is_ready().then(|| status.epoch().0),
+            state: if status.has_failed() {
+                "failed"
+            } else if status.is_stalled() {
+                "stalled"
+            } else if status.is_restoring() {
+                "restoring"
+            } else {
+                "owning"
+            }
+            .to_owned(),
+            position: offsets.map(|o| o.0),
+            end: offsets.map(|o| o.1),
+            lag_records: lag,
+            lag_seconds: lag_seconds(state, p),
+            rate_10s: r10.map(|r| r.0),
+            rate_1m: r60.map(|r| r.0),
+            append_rate_10s: r10.map(|r| r.1),
+            eta_seconds: eta,
+            restore_progress: status
+                .is_restoring()
+                .then(|| status.restore_progress())
+                .flatten(),
+            state_entries: Some(state.partitions.view(p).len() as u64),
+            outcomes: TALLY_OUTCOMES
+                .iter()
+                .zip(outcomes)
+                .map(|(o, n)| ((*o).to_owned(), n))
+                .collect(),
+            error: status.error().or_else(|| {
+                status.is_stalled().then(|| {
+                    "the broker does not answer its fetches or appends (retrying)".to_owned()
+                })
+            }),
+        });
+    }
+    rows
+}
+
+/// Whether the member is ready, and if not why (as `/readyz` says).
+pub fn readiness(state: &AppState) -> Result<(), String> {
+    let failed = state.partitions.failed();
+    if !failed.is_empty() {
+        return Err(format!(
+            "the owners of partitions {failed:?} failed; the process is stopping (see its log)"
+        ));
+    }
+    let stalled = state.partitions.stalled();
+    if !stalled.is_empty() {
+        return Err(format!(
+            "partitions {stalled:?} cannot make progress: the broker does not answer their \
+             fetches or appends (retrying)"
+        ));
+    }
+    let restoring = state.partitions.restoring();
+    if !restoring.is_empty() {
+        return Err(format!("partitions {restoring:?} are not restored yet"));
+    }
+    Ok(())
+}
+
+/// `?scope=local|cluster`.
+#[derive(Debug, Deserialize)]
+pub struct Scope {
+    scope: Option<String>,
+}
+
+/// `GET /`.
+pub async fn page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                 connect-src 'self'; img-src 'self' data:",
+            ),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+/// `GET /v1/status`.
+pub async fn status(
+    State(s): State<AppState>,
+    Query(q): Query<Scope>,
+) -> Result<Response, ApiError> {
+    let cluster = match q.scope.as_deref() {
+        None | Some("cluster") => true,
+        Some("local") => false,
+        Some(other) => {
+            return Err(ApiError::InvalidQuery(format!(
+                "unknown scope {other:?}; use scope=local or scope=cluster"
+            )));
+        }
+    };
+    let samples = s.about.history.snapshot();
+    let mut rows = local_rows(&s, &samples);
+    if cluster && s.forwarder.is_some() {
+        rows = merge(&s, rows).await;
+    }
+    let ready = readiness(&s);
+    let mut totals = Totals::default();
+    let (mut r60, mut w60) = (0.0, 0.0);
+    for (i, _) in s.partitions.statuses.iter().enumerate() {
+        if let Some((r, w)) = rate_over(&samples, i, 60) {
+            r60 += r;
+            w60 += w;
+        }
+    }
+    for r in &rows {
+        totals.lag_records += r.lag_records.unwrap_or(0);
+        totals.rate_10s += r.rate_10s.unwrap_or(0.0);
+        totals.append_rate_10s += r.append_rate_10s.unwrap_or(0.0);
+    }
+    totals.eta_seconds = if totals.lag_records == 0 {
+        Some(0.0)
+    } else {
+        // Every row's own estimate, when each is gaining; the slowest partition decides.
+        rows.iter()
+            .filter(|r| r.lag_records.unwrap_or(0) > 0)
+            .map(|r| r.eta_seconds)
+            .try_fold(0.0f64, |m, e| e.map(|e| m.max(e)))
+            .or_else(|| (r60 > w60).then(|| totals.lag_records as f64 / (r60 - w60)))
+    };
+    let (group, group_protocol) = match &s.about.group {
+        Some((g, p)) => (Some(g.clone()), Some(p.clone())),
+        None => (None, None),
+    };
+    let body = Status {
+        member: s.member.clone(),
+        url: s.advertise.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        uptime_seconds: s.about.started.elapsed().as_secs_f64(),
+        backend: s.about.backend.to_owned(),
+        partitions: s.count().get(),
+        partitioner: s.ingest.partitioner().to_string(),
+        group,
+        group_protocol,
+        ready: ready.is_ok(),
+        reason: ready.err(),
+        scope: if cluster { "cluster" } else { "local" }.to_owned(),
+        rows,
+        totals,
+        history: charts(&s, &samples),
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+/// How long a member waits for another's `/v1/status`.
+const PEER_LIMIT: Duration = Duration::from_secs(2);
+
+/// Metrics the status fan-out counts on, kept apart from `ordo_forwarded_requests_total`
+/// (which counts clients' requests).
+fn scratch_metrics() -> &'static crate::metrics::Metrics {
+    static M: std::sync::OnceLock<crate::metrics::Metrics> = std::sync::OnceLock::new();
+    M.get_or_init(crate::metrics::Metrics::fresh)
+}
+
+/// Every partition of the deployment: this member's rows, and for the others the rows their
+/// owners (per the ownership table) report, one request per member.
+async fn merge(s: &AppState, local: Vec<Row>) -> Vec<Row> {
+    let n = s.count();
+    let mut rows: Vec<Option<Row>> = vec![None; n.get() as usize];
+    for r in local {
+        if let Some(slot) = rows.get_mut(r.partition as usize) {
+            *slot = Some(r);
+        }
+    }
+    // Members to ask: URL → partitions wanted from it.
+    let mut wanted: HashMap<String, Vec<Partition>> = HashMap::new();
+    for p in n.iter() {
+        if rows[p.index()].is_some() {
+            continue;
+        }
+        match s.partitions.holder(p) {
+            Some(h) if h.is_held() && h.url.is_some() => {
+                let url = h.url.clone().unwrap_or_default();
+                wanted.entry(url).or_default().push(p);
+            }
+            Some(h) => {
+                let mut row = Row::unknown(
+                    p,
+                    if h.is_held() {
+                        "unreachable"
+                    } else {
+                        "released"
+                    },
+                );
+                row.owner = Some(h.owner.clone());
+                row.epoch = Some(h.epoch.0);
+                rows[p.index()] = Some(row);
+            }
+            None => rows[p.index()] = Some(Row::unknown(p, "unowned")),
+        }
+    }
+    let mut asks = tokio::task::JoinSet::new();
+    for (url, parts) in wanted {
+        let s = s.clone();
+        asks.spawn(async move {
+            let answer = match s.forwarder.as_ref() {
+                // Not a forwarded request of a client: counted on metrics of its own.
+                Some(f) => f
+                    .get(
+                        scratch_metrics(),
+                        parts[0],
+                        &url,
+                        "/v1/status?scope=local",
+                        PEER_LIMIT,
+                    )
+                    .await
+                    .ok()
+                    .filter(|a| a.status.is_success())
+                    .and_then(|a| serde_json::from_slice::<Status>(&a.body).ok()),
+                None => None,
+            };
+            (url, parts, answer)
+        });
+    }
+    while let Some(joined) = asks.join_next().await {
+        let Ok((url, parts, answer)) = joined else {
+            continue;
+        };
+        for p in parts {
+            let from_owner = answer
+                .as_ref()
+                .and_then(|a| a.rows.iter().find(|r| r.partition == p.0).cloned());
+            rows[p.index()] = Some(from_owner.unwrap_or_else(|| {
+                let holder = s.partitions.holder(p);
+                let mut row = Row::unknown(p, "unreachable");
+                row.owner = holder.as_ref().map(|h| h.owner.clone());
+                row.epoch = holder.map(|h| h.epoch.0);
+                row.url = Some(url.clone());
+                row.error = Some(format!("{url} did not answer /v1/status"));
+                row
+            }));
+        }
+    }
+    rows.into_iter()
+        .zip(n.iter())
+        .map(|(r, p)| r.unwrap_or_else(|| Row::unknown(p, "unowned")))
+        .collect()
+}
+
+/// `GET /v1/partition/{key}`: the partition of a reservation number, with the partitioner's
+/// arithmetic, and its owner.
+pub async fn partition(State(s): State<AppState>, Path(key): Path<String>) -> Response {
+    let n = s.count();
+    let partitioner = s.ingest.partitioner();
+    let p = partitioner.partition(&key, n);
+    let owner = if s.forwarder.is_none() || s.partitions.status(p).is_owned() {
+        Some(s.member.clone())
+    } else {
+        s.partitions.holder(p).map(|h| h.owner)
+    };
+    axum::Json(serde_json::json!({
+        "key": key,
+        "partition": p.0,
+        "partitions": n.get(),
+        "partitioner": partitioner.name(),
+        "arithmetic": partitioner.explain(&key, n),
+        "owner": owner,
+    }))
+    .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: Instant, partitions: Vec<Option<(u64, u64)>>) -> Sample {
+        Sample {
+            at,
+            partitions,
+            commits: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn rates_count_only_partitions_owned_at_both_ends() {
+        let t0 = Instant::now();
+        let a = sample(t0, vec![Some((10, 20)), None, Some((0, 0))]);
+        let b = sample(
+            t0 + Duration::from_secs(2),
+            vec![Some((30, 60)), Some((5, 5)), None],
+        );
+        assert_eq!(rates(&a, &b, 0), Some((10.0, 20.0)));
+        assert_eq!(rates(&a, &b, 1), None);
+        assert_eq!(rates(&a, &b, 2), None);
+        assert_eq!(rates(&a, &b, 9), None);
+    }
+
+    #[test]
+    fn p99_is_the_bucket_that_holds_the_99th_percent() {
+        let bounds = [0.001, 0.01, 0.1, f64::INFINITY];
+        // 100 commits in the window: 98 under 1 ms, 1 under 10 ms, 1 under 100 ms.
+        assert_eq!(p99(&bounds, &[5, 5, 5, 5], &[103, 104, 105, 105]), 0.01);
+        assert_eq!(p99(&bounds, &[5, 5, 5, 5], &[5, 5, 5, 5]), 0.0);
+        assert_eq!(p99(&bounds, &[], &[0, 0, 10, 10]), 0.1);
+    }
+}
