@@ -957,3 +957,52 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
         "a forwarded request went on"
     );
 }
+
+/// Two members of one group: each member's status page (in headless Chromium) shows all four
+/// partitions, merged through the ownership table, with both members as owners; and its
+/// `/v1/status` says the same, with no row unreachable.
+#[test]
+fn each_members_status_page_shows_every_partition_and_both_owners() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    let g = group();
+    let a = broker.member(&g, &[]);
+    let b = broker.member(&g, &[]);
+    let a_url = format!("http://{}", a.addr);
+    let b_url = format!("http://{}", b.addr);
+    wait_for(
+        "each member serving two partitions",
+        Duration::from_secs(60),
+        || {
+            let (ta, tb) = (owners(&a), owners(&b));
+            let urls: Vec<_> = ta.iter().map(|(_, u)| u.clone()).collect();
+            (ta == tb
+                && urls.iter().filter(|u| u.as_deref() == Some(&a_url)).count() == 2
+                && urls.iter().filter(|u| u.as_deref() == Some(&b_url)).count() == 2)
+                .then_some(())
+        },
+    );
+    let name = |m: &Running| {
+        json(&m.get("/v1/status").1)["member"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let names = format!("{},{}", name(&a), name(&b));
+    for m in [&a, &b] {
+        let (_, status) = m.get("/v1/status");
+        let status = json(&status);
+        let rows = status["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 4, "{status}");
+        assert!(rows.iter().all(|r| r["state"] == "owning"), "{status}");
+        let url = format!("http://{}", m.addr);
+        let out =
+            common::browser::browser(&["--url", &url, "--partitions", "4", "--owners", &names]);
+        assert!(
+            out.status.success(),
+            "{url}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

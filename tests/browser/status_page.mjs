@@ -36,7 +36,7 @@ try {
   const response = await page.goto(url + "/");
   if (!response || response.status() !== 200) fail("GET / answered " + (response && response.status()));
   const external = await page.evaluate(() =>
-    [...document.querySelectorAll("[src],[href]")].map((e) => e.getAttribute("src") || e.getAttribute("href"))
+    [...document.querySelectorAll("[src], link[href]")].map((e) => e.getAttribute("src") || e.getAttribute("href"))
       .filter((u) => /^(https?:)?\/\//.test(u)));
   if (external.length) fail("the page loads something from outside: " + external.join(", "));
 
@@ -53,6 +53,9 @@ try {
     return cells.length && cells.every((c) => owners.includes(c)) && owners.every((o) => cells.includes(o));
   }, owners, { timeout: 60000 }).catch(async () =>
     fail("owners " + JSON.stringify((await rows()).map((r) => r.owner)) + ", expected each of " + JSON.stringify(owners)));
+  // Each owner links to that member's own page.
+  const links = await page.$$eval("#partitions tbody td.owner a", (as) => as.map((a) => a.getAttribute("href")));
+  if (owners.length > 1 && links.length !== n) fail("owner links " + JSON.stringify(links) + ", expected one per partition");
   const seen = new Set((await rows()).map((r) => r.partition));
   for (let p = 0; p < n; p++) if (!seen.has(p)) fail("partition " + p + " is missing from the table");
 
