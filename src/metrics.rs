@@ -211,6 +211,18 @@ impl Metrics {
         Self::new(Registry::new()).expect("metric names are unique")
     }
 
+    /// Drops the per-partition gauges of `p` once this process lets it go: its new owner
+    /// exports them, and a sum over members must not count the partition twice. (Counters
+    /// stay: they count what this process did.)
+    pub fn forget_partition(&self, p: Partition) {
+        let label = p.to_string();
+        let _ = self.lag.remove_label_values(&[&label]);
+        let _ = self.state_entries.remove_label_values(&[&label]);
+        let _ = self.epoch.remove_label_values(&[&label]);
+        let _ = self.lag_seconds.remove_label_values(&[&label]);
+        let _ = self.restore_progress.remove_label_values(&[&label]);
+    }
+
     /// Events of partition `p` counted so far, per outcome in [`TALLY_OUTCOMES`] order (every
     /// type summed).
     pub fn outcomes(&self, p: Partition) -> [u64; TALLY_OUTCOMES.len()] {

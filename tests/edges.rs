@@ -79,9 +79,14 @@ fn a_zero_byte_store_is_refused_never_taken_for_a_new_one() {
     ] {
         let out = ordo().args(&args).args(["--data-dir", s(&d)]).run_bounded();
         let err = one_error_line(&out, &format!("{args:?}"));
-        assert!(!out.status.success(), "{args:?}: {err}");
+        // A damaged data dir is a runtime failure (1), and its input went with the file: the
+        // way back is a backup, never a replay.
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(
-            err.contains(&file.display().to_string()) && err.contains("is empty (0 bytes)"),
+            err.contains(&file.display().to_string())
+                && err.contains("is empty (0 bytes)")
+                && err.contains(".bak")
+                && !err.contains("replay"),
             "{args:?}: {err}"
         );
         assert_eq!(std::fs::metadata(&file).unwrap().len(), 0, "{args:?} wrote");
@@ -455,4 +460,40 @@ fn a_forged_position_past_the_end_is_refused_and_repaired() {
     ok(&["replay", "--apply", "--data-dir", s(&d)]);
     ok(&["run", "--until-idle", "--no-http", "--data-dir", s(&d)]);
     assert_eq!(state(&d)["R-late"]["version"], 1);
+}
+
+/// A bad flag is one error line like every other, naming the command's help, with exit 2.
+#[test]
+fn a_bad_flag_is_one_line_naming_the_help_and_exit_2() {
+    for (args, says, help) in [
+        (
+            vec!["run", "--bogus"],
+            "unexpected argument '--bogus' found",
+            "ordo run --help",
+        ),
+        (
+            vec!["repartition", "--to-partitions", "0"],
+            "invalid value '0' for '--to-partitions <TO_PARTITIONS>'",
+            "ordo repartition --help",
+        ),
+        (
+            vec!["nonsense"],
+            "unrecognized subcommand 'nonsense'",
+            "ordo --help",
+        ),
+    ] {
+        let out = ordo().args(&args).run_bounded();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = one_error_line(&out, &format!("{args:?}"));
+        assert!(
+            err.starts_with("ordo: error: ")
+                && err.contains(says)
+                && err.trim_end().ends_with(&format!("see `{help}`")),
+            "{args:?}: {err}"
+        );
+    }
+    // Help itself is not an error.
+    let out = ordo().args(["run", "--help"]).run_bounded();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: ordo run"));
 }

@@ -982,6 +982,32 @@ fn each_members_status_page_shows_every_partition_and_both_owners() {
                 .then_some(())
         },
     );
+    // A member that let partitions go exports no gauge for them (sums over members would
+    // count them twice): its per-partition gauges name exactly the partitions it owns.
+    for m in [&a, &b] {
+        let owned: std::collections::BTreeSet<String> = json(&m.get("/v1/owners").1)["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["owned_here"] == true)
+            .map(|p| p["partition"].to_string())
+            .collect();
+        assert_eq!(owned.len(), 2);
+        let (_, metrics) = m.get("/metrics");
+        for gauge in [
+            "ordo_state_entries",
+            "ordo_epoch",
+            "ordo_partition_lag_records",
+        ] {
+            let labelled: std::collections::BTreeSet<String> = metrics
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("{gauge}{{partition=\"")))
+                .filter_map(|l| l.split('"').next())
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(labelled, owned, "{gauge} on {}", m.addr);
+        }
+    }
     let name = |m: &Running| {
         json(&m.get("/v1/status").1)["member"]
             .as_str()

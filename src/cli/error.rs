@@ -152,6 +152,7 @@ fn log_is_usage(e: &LogError) -> bool {
         | LogError::GroupCommit { .. }
         | LogError::BeyondEnd { .. }
         | LogError::ReadOnly
+        | LogError::Empty { .. }
         | LogError::Store { .. } => false,
     }
 }

@@ -21,6 +21,42 @@ use clap::{CommandFactory, FromArgMatches};
 pub use args::{Cli, Command};
 pub use error::Error;
 
+/// A command-line error of clap (a message, indented details, a usage block, tips) as one
+/// line, as every other error: `ordo: error: <message and details>; see `ordo <command>
+/// --help``.
+fn one_line(rendered: &str, command: Option<&str>) -> String {
+    let mut message = Vec::new();
+    let mut usage = None;
+    for line in rendered.lines() {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            let words: Vec<&str> = u
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['-', '[', '<']))
+                .collect();
+            usage = Some(words.join(" "));
+            break;
+        }
+        let line = line.trim();
+        if !line.is_empty()
+            && !line.starts_with("tip:")
+            && !line.starts_with("For more information")
+        {
+            message.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    let help = format!(
+        "{} --help",
+        command
+            .map(str::to_owned)
+            .or(usage)
+            .unwrap_or_else(|| "ordo".into())
+    );
+    format!(
+        "ordo: error: {}; see `{help}`",
+        message.join(" ").trim_end_matches('.')
+    )
+}
+
 /// Parses the command line, runs the command, and returns the exit status.
 pub fn main() -> ExitCode {
     let cmd = sources::command(Cli::command());
@@ -33,12 +69,17 @@ pub fn main() -> ExitCode {
         Ok(parsed) => parsed,
         Err(e) => {
             let e = sources::name_variable(e, &cmd, &argv);
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            if !e.use_stderr() {
+                // --help and --version.
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let sub = argv
+                .get(1)
+                .and_then(|a| cmd.find_subcommand(a))
+                .map(|c| format!("ordo {}", c.get_name()));
+            eprintln!("{}", one_line(&e.render().to_string(), sub.as_deref()));
+            return ExitCode::from(2);
         }
     };
     let default = match cli.command {
@@ -138,5 +179,37 @@ pub fn execute(command: Command) -> Result<(), Error> {
         Command::Replay(a) => replay::replay(a),
         Command::Repartition(a) => replay::repartition(a),
         Command::Bench(a) => commands::bench(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_clap_error_is_one_line_naming_the_commands_help() {
+        let rendered = "error: the following required arguments were not provided:\n  \
+                        --to <TO>\n\nUsage: ordo repartition --to <TO> [OPTIONS]\n\nFor more \
+                        information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered, None),
+            "ordo: error: the following required arguments were not provided: --to <TO>; see \
+             `ordo repartition --help`"
+        );
+        let rendered = "error: unexpected argument '--bogus' found\n\n  tip: to pass '--bogus' \
+                        as a value, use '-- --bogus'\n\nUsage: ordo run [OPTIONS]\n\nFor more \
+                        information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered, Some("ordo run")),
+            "ordo: error: unexpected argument '--bogus' found; see `ordo run --help`"
+        );
+        // A value error has no usage block: the command typed names the help.
+        let rendered = "error: invalid value '0' for '--to-partitions <N>': 0 is not in 1..=9\n\n\
+                        For more information, try '--help'.\n";
+        assert_eq!(
+            one_line(rendered, Some("ordo repartition")),
+            "ordo: error: invalid value '0' for '--to-partitions <N>': 0 is not in 1..=9; see \
+             `ordo repartition --help`"
+        );
     }
 }

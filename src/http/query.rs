@@ -189,7 +189,7 @@ async fn local_user_records(
     for (&p, &until) in partitions {
         if !s.partitions.status(p).is_owned() {
             return Err(ApiError::NoOwner(format!(
-                "partition {p} is not owned by this member (it moved); retry"
+                "partition {p} is not owned by this member now; retry (the ownership table names its owner)"
             )));
         }
         wait_applied(s, p, until, wait).await?;
@@ -353,7 +353,7 @@ pub async fn applied(
     }
     if !s.partitions.status(p).is_owned() {
         return Err(ApiError::NoOwner(format!(
-            "partition {p} is not owned by this member (it moved); retry"
+            "partition {p} is not owned by this member now; retry (the ownership table names its owner)"
         )));
     }
     let wait = Duration::from_millis(params.wait.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));

@@ -219,6 +219,7 @@ impl Owner<'_> {
         }
         status.set_released();
         driver.release();
+        self.metrics.forget_partition(self.partition);
         result
     }
 
@@ -302,6 +303,8 @@ impl Owner<'_> {
             .with_label_values(&[&plabel])
             .set(marker.epoch.0 as i64);
         let entries = self.metrics.state_entries.with_label_values(&[&plabel]);
+        // Exported from now on (0 until the driver first measures it), dropped on release.
+        self.metrics.lag.with_label_values(&[&plabel]);
         self.metrics.partitions_owned.inc();
         entries.set(restored as i64);
         info!(

@@ -90,6 +90,15 @@ pub enum LogError {
     },
     #[error("data dir {path} is not an ordo data dir of format {FORMAT}: {detail}")]
     Foreign { path: PathBuf, detail: String },
+    /// The store is a zero-byte file: damaged (a crash of the file system, a bad copy). Its
+    /// input went with it, so nothing in the data dir can rebuild it.
+    #[error(
+        "data dir {path} is damaged: {} is empty (0 bytes), and the input went with it; restore \
+         the file from a backup or a `.bak` that `ordo repartition` left, or move the data dir \
+         away to start again from nothing",
+        file.display()
+    )]
+    Empty { path: PathBuf, file: PathBuf },
     #[error("cannot create data dir {path}: {source}")]
     CreateDir {
         path: PathBuf,

@@ -38,13 +38,9 @@ impl Store {
 /// would otherwise be taken for a new, empty database.
 pub(super) fn check_not_empty(dir: &Path, file: &Path) -> Result<(), LogError> {
     match std::fs::metadata(file) {
-        Ok(m) if m.len() == 0 => Err(LogError::Foreign {
+        Ok(m) if m.len() == 0 => Err(LogError::Empty {
             path: dir.to_path_buf(),
-            detail: format!(
-                "{} is empty (0 bytes); restore it from a .bak, or move it away and rebuild \
-                 the state from the input with `ordo replay --apply`",
-                file.display()
-            ),
+            file: file.to_path_buf(),
         }),
         _ => Ok(()),
     }

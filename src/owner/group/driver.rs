@@ -400,11 +400,6 @@ impl Driver for KafkaDriver<'_> {
         if let Some(transactions) = &mut self.transactions {
             transactions.abort();
         }
-        self.member
-            .metrics
-            .lag
-            .with_label_values(&[&self.partition.to_string()])
-            .set(0);
         if let Some(epoch) = self.epoch.take()
             && !self.flags.superseded.load(Ordering::Acquire)
             && let Err(e) = self.member.publish_ownership(self.partition, epoch, false)
