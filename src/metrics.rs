@@ -40,6 +40,10 @@ pub struct Metrics {
     pub epoch: IntGaugeVec,
     /// `ordo_rebalances_total{kind}`: consumer-group assignments and revocations (Kafka).
     pub rebalances: IntCounterVec,
+    /// `ordo_rebalance_seconds{kind}`: time inside the consumer group's rebalance callbacks
+    /// (revoke: owners stopped and positions committed; assign: owners started and the new
+    /// partitions' changelogs handed to the restore reader).
+    pub rebalance_seconds: HistogramVec,
     /// `ordo_http_request_duration_seconds{route,status}`: `route` is the route template.
     pub http_requests: HistogramVec,
     /// `ordo_http_requests_in_flight{route}`: requests being answered (long polls included).
@@ -134,6 +138,14 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            rebalance_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "ordo_rebalance_seconds",
+                    "Time spent in consumer-group rebalance callbacks, by kind",
+                )
+                .buckets(prometheus::exponential_buckets(1e-3, 4.0, 9)?),
+                &["kind"],
+            )?,
             http_requests: HistogramVec::new(
                 HistogramOpts::new(
                     "ordo_http_request_duration_seconds",
@@ -182,6 +194,7 @@ impl Metrics {
         // Closed label sets exported from the start, so a query sees 0 rather than nothing.
         for kind in ["assign", "revoke"] {
             m.rebalances.with_label_values(&[kind]);
+            m.rebalance_seconds.with_label_values(&[kind]);
         }
         let r = &m.registry;
         r.register(Box::new(m.events.clone()))?;
@@ -197,6 +210,7 @@ impl Metrics {
         r.register(Box::new(m.fenced.clone()))?;
         r.register(Box::new(m.epoch.clone()))?;
         r.register(Box::new(m.rebalances.clone()))?;
+        r.register(Box::new(m.rebalance_seconds.clone()))?;
         r.register(Box::new(m.http_requests.clone()))?;
         r.register(Box::new(m.http_in_flight.clone()))?;
         r.register(Box::new(m.forwarded.clone()))?;

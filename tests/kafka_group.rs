@@ -993,6 +993,8 @@ fn each_members_status_page_shows_every_partition_and_both_owners() {
             .map(|p| p["partition"].to_string())
             .collect();
         assert_eq!(owned.len(), 2);
+        // Each joined, so each timed at least one assignment callback.
+        assert!(m.metric_sum("ordo_rebalance_seconds_count", "kind=\"assign\"") >= 1.0);
         let (_, metrics) = m.get("/metrics");
         for gauge in [
             "ordo_state_entries",

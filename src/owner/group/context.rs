@@ -40,6 +40,7 @@ impl ConsumerContext for MemberContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
+                let started = std::time::Instant::now();
                 self.member
                     .metrics
                     .rebalances
@@ -48,6 +49,11 @@ impl ConsumerContext for MemberContext {
                 let partitions = partitions_of(tpl);
                 info!(?partitions, "partitions revoked");
                 self.member.stop_owners(consumer, &partitions);
+                self.member
+                    .metrics
+                    .rebalance_seconds
+                    .with_label_values(&["revoke"])
+                    .observe(started.elapsed().as_secs_f64());
             }
             Rebalance::Assign(_) => {}
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
@@ -56,6 +62,14 @@ impl ConsumerContext for MemberContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
+            let started = std::time::Instant::now();
+            let _timed = Observe(
+                self.member
+                    .metrics
+                    .rebalance_seconds
+                    .with_label_values(&["assign"]),
+                started,
+            );
             // Every rebalance this member takes part in ends in an assignment, empty when it
             // gains nothing (cooperative and KIP-848 assignments carry only the change).
             self.member
@@ -91,5 +105,15 @@ impl ConsumerContext for MemberContext {
             }
             self.member.restore(restores);
         }
+    }
+}
+
+/// Observes the time since its start into a histogram when dropped, whichever way the scope
+/// ends.
+struct Observe(prometheus::Histogram, std::time::Instant);
+
+impl Drop for Observe {
+    fn drop(&mut self) {
+        self.0.observe(self.1.elapsed().as_secs_f64());
     }
 }
