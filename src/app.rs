@@ -104,14 +104,25 @@ pub struct RunSummary {
     pub http: Option<SocketAddr>,
     /// Whether `applied` and `restored` were counted (the embedded log's owners count them).
     pub counted: bool,
+    /// What became of the records this process processed: per outcome (applied, duplicate,
+    /// rejected, malformed, misrouted), and the dead letters written.
+    pub outcomes: Option<([u64; 5], u64)>,
 }
 
 impl RunSummary {
     /// The run's closing line.
     pub fn line(&self) -> String {
+        let outcomes = match self.outcomes {
+            Some(([_, duplicate, rejected, malformed, misrouted], dead)) => format!(
+                "; {duplicate} duplicates, {rejected} rejected, {malformed} malformed, \
+                 {misrouted} misrouted, {dead} dead letters"
+            ),
+            None => String::new(),
+        };
         if self.counted {
             format!(
-                "ordo: processed {} records ({} transitions) in {:.2}s; restored {} reservations",
+                "ordo: processed {} records ({} transitions{outcomes}) in {:.2}s; restored {} \
+                 reservations",
                 self.processed,
                 self.applied,
                 self.elapsed.as_secs_f64(),
@@ -119,8 +130,13 @@ impl RunSummary {
             )
         } else {
             format!(
-                "ordo: consumed {} records in {:.2}s",
+                "ordo: consumed {} records{} in {:.2}s",
                 self.processed,
+                if outcomes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", outcomes.trim_start_matches("; "))
+                },
                 self.elapsed.as_secs_f64()
             )
         }

@@ -250,6 +250,22 @@ impl Metrics {
         out
     }
 
+    /// Events of every partition of `n` counted so far, per outcome (as [`Self::outcomes`]),
+    /// and the dead letters written.
+    pub fn totals(&self, n: crate::core::PartitionCount) -> ([u64; TALLY_OUTCOMES.len()], u64) {
+        let mut out = [0; TALLY_OUTCOMES.len()];
+        for p in n.iter() {
+            for (o, n) in out.iter_mut().zip(self.outcomes(p)) {
+                *o += n;
+            }
+        }
+        let dead = Tally::dead_letter_reasons()
+            .iter()
+            .map(|r| self.dead_letters.with_label_values(&[r]).get())
+            .sum();
+        (out, dead)
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

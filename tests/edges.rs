@@ -497,3 +497,51 @@ fn a_bad_flag_is_one_line_naming_the_help_and_exit_2() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: ordo run"));
 }
+
+/// The run's closing line counts what became of the records: duplicates, rejects, malformed and
+/// misrouted records, and dead letters, equal to what the data dir holds afterwards.
+#[test]
+fn the_run_summary_counts_rejects_duplicates_and_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    generated(&d, "4", "3000");
+    // One malformed line, raw, so it reaches the processor.
+    let bad = dir.path().join("bad.ndjson");
+    std::fs::write(&bad, "{\"type\":\"reservation\"}\n").unwrap();
+    ok(&["produce", "--data-dir", s(&d), "--raw", "--file", s(&bad)]);
+    let out = ok(&["run", "--data-dir", s(&d), "--until-idle", "--no-http"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().last().unwrap();
+    let count = |what: &str| -> u64 {
+        let at = line
+            .find(&format!(" {what}"))
+            .unwrap_or_else(|| panic!("{what}: {line}"));
+        line[..at]
+            .rsplit([' ', '('])
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let reasons = dead_letter_reasons(&d);
+    let dead: u64 = reasons.values().sum();
+    assert_eq!(count("dead letters"), dead, "{line}");
+    assert_eq!(count("malformed"), reasons["malformed"], "{line}");
+    assert_eq!(count("malformed"), 1, "{line}");
+    let rejected: u64 = reasons
+        .iter()
+        .filter(|(r, _)| !["malformed", "misrouted"].contains(&r.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(count("rejected"), rejected, "{line}");
+    assert!(count("duplicates") > 0, "{line}");
+    assert_eq!(
+        count("transitions")
+            + count("duplicates")
+            + count("rejected")
+            + count("malformed")
+            + count("misrouted"),
+        count("records"),
+        "{line}"
+    );
+}

@@ -101,7 +101,10 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
     .with_member(a.instance_id.clone(), a.group_protocol)
     .open()?;
     say_created(&logs, a.topology.count()?.is_none());
-    let summary = app::run(logs, options, Arc::new(Metrics::fresh()), Shutdown::new())?;
+    let n = logs.partitions();
+    let metrics = Arc::new(Metrics::fresh());
+    let mut summary = app::run(logs, options, metrics.clone(), Shutdown::new())?;
+    summary.outcomes = Some(metrics.totals(n));
     eprintln!("{}", summary.line());
     Ok(())
 }
