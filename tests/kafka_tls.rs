@@ -81,7 +81,9 @@ fn sasl_ssl_with_scram_connects_and_a_wrong_password_is_one_line() {
             format!("ssl.ca.location={}", ca.display()),
         ]
     };
-    round_trip(&addr, &props(&password, &ca));
+    // The password read from a file (a mounted Secret), as the README shows.
+    let from_file = format!("@file:{}", broker.secure_file("tls/password").display());
+    round_trip(&addr, &props(&from_file, &ca));
 
     let wrong = "not-the-password-4711";
     let out = ordo_with(&addr, &props(wrong, &ca), &["state"]);

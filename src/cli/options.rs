@@ -141,16 +141,20 @@ impl KafkaArgs {
             .iter()
             .filter(|p| !p.trim().is_empty())
             .map(|p| {
-                p.split_once('=')
+                let (k, v) = p
+                    .split_once('=')
                     .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
                     .filter(|(k, _)| !k.is_empty())
                     .ok_or_else(|| {
                         Error::usage(format!(
-                            "-X {p}: expected key=value, e.g. -X security.protocol=SSL"
+                            "-X {}: expected key=value, e.g. -X security.protocol=SSL",
+                            p.split('=').next().unwrap_or_default()
                         ))
-                    })
+                    })?;
+                let v = property_value(&k, &v)?;
+                Ok((k, v))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, Error>>()?;
         Ok(Some(KafkaOptions {
             group: self.group.clone(),
             properties,
@@ -159,6 +163,32 @@ impl KafkaArgs {
             ..KafkaOptions::new(brokers.clone())
         }))
     }
+}
+
+/// A `-X` value as given, or read from where it points: `@file:PATH` (the file's contents,
+/// without a trailing newline: a mounted Secret) or `@env:NAME` (a variable, e.g. one set from a
+/// Secret), so a password never has to be written in a flag, a ConfigMap or a process list.
+/// An error names the property and where it looked, never the value.
+pub fn property_value(key: &str, value: &str) -> Result<String, Error> {
+    if let Some(path) = value.strip_prefix("@file:") {
+        return std::fs::read_to_string(path)
+            .map(|v| v.trim_end_matches(['\n', '\r']).to_owned())
+            .map_err(|e| {
+                Error::usage(format!(
+                    "-X {key}=@file:{path}: cannot read the file ({e}); mount it, or give the \
+                     value another way"
+                ))
+            });
+    }
+    if let Some(name) = value.strip_prefix("@env:") {
+        return std::env::var(name).map_err(|_| {
+            Error::usage(format!(
+                "-X {key}=@env:{name}: the variable {name} is not set; set it (e.g. from a \
+                 Secret), or give the value another way"
+            ))
+        });
+    }
+    Ok(value.to_owned())
 }
 
 /// How a command uses a data dir.
@@ -200,6 +230,42 @@ pub fn deployment(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_property_value_comes_from_a_file_or_a_variable_and_errors_never_show_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret-value\n").unwrap();
+        let at_file = format!("@file:{}", file.display());
+        assert_eq!(
+            property_value("sasl.password", &at_file).unwrap(),
+            "s3cret-value"
+        );
+        assert_eq!(property_value("acks", "all").unwrap(), "all");
+        // A variable every process here has.
+        assert_eq!(
+            property_value("sasl.password", "@env:PATH").unwrap(),
+            std::env::var("PATH").unwrap()
+        );
+        let missing = dir.path().join("absent");
+        let e = property_value("sasl.password", &format!("@file:{}", missing.display()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sasl.password") && e.contains("absent"), "{e}");
+        let e = property_value("sasl.password", "@env:ORDO_TEST_PROPERTY_UNSET")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ORDO_TEST_PROPERTY_UNSET is not set"), "{e}");
+        // A bad -X names the key, never what follows it.
+        let args = KafkaArgs {
+            brokers: Some("127.0.0.1:1".into()),
+            group: "g".into(),
+            properties: vec!["sasl.password".into()],
+            topic_prefix: String::new(),
+        };
+        let e = args.options(None).unwrap_err().to_string();
+        assert!(e.contains("expected key=value"), "{e}");
+    }
 
     #[test]
     fn partition_count_from_flags() {

@@ -241,3 +241,35 @@ def test_dashboard_configmap_carries_a_grafana_dashboard_the_sidecar_loads():
     assert {"datasource", "job"} <= names
     # The same file the repository keeps (the dashboard test checks its metrics exist).
     assert json.loads((CHART / "dashboards" / "ordo.json").read_text()) == dash
+
+
+def test_secret_properties_come_from_a_secret_and_never_reach_a_configmap():
+    values = {
+        "kafka": {
+            "properties": {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"},
+            "secretProperties": {"sasl.password": {"secret": "kafka-creds", "key": "password"}},
+        },
+        "repartition": {"enabled": True},
+    }
+    objects, _ = render(values)
+    cm = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "ordo")
+    assert cm["data"]["kafka-properties"] == (
+        "sasl.mechanism=SCRAM-SHA-512,security.protocol=SASL_SSL,sasl.password=@env:ORDO_KAFKA_SECRET_0"
+    )
+    # Every container that talks to Kafka gets the variable from the Secret, by reference.
+    containers = [one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]]
+    for name in ("ordo-topics", "ordo-repartition"):
+        job = next(o for o in objects if o["kind"] == "Job" and o["metadata"]["name"] == name)
+        containers.append(job["spec"]["template"]["spec"]["containers"][0])
+    for c in containers:
+        env = {e["name"]: e for e in c["env"]}
+        assert env["ORDO_KAFKA_SECRET_0"]["valueFrom"]["secretKeyRef"] == {"name": "kafka-creds", "key": "password"}, c["name"]
+        assert "value" not in env["ORDO_KAFKA_SECRET_0"]
+    # No rendered ConfigMap holds a secret-bearing property's value, only the reference.
+    for o in objects:
+        if o["kind"] == "ConfigMap":
+            for v in (o.get("data") or {}).values():
+                assert "sasl.password=" not in v or "sasl.password=@env:" in v
+    # A secret given as a plain property is refused, naming where it belongs.
+    with pytest.raises(Exception, match="secretProperties"):
+        render({"kafka": {"properties": {"sasl.password": "hunter2"}}})
