@@ -545,3 +545,39 @@ fn the_run_summary_counts_rejects_duplicates_and_dead_letters() {
         "{line}"
     );
 }
+
+/// `ordo plan --values` is a Helm values file the chart's schema accepts: only top-level keys
+/// the schema knows, with the values given.
+#[test]
+fn plan_values_are_values_the_chart_accepts() {
+    let out = ok(&["plan", "--containers", "3", "--servers", "2", "--values"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("helm/ordo/values.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let known = schema["properties"].as_object().unwrap();
+    let pairs: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            l.split_once(": ")
+                .unwrap_or_else(|| panic!("not key: value: {l}"))
+        })
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("servers", "2"),
+            ("containers", "3"),
+            ("partitioner", "abs-hash-mod-n")
+        ]
+    );
+    for (k, _) in pairs {
+        assert!(known.contains_key(k), "{k} is not a chart value");
+        assert!(!k.starts_with(' '), "nested: {k}");
+    }
+}

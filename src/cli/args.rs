@@ -509,6 +509,9 @@ pub struct PlanArgs {
     /// How keys map to partitions.
     #[arg(long, env = "ORDO_PARTITIONER", value_parser = partitioner_parser(), default_value = "abs-hash-mod-n")]
     pub partitioner: Partitioner,
+    /// Print only the Helm values (a file for `helm install -f`).
+    #[arg(long)]
+    pub values: bool,
 }
 
 /// `ordo demo`.

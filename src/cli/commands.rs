@@ -227,6 +227,16 @@ pub fn partition(a: PartitionArgs) -> Result<(), Error> {
 pub fn plan(a: PlanArgs) -> Result<(), Error> {
     let n = super::options::product(a.containers, a.servers)?;
     let mut out = io::stdout().lock();
+    if a.values {
+        writeln!(
+            out,
+            "# Helm values for N = {n}: helm install ordo ./helm/ordo -f FILE"
+        )?;
+        writeln!(out, "servers: {}", a.servers)?;
+        writeln!(out, "containers: {}", a.containers)?;
+        writeln!(out, "partitioner: {}", a.partitioner)?;
+        return Ok(());
+    }
     writeln!(
         out,
         "# N = containers × servers = {} × {} = {n}",
@@ -245,7 +255,8 @@ pub fn plan(a: PlanArgs) -> Result<(), Error> {
     }
     writeln!(
         out,
-        "# helm install ordo ./helm/ordo -f values-plan.yaml, with:"
+        "# Helm values (`ordo plan --values … > values-plan.yaml`, then `helm install ordo \
+         ./helm/ordo -f values-plan.yaml`):"
     )?;
     writeln!(out, "helm:")?;
     writeln!(out, "  servers: {}", a.servers)?;
