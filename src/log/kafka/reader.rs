@@ -265,13 +265,6 @@ pub struct OwnersLog {
 /// Reads `reservation-owners` to its end (a record that is neither kind is logged and skipped).
 pub fn read_owners(opts: &KafkaOptions) -> Result<OwnersLog, KafkaLogError> {
     use crate::core::ownership::OwnersEntry;
-    // A topic that does not exist is named at once: a reader of it would wait out librdkafka's
-    // metadata propagation (30 s) and then fail with a bare UnknownTopicOrPartition.
-    let topic = opts.topic(Role::Owners);
-    let client = opts.metadata_client()?;
-    if super::admin::partition_count(&client, opts, &topic)?.is_none() {
-        return Err(KafkaLogError::MissingTopic { topic });
-    }
     let mut log = OwnersLog::default();
     read_to_end(
         opts,
