@@ -367,6 +367,51 @@ fn repartition_4_to_6_then_more_input_equals_a_from_scratch_run_at_6() {
     finish_at_six(&broker, dir.path(), &input, &g, false);
 }
 
+/// Kills `child` with SIGKILL once a line of its stderr satisfies `at`; it must not have
+/// finished by itself.
+fn kill_on(child: &mut std::process::Child, at: impl Fn(&str) -> bool) {
+    let lines = lines_of(child.stderr.take().unwrap());
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .expect("the repartition reaches the kill point in time");
+        if at(&line) {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed before it finished: {status}");
+}
+
+/// While a change of N to 6 is recorded at `phase`, `ordo run` exits 2 naming the command
+/// that finishes it, and the dry run says it is under way.
+fn refused_while_under_way(broker: &Broker, group: &str, phase: &str) {
+    let out = broker.run(&[
+        "run",
+        "--until-idle",
+        "--no-http",
+        "--group",
+        group,
+        "--partitions",
+        "6",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ordo repartition --brokers ... --to-partitions 6 --apply"),
+        "{err}"
+    );
+    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        text.contains(&format!("under way (phase {phase}")),
+        "{text}"
+    );
+}
+
 /// A rebuild killed with SIGKILL once the staging copies are complete: `ordo run` refuses the half-moved
 /// deployment with exit 2, a rerun finishes the move, and nothing is lost or applied twice.
 #[test]
@@ -382,39 +427,11 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = lines_of(child.stderr.take().unwrap());
     // The staging copies are recorded complete: kill it as it starts to rebuild.
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .expect("the repartition logs the Copied phase in time");
-        if line.contains("repartition phase recorded") && line.contains("Copied") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "killed before it finished: {status}");
-
-    let out = broker.run(&[
-        "run",
-        "--until-idle",
-        "--no-http",
-        "--group",
-        &g,
-        "--partitions",
-        "6",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("ordo repartition --brokers ... --to-partitions 6 --apply"),
-        "{err}"
-    );
-    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
-    assert!(String::from_utf8_lossy(&dry.stdout).contains("under way (phase Copied"));
+    kill_on(&mut child, |l| {
+        l.contains("repartition phase recorded") && l.contains("Copied")
+    });
+    refused_while_under_way(&broker, &g, "Copied");
     // Another target is refused while this one is unfinished.
     let out = broker.run(&["repartition", "--to-partitions", "8", "--apply"]);
     assert_eq!(out.status.code(), Some(2));
@@ -531,38 +548,8 @@ fn growing_in_place_killed_while_moving_state_is_finished_by_a_rerun() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = lines_of(child.stderr.take().unwrap());
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        let line = lines
-            .recv_timeout(left)
-            .expect("the move reaches the fail point in time");
-        if line.contains("stalling before the tombstones") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "killed before it finished: {status}");
-
-    let out = broker.run(&[
-        "run",
-        "--until-idle",
-        "--no-http",
-        "--group",
-        &g,
-        "--partitions",
-        "6",
-    ]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("ordo repartition --brokers ... --to-partitions 6 --apply"),
-        "{err}"
-    );
-    let dry = broker.ok(&["repartition", "--to-partitions", "6"]);
-    assert!(String::from_utf8_lossy(&dry.stdout).contains("under way (phase Moving"));
+    kill_on(&mut child, |l| l.contains("stalling before the tombstones"));
+    refused_while_under_way(&broker, &g, "Moving");
 
     let out = ok_output(move_to_six(&broker, &g, &[]));
     let text = String::from_utf8_lossy(&out.stdout);
