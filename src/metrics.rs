@@ -44,6 +44,9 @@ pub struct Metrics {
     /// (revoke: owners stopped and positions committed; assign: owners started and the new
     /// partitions' changelogs handed to the restore reader).
     pub rebalance_seconds: HistogramVec,
+    /// `ordo_last_rebalance_timestamp_seconds`: when this member's last rebalance callback
+    /// ran (Unix time; 0 before any).
+    pub last_rebalance: IntGauge,
     /// `ordo_http_request_duration_seconds{route,status}`: `route` is the route template.
     pub http_requests: HistogramVec,
     /// `ordo_http_requests_in_flight{route}`: requests being answered (long polls included).
@@ -146,6 +149,10 @@ impl Metrics {
                 .buckets(prometheus::exponential_buckets(1e-3, 4.0, 9)?),
                 &["kind"],
             )?,
+            last_rebalance: IntGauge::new(
+                "ordo_last_rebalance_timestamp_seconds",
+                "Unix time of this member's last consumer-group rebalance callback",
+            )?,
             http_requests: HistogramVec::new(
                 HistogramOpts::new(
                     "ordo_http_request_duration_seconds",
@@ -211,6 +218,7 @@ impl Metrics {
         r.register(Box::new(m.epoch.clone()))?;
         r.register(Box::new(m.rebalances.clone()))?;
         r.register(Box::new(m.rebalance_seconds.clone()))?;
+        r.register(Box::new(m.last_rebalance.clone()))?;
         r.register(Box::new(m.http_requests.clone()))?;
         r.register(Box::new(m.http_in_flight.clone()))?;
         r.register(Box::new(m.forwarded.clone()))?;

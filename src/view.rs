@@ -73,8 +73,8 @@ pub struct PartitionStatus {
     stalled: AtomicBool,
     /// The record timestamp (epoch ms) of the last input record processed; 0 before any.
     last_timestamp: AtomicI64,
-    /// Changelog records read by the restore under way, and how many it will read (0: not
-    /// known before it ends).
+    /// How far the restore under way has read the changelog (the offset after the last record
+    /// read), and the changelog's end it reads to (0: not known).
     restore_read: AtomicU64,
     restore_total: AtomicU64,
     /// Why the owner failed, for the status page.
@@ -153,13 +153,13 @@ impl PartitionStatus {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// A restore begins that will read `total` changelog records (0: not known).
-    pub fn restore_started(&self, total: u64) {
+    /// A restore begins that reads the changelog up to offset `end` (0: not known).
+    pub fn restore_started(&self, end: u64) {
         self.restore_read.store(0, Ordering::Release);
-        self.restore_total.store(total, Ordering::Release);
+        self.restore_total.store(end, Ordering::Release);
     }
 
-    /// The restore has read `read` records.
+    /// The restore has read the changelog up to offset `read`.
     pub fn restore_read(&self, read: u64) {
         self.restore_read.store(read, Ordering::Release);
     }

@@ -286,3 +286,23 @@ fn topic_prefixes_keep_deployments_apart() {
         "{err}"
     );
 }
+
+/// On Kafka, a partition whose restore is held part way shows how far it has read its
+/// changelog (from the fetches' high watermark: the restore's size is not asked up front), as
+/// on the embedded log; and the status says how many rebalances the member has seen.
+#[test]
+fn a_restore_held_part_way_shows_its_progress() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    broker.ok(&["produce", "--generate", "20000"]);
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let member = broker.member_with(&[("ORDO_FAIL_POINT", "stall-restore@0:3000")], &g, &[]);
+    assert_restore_held(&member);
+    let status = json(&member.get("/v1/status").1);
+    assert!(status["rebalances"].as_u64().unwrap() >= 1, "{status}");
+    assert!(
+        status["last_rebalance_seconds_ago"].as_f64().is_some(),
+        "{status}"
+    );
+}

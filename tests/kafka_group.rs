@@ -1024,8 +1024,19 @@ fn each_members_status_page_shows_every_partition_and_both_owners() {
         assert_eq!(rows.len(), 4, "{status}");
         assert!(rows.iter().all(|r| r["state"] == "owning"), "{status}");
         let url = format!("http://{}", m.addr);
-        let out =
-            common::browser::browser(&["--url", &url, "--partitions", "4", "--owners", &names]);
+        // Each joined: it counts its rebalances and says when the last was.
+        assert!(status["rebalances"].as_u64().unwrap() >= 1, "{status}");
+        assert!(status["last_rebalance_seconds_ago"].is_number(), "{status}");
+        let out = common::browser::browser(&[
+            "--url",
+            &url,
+            "--partitions",
+            "4",
+            "--owners",
+            &names,
+            "--header",
+            "group,group protocol,rebalances",
+        ]);
         assert!(
             out.status.success(),
             "{url}: {}{}",

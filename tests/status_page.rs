@@ -79,6 +79,20 @@ fn the_status_page_shows_every_partition_its_lag_falling_and_a_lookup() {
     );
 }
 
+/// A partition whose restore is held part way (`ORDO_FAIL_POINT=stall-restore@0:O`) shows
+/// how far it has read its changelog: in its status row, in `/readyz`'s reason and in
+/// `ordo_restore_progress_ratio`, all the same fraction, strictly between 0 and 1.
+#[test]
+fn a_restore_held_part_way_shows_its_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    processed(dir.path(), "2", "20000");
+    let member = Running::start_with(
+        &[("ORDO_FAIL_POINT", "stall-restore@0:3000")],
+        &["--data-dir", s(dir.path())],
+    );
+    assert_restore_held(&member);
+}
+
 /// Every metric a panel of the chart's Grafana dashboard queries is in `/metrics` of a running
 /// member (after a run with a bad record, so the dead-letter series exist).
 #[test]

@@ -266,6 +266,9 @@ pub struct Status {
     pub partitioner: String,
     pub group: Option<String>,
     pub group_protocol: Option<String>,
+    /// Rebalances this member has taken part in (Kafka), and how long ago the last one was.
+    pub rebalances: Option<u64>,
+    pub last_rebalance_seconds_ago: Option<f64>,
     pub ready: bool,
     pub reason: Option<String>,
     pub scope: String,
@@ -394,7 +397,19 @@ pub fn readiness(state: &AppState) -> Result<(), String> {
     }
     let restoring = state.partitions.restoring();
     if !restoring.is_empty() {
-        return Err(format!("partitions {restoring:?} are not restored yet"));
+        let each: Vec<String> = restoring
+            .iter()
+            .map(
+                |p| match state.partitions.status(Partition(*p)).restore_progress() {
+                    Some(r) => format!("{p} at {:.0} %", r * 100.0),
+                    None => p.to_string(),
+                },
+            )
+            .collect();
+        return Err(format!(
+            "partitions [{}] are not restored yet",
+            each.join(", ")
+        ));
     }
     Ok(())
 }
@@ -476,6 +491,13 @@ pub async fn status(
         backend: s.about.backend.to_owned(),
         partitions: s.count().get(),
         partitioner: s.ingest.partitioner().to_string(),
+        rebalances: group
+            .is_some()
+            .then(|| s.metrics.rebalances.with_label_values(&["assign"]).get()),
+        last_rebalance_seconds_ago: match s.metrics.last_rebalance.get() {
+            0 => None,
+            at => Some(((crate::log::now_millis() / 1000 - at).max(0)) as f64),
+        },
         group,
         group_protocol,
         ready: ready.is_ok(),

@@ -255,18 +255,28 @@ impl Owner<'_> {
             .with_label_values(&[&p.to_string()]);
         progress.set(0.0);
         status.restore_started(driver.restore_size().unwrap_or(0));
+        let stall_at = restore_fail_point(p);
         let mut read = 0u64;
         driver.restore(&mut |r| {
             fold(&mut reader, r);
             read += 1;
-            if read.is_multiple_of(4096) {
-                status.restore_read(read);
+            let stall = stall_at == Some(r.offset);
+            if read.is_multiple_of(4096) || stall {
+                status.restore_read(r.offset.next().unwrap_or(r.offset).0);
                 if let Some(ratio) = status.restore_progress() {
                     progress.set(ratio);
                 }
             }
+            if stall {
+                warn!(
+                    partition = p.0,
+                    offset = r.offset.0,
+                    "fail point ORDO_FAIL_POINT: stalling the restore"
+                );
+                std::thread::sleep(pipeline::STALL);
+            }
         })?;
-        status.restore_read(read);
+        status.restore_read(u64::MAX);
         progress.set(1.0);
         let marker = driver.begin_epoch(&reader)?;
         let ours = driver.settle(&marker, &mut |r| fold(&mut reader, r))?;
@@ -378,18 +388,30 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// `ORDO_FAIL_POINT=stall@P:O` makes it stall for [`pipeline::STALL`] right after submitting
 /// that batch, its effects in flight (a zombie, once the process is also stopped).
 fn fail_point(p: Partition) -> Option<pipeline::FailPoint> {
+    let (kind, offset) = fail_point_spec(p)?;
+    match kind.as_str() {
+        "panic" => Some(pipeline::FailPoint::Panic(offset)),
+        "stall" => Some(pipeline::FailPoint::Stall(offset)),
+        _ => None,
+    }
+}
+
+/// `ORDO_FAIL_POINT=stall-restore@P:O`: the owner of partition P stalls for
+/// [`pipeline::STALL`] once its restore has read the changelog record at offset O (the status
+/// page's restore progress, seen part way).
+fn restore_fail_point(p: Partition) -> Option<Offset> {
+    fail_point_spec(p).and_then(|(kind, offset)| (kind == "stall-restore").then_some(offset))
+}
+
+/// `ORDO_FAIL_POINT`'s kind and offset, when it names partition `p`.
+fn fail_point_spec(p: Partition) -> Option<(String, Offset)> {
     let spec = std::env::var("ORDO_FAIL_POINT").ok()?;
     let (kind, at) = spec.split_once('@')?;
     let (partition, offset) = at.split_once(':')?;
     if partition.parse::<u32>().ok()? != p.0 {
         return None;
     }
-    let offset = Offset(offset.parse().ok()?);
-    match kind {
-        "panic" => Some(pipeline::FailPoint::Panic(offset)),
-        "stall" => Some(pipeline::FailPoint::Stall(offset)),
-        _ => None,
-    }
+    Some((kind.to_owned(), Offset(offset.parse().ok()?)))
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 // Kafka test with two members); exits non-zero with a line naming what failed.
 //
 //   node status_page.mjs --url http://127.0.0.1:PORT --partitions N --owners A[,B]
-//        [--produce K] [--screenshot FILE]
+//        [--produce K] [--screenshot FILE] [--header "name,name"]
+//
+// --header names header items that must show (a value beside each name).
 //
 // --produce K posts K reservations through the member's own API (one of them with a
 // reservation number holding a <script> tag), expects some partition's lag to rise above 0
@@ -56,6 +58,11 @@ try {
   // Each owner links to that member's own page.
   const links = await page.$$eval("#partitions tbody td.owner a", (as) => as.map((a) => a.getAttribute("href")));
   if (owners.length > 1 && links.length !== n) fail("owner links " + JSON.stringify(links) + ", expected one per partition");
+  const shown = await page.$$eval("#header dt", (dts) => dts.map((dt) => [dt.textContent, dt.nextElementSibling && dt.nextElementSibling.textContent]));
+  for (const name of (args.header || "").split(",").filter(Boolean)) {
+    const item = shown.find(([k]) => k === name);
+    if (!item || !item[1]) fail("the header shows no " + name + ": " + JSON.stringify(shown));
+  }
   const seen = new Set((await rows()).map((r) => r.partition));
   for (let p = 0; p < n; p++) if (!seen.has(p)) fail("partition " + p + " is missing from the table");
 

@@ -525,3 +525,32 @@ pub fn processed(d: &Path, partitions: &str, events: &str) {
     generated(d, partitions, events);
     ok(&["run", "--data-dir", s(d), "--until-idle", "--no-http"]);
 }
+
+/// Waits until partition 0 of `member` reports a restore part way, and checks that its status
+/// row, `/readyz` and the metric agree.
+pub fn assert_restore_held(member: &Running) {
+    let progress = wait_for(
+        "partition 0's restore progress",
+        Duration::from_secs(60),
+        || {
+            let (_, status) = member.get("/v1/status?scope=local");
+            let status = json(&status);
+            let row = &status["rows"][0];
+            // 0 until the restore's first report.
+            (row["state"] == "restoring")
+                .then(|| row["restore_progress"].as_f64())
+                .flatten()
+                .filter(|p| *p > 0.0)
+        },
+    );
+    assert!(progress < 1.0, "{progress}");
+    let (code, ready) = member.get("/readyz");
+    assert_eq!(code, 503, "{ready}");
+    let percent = format!("0 at {:.0} %", progress * 100.0);
+    assert!(ready.contains(&percent), "{ready} lacks {percent}");
+    let gauge = member.metric_sum("ordo_restore_progress_ratio", "partition=\"0\"");
+    assert!(
+        (gauge - progress).abs() < 1e-9,
+        "{gauge} against {progress}"
+    );
+}

@@ -14,6 +14,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use super::config::{
     Closing, KafkaLogError, KafkaOptions, kafka, log_client_error, log_client_message,
 };
+use super::ids::kafka_partition;
 use crate::core::record::NewRecord;
 use crate::core::{Offset, Partition};
 
@@ -179,6 +180,18 @@ impl KafkaProducer {
         Ok(KafkaProducer {
             inner: Closing::new(inner),
         })
+    }
+
+    /// Where `topic`/`partition` ends (its high watermark), asked of its leader through this
+    /// producer's connections, or `None` if it does not answer within `limit`. An estimate of
+    /// a read's end, for progress: some brokers (tansu 0.6) report less than the end.
+    pub fn end_offset(&self, topic: &str, partition: Partition, limit: Duration) -> Option<Offset> {
+        let (_, high) = self
+            .inner
+            .client()
+            .fetch_watermarks(topic, kafka_partition(partition), limit)
+            .ok()?;
+        u64::try_from(high).ok().map(Offset)
     }
 
     /// Sends every record to its explicit partition and waits until all are acknowledged;

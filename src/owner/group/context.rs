@@ -41,6 +41,7 @@ impl ConsumerContext for MemberContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 let started = std::time::Instant::now();
+                self.member.rebalanced();
                 self.member
                     .metrics
                     .rebalances
@@ -63,6 +64,7 @@ impl ConsumerContext for MemberContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let started = std::time::Instant::now();
+            self.member.rebalanced();
             let _timed = Observe(
                 self.member
                     .metrics

@@ -142,6 +142,18 @@ impl Driver for KafkaDriver<'_> {
         ))
     }
 
+    fn restore_size(&mut self) -> Option<u64> {
+        // One ListOffsets round, bounded: the restore waits for it.
+        self.member
+            .producer
+            .end_offset(
+                &self.member.state_topic,
+                self.partition,
+                Duration::from_millis(500),
+            )
+            .map(|end| end.0)
+    }
+
     fn begin_epoch(&mut self, reader: &Reader) -> Result<EpochMarker, KafkaLogError> {
         // Resume after what the changelog proves applied, never after the group's committed
         // offset alone: a former owner that went on after a newer one took over (a broker

@@ -173,6 +173,13 @@ impl Member {
         Ok(())
     }
 
+    /// Notes the time of a rebalance callback (`ordo_last_rebalance_timestamp_seconds`).
+    fn rebalanced(&self) {
+        self.metrics
+            .last_rebalance
+            .set(crate::log::now_millis() / 1000);
+    }
+
     /// Reads the changelog of newly assigned partitions through the member's one restore
     /// reader, handing each owner its records (on a thread: the rebalance callback returns at
     /// once).
