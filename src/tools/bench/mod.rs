@@ -5,6 +5,7 @@
 //! * `restore`: write N state records to a changelog, restore them as `ordo run` does (one
 //!   thread per partition), and report the time and the process's resident memory.
 
+pub mod idle;
 pub mod latency;
 pub mod members;
 pub mod peer;
@@ -107,7 +108,9 @@ pub struct Restore {
     pub rss_after: u64,
 }
 
-/// Writes `entries` state records over `n` changelog partitions, then restores them.
+/// Writes `entries` state records over `n` changelog partitions, each the effect of an input
+/// record of its partition (an owner refuses a changelog that claims input past the input's
+/// end), then restores them.
 pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
     let dir = tempfile::tempdir()?;
     let log = EmbeddedLog::open(
@@ -119,9 +122,22 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
         },
     )?;
     let mut batch = Vec::with_capacity(50_000);
+    let mut input = Vec::with_capacity(50_000);
+    let mut next = vec![0u64; n.get() as usize];
     for i in 0..entries {
         let no = ReservationNo(compact_str::format_compact!("R-{i:09}"));
         let p = Partitioner::AbsHashModN.partition(no.as_str(), n);
+        let source = next[p.0 as usize];
+        next[p.0 as usize] += 1;
+        input.push((
+            p,
+            NewRecord {
+                key: no.as_str().as_bytes().to_vec(),
+                value: Vec::new(),
+                timestamp: 0,
+                headers: Vec::new(),
+            },
+        ));
         let stored = Stored {
             entity: Entity {
                 user_id: compact_str::format_compact!("user-{}", i % 50_000),
@@ -133,7 +149,7 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
                     compact_str::format_compact!("evt-{}", 2 * i + 1),
                 ]),
             },
-            source_offset: crate::core::Offset(i),
+            source_offset: crate::core::Offset(source),
             epoch: Epoch(1),
         };
         let value = StateRecord::new(no.clone(), p, &stored).to_json();
@@ -147,9 +163,11 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
             },
         ));
         if batch.len() == 50_000 {
+            log.append(Role::Events, std::mem::take(&mut input))?;
             log.append(Role::State, std::mem::take(&mut batch))?;
         }
     }
+    log.append(Role::Events, input)?;
     log.append(Role::State, batch)?;
     // Reopen, as a restarting `ordo run` would: the writer's cache is not part of the figure.
     drop(log);
@@ -576,4 +594,18 @@ fn fill(
         left -= take;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The restore benchmark restores every entry it wrote (an owner that refused its
+    /// changelog would make it an error).
+    #[test]
+    fn the_restore_benchmark_restores_every_entry() {
+        let r = restore(3_000, PartitionCount::new(3).unwrap()).expect("the benchmark runs");
+        assert_eq!((r.entries, r.partitions), (3_000, 3));
+        assert!(r.rss_after > 0);
+    }
 }
