@@ -449,6 +449,32 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 )?;
             }
         }
+        BenchWhat::Idle { partitions } => {
+            let counts = partitions
+                .iter()
+                .map(|n| count(*n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let figures = bench::idle::idle(&counts)?;
+            for f in &figures {
+                let first = &figures[0];
+                let marginal = (f.partitions > first.partitions).then(|| {
+                    (f.rss.saturating_sub(first.rss)) as f64
+                        / f64::from(f.partitions - first.partitions)
+                });
+                writeln!(
+                    out,
+                    "idle: N = {:>4}: RSS {:>6.1} MiB, {:>4} threads{}",
+                    f.partitions,
+                    f.rss as f64 / (1 << 20) as f64,
+                    f.threads,
+                    marginal.map_or(String::new(), |m| format!(
+                        "; {:.2} MiB per partition above N = {}",
+                        m / (1 << 20) as f64,
+                        first.partitions
+                    )),
+                )?;
+            }
+        }
         BenchWhat::Restore {
             entries,
             partitions,

@@ -46,24 +46,30 @@ pub struct Members {
 }
 
 /// A member started as a child process.
-struct Member {
-    child: Child,
+pub(super) struct Member {
+    pub(super) child: Child,
     addr: SocketAddr,
 }
 
 impl Member {
     fn start(kafka: &KafkaOptions, group: &str, n: PartitionCount) -> Result<Member, BenchError> {
-        let exe = std::env::current_exe()?;
-        let mut cmd = Command::new(exe);
+        let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["run", "--brokers", &kafka.brokers, "--group", group])
             .args(["--topic-prefix", &kafka.topic_prefix])
-            .args(["--partitions", &n.to_string(), "--http", "127.0.0.1:0"])
-            .env("ORDO_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .args(["--partitions", &n.to_string()]);
         for (k, v) in &kafka.properties {
             cmd.arg("-X").arg(format!("{k}={v}"));
         }
+        Member::spawn(cmd)
+    }
+
+    /// Starts `cmd` (an `ordo run …`) with HTTP on a free loopback port, and waits for it to
+    /// listen.
+    pub(super) fn spawn(mut cmd: Command) -> Result<Member, BenchError> {
+        cmd.args(["--http", "127.0.0.1:0"])
+            .env("ORDO_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn()?;
         let stderr = child.stderr.take().expect("piped");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -85,7 +91,7 @@ impl Member {
         Ok(Member { child, addr })
     }
 
-    fn get(&self, path: &str) -> Result<(u16, String), BenchError> {
+    pub(super) fn get(&self, path: &str) -> Result<(u16, String), BenchError> {
         Ok(Client::connect(self.addr)?.request("GET", path, "")?)
     }
 }
