@@ -581,3 +581,28 @@ fn plan_values_are_values_the_chart_accepts() {
         assert!(!k.starts_with(' '), "nested: {k}");
     }
 }
+
+/// An idle partition costs what its thread holds: `ordo bench idle` at N = 2 and N = 128
+/// shows well under 1 MiB per partition more (3.5 MiB while transparent huge pages backed each
+/// thread's first allocator pages).
+#[test]
+fn an_idle_partition_costs_well_under_a_mib() {
+    let out = ok(&["bench", "idle", "--partitions", "2,128"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let per: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.split("; ")
+                .nth(1)?
+                .split(" MiB per partition")
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no per-partition figure in {text}"));
+    assert!(per < 1.0, "{per} MiB per idle partition:\n{text}");
+    assert!(
+        text.contains("N =  128") && text.contains("131 threads"),
+        "{text}"
+    );
+}
