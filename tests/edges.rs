@@ -481,6 +481,12 @@ fn a_bad_flag_is_one_line_naming_the_help_and_exit_2() {
             "unrecognized subcommand 'nonsense'",
             "ordo --help",
         ),
+        // `--group` is offered only where a group matters (`run`, `repartition`).
+        (
+            vec!["state", "--group", "g"],
+            "unexpected argument '--group' found",
+            "ordo state --help",
+        ),
     ] {
         let out = ordo().args(&args).run_bounded();
         assert_eq!(out.status.code(), Some(2), "{args:?}");

@@ -194,6 +194,9 @@ pub struct RepartitionArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// On Kafka: the consumer group of `ordo run`, whose committed offsets a rebuild moves.
+    #[arg(long, env = "ORDO_GROUP", default_value = DEFAULT_GROUP)]
+    pub group: String,
     /// On Kafka: how keys map to partitions [default: abs-hash-mod-n].
     #[arg(long, env = "ORDO_PARTITIONER", value_parser = partitioner_parser())]
     pub partitioner: Option<Partitioner>,
@@ -348,9 +351,6 @@ pub struct KafkaArgs {
     /// Kafka bootstrap servers `host:port,...`; switches from the embedded log to Kafka.
     #[arg(long, env = "ORDO_BROKERS")]
     pub brokers: Option<String>,
-    /// Consumer group of `ordo run`.
-    #[arg(long, env = "ORDO_GROUP", default_value = DEFAULT_GROUP)]
-    pub group: String,
     /// A librdkafka property `key=value`, repeatable (as kcat's -X): security, timeouts, …
     #[arg(
         short = 'X',
@@ -394,6 +394,9 @@ pub struct RunArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// On Kafka: the consumer group the members share.
+    #[arg(long, env = "ORDO_GROUP", default_value = DEFAULT_GROUP)]
+    pub group: String,
     #[command(flatten)]
     pub topology: TopologyArgs,
     /// HTTP listen address: `HOST:PORT` (a name such as `localhost` is resolved), `:PORT` for

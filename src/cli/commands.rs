@@ -98,7 +98,7 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
         a.topology.partitioner,
         Access::Create,
     )?
-    .with_member(a.instance_id.clone(), a.group_protocol)
+    .with_member(&a.group, a.instance_id.clone(), a.group_protocol)
     .open()?;
     say_created(&logs, a.topology.count()?.is_none());
     let n = logs.partitions();

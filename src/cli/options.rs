@@ -156,7 +156,6 @@ impl KafkaArgs {
             })
             .collect::<Result<_, Error>>()?;
         Ok(Some(KafkaOptions {
-            group: self.group.clone(),
             properties,
             partitioner: partitioner.unwrap_or_default(),
             topic_prefix: self.topic_prefix.clone(),
@@ -259,7 +258,6 @@ mod tests {
         // A bad -X names the key, never what follows it.
         let args = KafkaArgs {
             brokers: Some("127.0.0.1:1".into()),
-            group: "g".into(),
             properties: vec!["sasl.password".into()],
             topic_prefix: String::new(),
         };

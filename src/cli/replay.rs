@@ -237,7 +237,10 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
     };
     // The two strategies: topics rebuilt on Kafka, the data dir moved on the embedded log.
     let dir = match deployment(&a.kafka, &a.store, None, a.partitioner, Access::Write)? {
-        Deployment::Kafka { options, .. } => return repartition_kafka(&options, to, &a),
+        Deployment::Kafka { mut options, .. } => {
+            options.group = a.group.clone();
+            return repartition_kafka(&options, to, &a);
+        }
         Deployment::Embedded { dir, .. } => dir,
     };
     let dir = &dir;

@@ -101,10 +101,16 @@ impl Deployment {
         }
     }
 
-    /// A member of a Kafka group: its static instance id and group protocol (nothing on the
+    /// A member of a Kafka group: the group, its static instance id and group protocol (nothing on the
     /// embedded log, which has one process).
-    pub fn with_member(mut self, instance_id: Option<String>, protocol: GroupProtocol) -> Self {
+    pub fn with_member(
+        mut self,
+        group: &str,
+        instance_id: Option<String>,
+        protocol: GroupProtocol,
+    ) -> Self {
         if let Deployment::Kafka { options, .. } = &mut self {
+            options.group = group.to_owned();
             options.instance_id = instance_id.filter(|id| !id.is_empty());
             options.group_protocol = protocol;
         }
