@@ -306,3 +306,24 @@ fn a_restore_held_part_way_shows_its_progress() {
         "{status}"
     );
 }
+
+/// `ordo run` against a cluster without ordo's topics is refused at once, naming the command
+/// that creates them (exit 2), as `produce`, `state`, `export` and `replay` are; before, it
+/// waited out librdkafka's 30 s of metadata propagation and ended with a bare
+/// UnknownTopicOrPartition, exit 1.
+#[test]
+fn run_without_topics_names_topics_apply() {
+    let broker = Broker::start();
+    let t0 = Instant::now();
+    let out = broker.run(&["run", "--until-idle", "--no-http"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("ordo: error: topic ")
+            && last.contains("does not exist")
+            && last.contains("ordo topics apply"),
+        "{last} (after {:?})",
+        t0.elapsed()
+    );
+}

@@ -74,8 +74,18 @@ impl Deployment {
             Deployment::Kafka { options, n } => match kafka::input_partitions(&options, n) {
                 Ok(n) => Ok(Logs::Kafka { options, n }),
                 // Topics that do not match N may be a change of N under way: say that first.
+                // With no input topic and no `reservation-owners` either, ordo never set this
+                // cluster up: say so at once (a read of the missing owners topic would wait
+                // out librdkafka's 30 s of metadata propagation, then fail bare).
                 Err(e) => {
-                    kafka::check_no_repartition(&options)?;
+                    let never_set_up = matches!(e, KafkaLogError::MissingTopic { .. })
+                        && matches!(
+                            kafka::topic_partitions(&options, Role::Owners),
+                            Err(KafkaLogError::MissingTopic { .. })
+                        );
+                    if !never_set_up {
+                        kafka::check_no_repartition(&options)?;
+                    }
                     Err(e.into())
                 }
             },
