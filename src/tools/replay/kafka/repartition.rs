@@ -260,8 +260,12 @@ pub fn apply(
     let mut plan = plan;
     loop {
         match record.phase {
-            Phase::Copying => copy_to_staging(opts, from, total(&plan), changelog.take())?,
-            Phase::Copied => plan = rebuild_topics(opts, &record, plan)?,
+            Phase::Copying => {
+                // The changelog already read serves the first attempt; another reads it again.
+                let mut read = changelog.take();
+                over_again(|| copy_to_staging(opts, from, total(&plan), read.take()))?
+            }
+            Phase::Copied => plan = over_again(|| rebuild_topics(opts, &record, plan.clone()))?,
             Phase::Rebuilt => {
                 let names: Vec<String> = ROLES.iter().map(|r| staging(opts, *r)).collect();
                 delete_topics(opts, &names)?;
@@ -289,6 +293,30 @@ pub fn apply(
     }
     producer.flush();
     Ok(Outcome::Done { plan, resumed_at })
+}
+
+/// How often a phase that recreates topics is started over after a record landed out of place.
+const ATTEMPTS: u32 = 3;
+
+/// Runs a phase that deletes its topics, creates them again and writes them from sources it
+/// leaves intact (so running it again is what a rerun of the command does), starting it over
+/// when a record landed where it should not: seen once on Apache Kafka 4.4 under load, right
+/// after the topics were created again.
+fn over_again<T>(
+    mut phase: impl FnMut() -> Result<T, KafkaToolError>,
+) -> Result<T, KafkaToolError> {
+    let mut attempt = 1;
+    loop {
+        match phase() {
+            Err(KafkaToolError::Log(crate::log::LogsError::Kafka(
+                e @ crate::log::kafka::KafkaLogError::Misplaced { .. },
+            ))) if attempt < ATTEMPTS => {
+                tracing::warn!(error = %e, attempt, "repartition: starting the phase over");
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Records a phase copies, when known.
@@ -615,5 +643,49 @@ fn take_staged_offset(r: &mut Record) -> u64 {
     match at {
         Some(i) => r.headers.remove(i).1.parse().unwrap_or(r.offset.0),
         None => r.offset.0,
+    }
+}
+
+#[cfg(test)]
+mod over_again_tests {
+    use super::*;
+    use crate::log::kafka::KafkaLogError;
+
+    fn misplaced() -> KafkaToolError {
+        KafkaLogError::Misplaced {
+            landed: 0,
+            expected: 1,
+        }
+        .into()
+    }
+
+    /// A phase is started over after a record landed out of place, at most `ATTEMPTS` times in
+    /// all; any other error ends it at once.
+    #[test]
+    fn a_misplaced_record_starts_the_phase_over_a_bounded_number_of_times() {
+        let mut runs = 0;
+        let r = over_again(|| {
+            runs += 1;
+            if runs < ATTEMPTS {
+                Err(misplaced())
+            } else {
+                Ok(runs)
+            }
+        });
+        assert_eq!(r.unwrap(), ATTEMPTS);
+        let mut runs = 0;
+        let r: Result<(), _> = over_again(|| {
+            runs += 1;
+            Err(misplaced())
+        });
+        assert!(matches!(r, Err(KafkaToolError::Log(_))));
+        assert_eq!(runs, ATTEMPTS);
+        let mut runs = 0;
+        let r: Result<(), _> = over_again(|| {
+            runs += 1;
+            Err(KafkaToolError::Check("no".into()))
+        });
+        assert!(matches!(r, Err(KafkaToolError::Check(_))));
+        assert_eq!(runs, 1);
     }
 }
