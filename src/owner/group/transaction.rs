@@ -8,11 +8,21 @@
 //! become durable (the input is idle, the in-flight bounds are reached, or it has been open
 //! for the commit interval). The commit carries the batches' state records and dead letters,
 //! one position mark for the last of them, and the group's input offset.
+//!
+//! A transaction begins at least [`TRANSACTION_GAP`] after the last commit returned. The
+//! broker answers the commit before it has written the transaction's markers, and until it has,
+//! it refuses to add partitions to the next transaction (`CONCURRENT_TRANSACTIONS`); librdkafka
+//! then retries after a fixed 20 ms. Waiting the remainder of 3 ms instead cut those refusals
+//! by about 10 times on Apache Kafka 4.4, and the p99 latency at 20 000 events/s from 73–119 ms
+//! to 47–59 ms (README, exactly-once).
 
 use std::time::{Duration, Instant};
 
 use crate::core::Offset;
 use crate::log::kafka::{KafkaLogError, KafkaProducer, Outgoing, Pending, delivery_in_transaction};
+
+/// How long after a commit returned the next transaction begins, at least.
+const TRANSACTION_GAP: Duration = Duration::from_millis(3);
 
 /// The open transaction.
 struct Open {
@@ -32,6 +42,8 @@ pub(super) struct Transactions {
     open: Option<Open>,
     /// Batches of committed transactions the owner has not completed yet.
     durable: usize,
+    /// When the last commit returned.
+    committed: Option<Instant>,
 }
 
 /// What the commit of an open transaction adds to it: the position mark after its last batch
@@ -54,6 +66,7 @@ impl Transactions {
             interval,
             open: None,
             durable: 0,
+            committed: None,
         })
     }
 
@@ -79,6 +92,12 @@ impl Transactions {
         let open = match &mut self.open {
             Some(open) => open,
             None => {
+                if let Some(wait) = self
+                    .committed
+                    .and_then(|at| TRANSACTION_GAP.checked_sub(at.elapsed()))
+                {
+                    std::thread::sleep(wait);
+                }
                 self.producer.begin()?;
                 self.open.insert(Open {
                     began: Instant::now(),
@@ -118,6 +137,7 @@ impl Transactions {
         open_sends_ok(&mut self.producer, open.sends, &mark)?;
         self.producer
             .commit(&closing.offsets(open.next), closing.group())?;
+        self.committed = Some(Instant::now());
         self.durable = open.batches - 1;
         Ok(())
     }
