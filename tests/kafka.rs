@@ -33,45 +33,7 @@ fn topics_produce_run_state_give_the_spec_states() {
         fixture.join("input.ndjson").to_str().unwrap(),
     ]);
     broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
-    let got: Vec<serde_json::Value> = broker
-        .state()
-        .values()
-        .map(|v| {
-            serde_json::json!({
-                "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
-                "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
-            })
-        })
-        .collect();
-    let want: Vec<serde_json::Value> = std::fs::read_to_string(fixture.join("expected.ndjson"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(got, want);
-    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-    for p in 0..4 {
-        read_to_end(
-            &broker.options(),
-            &broker.topic(Role::DeadLetters),
-            Partition(p),
-            |r| {
-                let reason = r
-                    .headers
-                    .iter()
-                    .find(|(k, _)| k == headers::REASON)
-                    .unwrap()
-                    .1
-                    .clone();
-                *reasons.entry(reason).or_default() += 1;
-            },
-        )
-        .unwrap();
-    }
-    let want: BTreeMap<String, u64> =
-        serde_json::from_str(&std::fs::read_to_string(fixture.join("dead_letters.json")).unwrap())
-            .unwrap();
-    assert_eq!(reasons, want);
+    assert_spec_outcome(&broker, &fixture);
     // The reference model over the same input agrees too, dead letter by dead letter.
     oracle::assert_exact(&broker, 4);
 }
@@ -326,4 +288,106 @@ fn run_without_topics_names_topics_apply() {
         "{last} (after {:?})",
         t0.elapsed()
     );
+}
+
+/// The states and dead-letter reasons of the SPEC fixture, as `ordo state` and a plain read of
+/// the dead-letter topic give them.
+fn assert_spec_outcome(broker: &Broker, fixture: &Path) {
+    let got: Vec<serde_json::Value> = broker
+        .state()
+        .values()
+        .map(|v| {
+            serde_json::json!({
+                "reservation_no": v["reservation_no"], "user_id": v["user_id"], "state": v["state"],
+                "target": v["target"], "version": v["version"], "applied_event_ids": v["applied_event_ids"],
+            })
+        })
+        .collect();
+    let want: Vec<serde_json::Value> = std::fs::read_to_string(fixture.join("expected.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for p in 0..4 {
+        read_to_end(
+            &broker.options(),
+            &broker.topic(Role::DeadLetters),
+            Partition(p),
+            |r| {
+                let reason = r
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == headers::REASON)
+                    .unwrap()
+                    .1
+                    .clone();
+                *reasons.entry(reason).or_default() += 1;
+            },
+        )
+        .unwrap();
+    }
+    let want: BTreeMap<String, u64> =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("dead_letters.json")).unwrap())
+            .unwrap();
+    assert_eq!(reasons, want);
+}
+
+#[test]
+fn the_partitioner_is_recorded_with_the_topics_and_another_one_is_refused() {
+    let broker = Broker::start();
+    broker.ok(&[
+        "topics",
+        "apply",
+        "--partitions",
+        "4",
+        "--partitioner",
+        "murmur2",
+    ]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spec");
+    let input = fixture.join("input.ndjson");
+    // Without --partitioner, produce and run adopt the recorded one.
+    broker.ok(&["produce", "--file", input.to_str().unwrap()]);
+    let refused = |args: &[&str]| {
+        let out = broker.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        let last = err.lines().last().unwrap_or_default().to_owned();
+        assert!(
+            last.starts_with("ordo: error: ")
+                && last.contains("partitioner murmur2")
+                && last.contains("pass --partitioner murmur2"),
+            "{args:?}: {last}"
+        );
+    };
+    let wrong = ["--partitioner", "abs-hash-mod-n"];
+    refused(&[&["run", "--until-idle", "--no-http"][..], &wrong].concat());
+    refused(&[&["produce", "--file", input.to_str().unwrap()][..], &wrong].concat());
+    refused(&[&["replay", "--diff"][..], &wrong].concat());
+    refused(&[&["topics", "apply", "--partitions", "4"][..], &wrong].concat());
+    // The refused produce appended nothing: the outcome is the fixture's, once.
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
+    assert_spec_outcome(&broker, &fixture);
+    // Every key was routed with murmur2: no dead letter says misrouted, and each state
+    // record sits in the partition murmur2 gives its key.
+    for p in 0..4 {
+        read_to_end(
+            &broker.options(),
+            &broker.topic(Role::State),
+            Partition(p),
+            |r| {
+                let key = String::from_utf8_lossy(&r.key).into_owned();
+                if !key.starts_with("__ordo.") {
+                    let n = ordo::core::PartitionCount::new(4).unwrap();
+                    assert_eq!(
+                        ordo::core::partitioner::Partitioner::Murmur2.partition(&key, n),
+                        Partition(p),
+                        "{key}"
+                    );
+                }
+            },
+        )
+        .unwrap();
+    }
 }

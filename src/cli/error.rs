@@ -165,6 +165,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::FixedPartitions { .. }
         | KafkaLogError::ConfigMismatch { .. }
         | KafkaLogError::RepartitionInProgress { .. }
+        | KafkaLogError::PartitionerMismatch { .. }
         | KafkaLogError::NoTransactions { .. }
         | KafkaLogError::Refused { .. } => true,
         KafkaLogError::Unreachable { .. }

@@ -212,7 +212,12 @@ pub fn deployment(
     access: Access,
 ) -> Result<Deployment, Error> {
     Ok(match kafka.options(partitioner)? {
-        Some(options) => Deployment::Kafka { options, n },
+        Some(options) => Deployment::Kafka {
+            options,
+            n,
+            partitioner,
+            writes: access != Access::Read,
+        },
         None => Deployment::Embedded {
             dir: store.data_dir.clone(),
             open: OpenOptions {

@@ -238,6 +238,8 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
     // The two strategies: topics rebuilt on Kafka, the data dir moved on the embedded log.
     let dir = match deployment(&a.kafka, &a.store, None, a.partitioner, Access::Write)? {
         Deployment::Kafka { mut options, .. } => {
+            // The move routes every key again: with the partitioner the topics were set up with.
+            crate::log::settle_partitioner(&mut options, a.partitioner, false)?;
             options.group = a.group.clone();
             return repartition_kafka(&options, to, &a);
         }

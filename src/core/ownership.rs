@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::ids::{Epoch, Offset, Partition, PartitionCount};
+use super::partitioner::Partitioner;
 
 /// One ownership record, keyed on the log by its partition number in decimal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,11 +153,44 @@ impl RepartitionRecord {
     }
 }
 
+/// Key of the layout record on `reservation-owners`: one key, so compaction keeps the latest.
+pub const LAYOUT_KEY: &str = "__ordo.layout";
+
+/// How a Kafka deployment routes keys, recorded by the first command that writes to it
+/// (`ordo topics apply`, a member, `ordo produce`): every later command with another
+/// `--partitioner` is refused, and one without `--partitioner` adopts it, as a data dir's
+/// stored partitioner is on the embedded log. N needs no record: it is the input topic's
+/// partition count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutRecord {
+    pub partitioner: Partitioner,
+    /// Who wrote it (host and process).
+    pub by: String,
+    /// Epoch milliseconds when the record was written.
+    pub ts: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LayoutWire {
+    layout: LayoutRecord,
+}
+
+impl LayoutRecord {
+    /// The record as JSON, wrapped so it cannot be mistaken for an ownership record.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&LayoutWire {
+            layout: self.clone(),
+        })
+        .expect("a layout record always serialises")
+    }
+}
+
 /// One record of `reservation-owners`, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OwnersEntry {
     Owner(OwnershipRecord),
     Repartition(RepartitionRecord),
+    Layout(LayoutRecord),
 }
 
 impl OwnersEntry {
@@ -165,6 +199,11 @@ impl OwnersEntry {
         if key == REPARTITION_KEY.as_bytes() {
             return serde_json::from_slice::<RepartitionWire>(value)
                 .map(|w| OwnersEntry::Repartition(w.repartition))
+                .map_err(|e| BadOwnership(e.to_string()));
+        }
+        if key == LAYOUT_KEY.as_bytes() {
+            return serde_json::from_slice::<LayoutWire>(value)
+                .map(|w| OwnersEntry::Layout(w.layout))
                 .map_err(|e| BadOwnership(e.to_string()));
         }
         OwnershipRecord::decode(value).map(OwnersEntry::Owner)
@@ -319,6 +358,28 @@ mod tests {
             OwnersEntry::decode(b"0", &owner.to_json()).unwrap(),
             OwnersEntry::Owner(owner)
         );
+    }
+
+    #[test]
+    fn a_layout_record_decodes_by_its_key_and_names_its_partitioner() {
+        let layout = LayoutRecord {
+            partitioner: Partitioner::Murmur2,
+            by: "host/1".into(),
+            ts: 3,
+        };
+        let json = layout.to_json();
+        assert_eq!(
+            String::from_utf8_lossy(&json),
+            r#"{"layout":{"partitioner":"murmur2","by":"host/1","ts":3}}"#
+        );
+        assert_eq!(
+            OwnersEntry::decode(LAYOUT_KEY.as_bytes(), &json).unwrap(),
+            OwnersEntry::Layout(layout)
+        );
+        // Neither an ownership record nor an unknown partitioner is a layout.
+        assert!(OwnersEntry::decode(b"0", &json).is_err());
+        let unknown = br#"{"layout":{"partitioner":"crc32","by":"h","ts":1}}"#;
+        assert!(OwnersEntry::decode(LAYOUT_KEY.as_bytes(), unknown).is_err());
     }
 
     #[test]

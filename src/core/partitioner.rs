@@ -8,8 +8,11 @@ use std::str::FromStr;
 
 pub use super::ids::{Partition, PartitionCount};
 
-/// How keys are mapped to partitions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// How keys are mapped to partitions; stored by its [`Partitioner::name`].
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum Partitioner {
     /// `|String.hashCode()| mod N`, equal to Java's `Math.abs(key.hashCode() % n)`.
     #[default]
@@ -62,6 +65,19 @@ impl Partitioner {
 impl fmt::Display for Partitioner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl From<Partitioner> for &'static str {
+    fn from(p: Partitioner) -> Self {
+        p.name()
+    }
+}
+
+impl TryFrom<String> for Partitioner {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
     }
 }
 

@@ -33,17 +33,21 @@ pub enum LogsError {
 pub enum Deployment {
     /// A data dir, and how to open it (N and partitioner, if given, checked against it).
     Embedded { dir: PathBuf, open: OpenOptions },
-    /// A Kafka cluster; N as given (`None`: the input topic's).
+    /// A Kafka cluster; N as given (`None`: the input topic's), the partitioner as given
+    /// (`None`: the recorded one), and whether the command writes (and so records the
+    /// partitioner where none is recorded yet).
     Kafka {
         options: KafkaOptions,
         n: Option<PartitionCount>,
+        partitioner: Option<Partitioner>,
+        writes: bool,
     },
 }
 
 impl Deployment {
     /// N and the partitioner the deployment has or will have, without creating anything: a
     /// data dir's own (or those asked for, or 1 and the default for a new one); on Kafka, the
-    /// input topic's N, checked against the one given.
+    /// input topic's N and the recorded partitioner, each checked against the one given.
     pub fn layout(&self) -> Result<(PartitionCount, Partitioner), LogsError> {
         match self {
             Deployment::Embedded { dir, open } => {
@@ -58,8 +62,16 @@ impl Deployment {
                     .unwrap_or_default();
                 Ok((n, partitioner))
             }
-            Deployment::Kafka { options, n } => {
-                Ok((kafka::input_partitions(options, *n)?, options.partitioner))
+            Deployment::Kafka {
+                options,
+                n,
+                partitioner,
+                ..
+            } => {
+                let n = kafka::input_partitions(options, *n)?;
+                let mut options = options.clone();
+                kafka::settle_partitioner(&mut options, *partitioner, false)?;
+                Ok((n, options.partitioner))
             }
         }
     }
@@ -71,8 +83,16 @@ impl Deployment {
             Deployment::Embedded { dir, open } => {
                 Ok(Logs::Embedded(Arc::new(EmbeddedLog::open(&dir, open)?)))
             }
-            Deployment::Kafka { options, n } => match kafka::input_partitions(&options, n) {
-                Ok(n) => Ok(Logs::Kafka { options, n }),
+            Deployment::Kafka {
+                mut options,
+                n,
+                partitioner,
+                writes,
+            } => match kafka::input_partitions(&options, n) {
+                Ok(n) => {
+                    kafka::settle_partitioner(&mut options, partitioner, writes)?;
+                    Ok(Logs::Kafka { options, n })
+                }
                 // Topics that do not match N may be a change of N under way: say that first.
                 // With no input topic and no `reservation-owners` either, ordo never set this
                 // cluster up: say so at once (a read of the missing owners topic would wait
@@ -104,9 +124,13 @@ impl Deployment {
                     ..open
                 },
             },
-            Deployment::Kafka { options, .. } => Deployment::Kafka {
+            Deployment::Kafka {
+                options, writes, ..
+            } => Deployment::Kafka {
                 options,
                 n: Some(n),
+                partitioner: Some(partitioner),
+                writes,
             },
         }
     }

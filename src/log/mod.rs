@@ -20,6 +20,7 @@ pub use embedded::{LogError, OpenOptions, opened as opened_store};
 pub use kafka::config::wait_for_closes;
 pub use kafka::{
     DEFAULT_GROUP, GroupProtocol, KafkaLogError, KafkaOptions, apply_topics, check_topics,
+    settle_partitioner,
 };
 pub use logs::{Deployment, Logs, LogsError};
 pub use offsets::{OffsetSpec, Start};

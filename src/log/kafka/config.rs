@@ -139,6 +139,15 @@ pub enum KafkaLogError {
         code: RDKafkaErrorCode,
     },
     #[error(
+        "the topics under prefix `{prefix}` route keys with partitioner {recorded}, but \
+         {requested} was asked for; pass --partitioner {recorded} (or leave it out)"
+    )]
+    PartitionerMismatch {
+        prefix: String,
+        recorded: crate::core::partitioner::Partitioner,
+        requested: crate::core::partitioner::Partitioner,
+    },
+    #[error(
         "a change of N from {from} to {to} is under way on this cluster (phase {phase}); finish it \
          with `ordo repartition --brokers ... --to-partitions {to} --apply`, then start the members \
          with N = {to}"

@@ -260,6 +260,7 @@ pub fn to_record<M: Message>(m: &M) -> Record {
 pub struct OwnersLog {
     pub owners: Vec<crate::core::ownership::OwnershipRecord>,
     pub repartition: Option<crate::core::ownership::RepartitionRecord>,
+    pub layout: Option<crate::core::ownership::LayoutRecord>,
 }
 
 /// Reads `reservation-owners` to its end (a record that is neither kind is logged and skipped).
@@ -273,6 +274,7 @@ pub fn read_owners(opts: &KafkaOptions) -> Result<OwnersLog, KafkaLogError> {
         |r| match OwnersEntry::decode(&r.key, &r.value) {
             Ok(OwnersEntry::Owner(o)) => log.owners.push(o),
             Ok(OwnersEntry::Repartition(rp)) => log.repartition = Some(rp),
+            Ok(OwnersEntry::Layout(l)) => log.layout = Some(l),
             Err(e) => {
                 tracing::warn!(offset = r.offset.0, error = %e, "skipping a bad record of reservation-owners")
             }
@@ -291,6 +293,62 @@ pub fn check_no_repartition(opts: &KafkaOptions) -> Result<(), KafkaLogError> {
             phase: format!("{:?}", r.phase).to_lowercase(),
         }),
         _ => Ok(()),
+    }
+}
+
+/// Settles the deployment's partitioner against the one recorded on `reservation-owners`:
+/// another `given` one is refused, none given adopts the recorded one, and with nothing
+/// recorded yet a command that writes (`record`) records `opts.partitioner`. A cluster
+/// without ordo's owners topic is left to the command's own missing-topic error.
+pub fn settle_partitioner(
+    opts: &mut KafkaOptions,
+    given: Option<crate::core::partitioner::Partitioner>,
+    record: bool,
+) -> Result<(), KafkaLogError> {
+    use crate::core::ownership::{LAYOUT_KEY, LayoutRecord};
+    if matches!(
+        super::admin::topic_partitions(opts, Role::Owners),
+        Err(KafkaLogError::MissingTopic { .. })
+    ) {
+        return Ok(());
+    }
+    match (given, read_owners(opts)?.layout) {
+        (Some(requested), Some(layout)) if requested != layout.partitioner => {
+            Err(KafkaLogError::PartitionerMismatch {
+                prefix: opts.topic_prefix.clone(),
+                recorded: layout.partitioner,
+                requested,
+            })
+        }
+        (_, Some(layout)) => {
+            opts.partitioner = layout.partitioner;
+            Ok(())
+        }
+        (_, None) if record => {
+            let layout = LayoutRecord {
+                partitioner: opts.partitioner,
+                by: format!(
+                    "{}/{}",
+                    std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned()),
+                    std::process::id()
+                ),
+                ts: crate::log::now_millis(),
+            };
+            let owners = opts.topic(Role::Owners);
+            super::producer::KafkaProducer::new(opts)?.send_all(&[super::producer::Outgoing {
+                topic: &owners,
+                partition: Partition(0),
+                record: crate::core::record::NewRecord {
+                    key: LAYOUT_KEY.as_bytes().to_vec(),
+                    value: layout.to_json(),
+                    timestamp: layout.ts,
+                    headers: Vec::new(),
+                },
+            }])?;
+            tracing::info!(partitioner = %opts.partitioner, "recorded the deployment's partitioner");
+            Ok(())
+        }
+        (_, None) => Ok(()),
     }
 }
 

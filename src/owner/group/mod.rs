@@ -582,7 +582,7 @@ fn follow_owners(
             Ok(OwnersEntry::Owner(record)) => {
                 shared.apply_ownership(record);
             }
-            Ok(OwnersEntry::Repartition(_)) => {}
+            Ok(OwnersEntry::Repartition(_) | OwnersEntry::Layout(_)) => {}
             Err(e) => warn!(offset = r.offset.0, error = %e, "skipping a bad ownership record"),
         },
         || shutdown.is_triggered(),
