@@ -39,6 +39,8 @@ pub struct RunOptions {
     /// The base URL other members reach this member's listener at (Kafka); default: `http://`
     /// and the bound address.
     pub advertise: Option<String>,
+    /// The bearer token the API requires (`--http-token-file`); `None`: none.
+    pub token: Option<http::auth::Token>,
 }
 
 impl Default for RunOptions {
@@ -49,6 +51,7 @@ impl Default for RunOptions {
             batch_size: DEFAULT_BATCH_SIZE,
             guarantee: owner::Guarantee::AtLeastOnce,
             advertise: None,
+            token: None,
         }
     }
 }
@@ -168,6 +171,7 @@ pub fn run(
                     member: owner::owner_id(),
                     advertise: None,
                     forwarder: None,
+                    token: opts.token.clone(),
                     shutdown: shutdown.clone(),
                     about: About::new("embedded", None),
                 }),
@@ -260,7 +264,8 @@ pub fn run(
                     metrics: metrics.clone(),
                     member: options.owner_id.clone(),
                     advertise,
-                    forwarder: Some(Forwarder::default()),
+                    forwarder: Some(Forwarder::new(opts.token.clone())),
+                    token: opts.token.clone(),
                     shutdown: shutdown.clone(),
                     about: About::new(
                         "kafka",

@@ -538,3 +538,87 @@ fn an_append_the_log_refuses_is_503_append_failed() {
     assert_eq!(run.get("/v1/reservations/R-1").0, 200);
     assert_eq!(run.get("/v1/reservations/R-3").0, 404);
 }
+
+#[test]
+fn with_a_token_file_only_requests_carrying_the_token_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "t0ken-of-this-deployment\n").unwrap();
+    let run = Running::start(&[
+        "--data-dir",
+        dir.path().join("d").to_str().unwrap(),
+        "--partitions",
+        "4",
+        "--http-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    // Probes, the scrape and the page's HTML stay open.
+    run.wait_ready();
+    for open in ["/healthz", "/readyz", "/metrics", "/"] {
+        assert_eq!(run.get(open).0, 200, "{open}");
+    }
+    let good = [("Authorization", "Bearer t0ken-of-this-deployment")];
+    let reservation = r#"{"event_id":"e-7","reservation_no":"R-7","user_id":"bob"}"#;
+    for bad in [
+        &[][..],
+        &[("Authorization", "Bearer t0ken-of-this-deploymen")][..],
+        &[("Authorization", "Bearer t0ken-of-this-deployment2")][..],
+        &[("Authorization", "Basic dDBrZW4=")][..],
+    ] {
+        for (method, path, body) in [
+            ("POST", "/v1/reservations", Some(reservation)),
+            ("GET", "/v1/reservations/R-7", None),
+            ("GET", "/v1/status", None),
+            ("GET", "/v1/owners", None),
+            ("GET", "/v1/no-such-route", None),
+        ] {
+            let (code, headers, body) = http_full(run.addr, method, path, body, bad);
+            assert_eq!(code, 401, "{method} {path} {bad:?}: {body}");
+            assert_eq!(json(&body)["error"], "unauthorized", "{body}");
+            assert_eq!(
+                headers.get("www-authenticate").map(String::as_str),
+                Some("Bearer")
+            );
+        }
+    }
+    // Nothing refused was appended; with the token the same requests are served.
+    let (code, r) = post(&run, "/v1/reservations", reservation, &good);
+    assert_eq!(code, 202, "{r}");
+    let token = r["token"].as_str().unwrap();
+    let (code, body) = http(
+        run.addr,
+        "GET",
+        &format!("/v1/reservations/R-7?after={token}&wait=5000"),
+        None,
+        &good,
+    );
+    assert_eq!(
+        (code, json(&body)["version"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    assert_eq!(http(run.addr, "GET", "/v1/status", None, &good).0, 200);
+    // The refused appends would be R-7's partition's earlier records, applied before the token's.
+    assert_eq!(
+        run.metric_sum("ordo_events_total", ""),
+        1.0,
+        "one event appended"
+    );
+
+    // A token file that cannot be used stops `run` before it starts, exit 2, one line.
+    std::fs::write(&token_file, "two words\n").unwrap();
+    let out = common::run(&[
+        "run",
+        "--data-dir",
+        dir.path().join("e").to_str().unwrap(),
+        "--http-token-file",
+        token_file.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--http-token-file") && !err.contains("two words"),
+        "{err}"
+    );
+}

@@ -1045,3 +1045,92 @@ fn each_members_status_page_shows_every_partition_and_both_owners() {
         );
     }
 }
+
+/// Two members sharing an API token (`--http-token-file`): every request needs it, and the
+/// members send it to each other, so forwarded queries, the fan-out of an association by user
+/// and the status page's cluster-wide rows all work across members.
+#[test]
+fn members_sharing_a_token_send_it_to_each_other() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "members-share-this\n").unwrap();
+    let flag = ["--http-token-file", file.to_str().unwrap()];
+    let g = group();
+    let a = broker.member(&g, &flag);
+    let b = broker.member(&g, &flag);
+    let auth = [("Authorization", "Bearer members-share-this")];
+    let get = |m: &Running, path: &str| http_full(m.addr, "GET", path, None, &auth);
+    let b_url = format!("http://{}", b.addr);
+    let table = wait_for(
+        "each member serving two partitions",
+        Duration::from_secs(60),
+        || {
+            let (code, _, body) = get(&a, "/v1/owners");
+            let v = json(&body);
+            let urls: Vec<Option<String>> = v["partitions"]
+                .as_array()?
+                .iter()
+                .map(|r| r["url"].as_str().map(str::to_owned))
+                .collect();
+            (code == 200
+                && urls.iter().all(Option::is_some)
+                && urls.iter().filter(|u| u.as_deref() == Some(&b_url)).count() == 2
+                && b.metric_sum("ordo_partitions_owned", "") == 2.0)
+                .then_some(urls)
+        },
+    );
+    let n = ordo::core::PartitionCount::new(4).unwrap();
+    let on_b = |k: &String| {
+        let p = Partitioner::AbsHashModN.partition(k, n).0 as usize;
+        table[p].as_deref() == Some(b_url.as_str())
+    };
+    let key = (0..).map(|i| format!("R-{i}")).find(on_b).unwrap();
+    // Reserved through A (appended by A), read on A (forwarded to B, with the token).
+    let body = format!(r#"{{"event_id":"e1","reservation_no":"{key}","user_id":"carol"}}"#);
+    let (code, r) = http(a.addr, "POST", "/v1/reservations", Some(&body), &auth);
+    assert_eq!(code, 202, "{r}");
+    let token = json(&r)["token"].as_str().unwrap().to_owned();
+    let path = format!("/v1/reservations/{key}?after={token}&wait=20000");
+    let (code, headers, body) = get(&a, &path);
+    assert_eq!(
+        (code, json(&body)["state"].as_str()),
+        (200, Some("reserved")),
+        "{body}"
+    );
+    let b_member = json(&get(&b, "/v1/status").2)["member"].clone();
+    assert_eq!(
+        headers.get("ordo-served-by").map(String::as_str),
+        b_member.as_str(),
+        "forwarded to B"
+    );
+    // The association by user fans out to B with the token and finds the reservation.
+    let (code, r) = http(
+        a.addr,
+        "POST",
+        "/v1/associations",
+        Some(r#"{"event_id":"e2","user_id":"carol","target":"tv-1"}"#),
+        &auth,
+    );
+    assert_eq!(
+        (code, json(&r)["reservation_no"].as_str()),
+        (202, Some(key.as_str())),
+        "{r}"
+    );
+    // A's status page has B's rows, fetched with the token: none unreachable.
+    let (code, _, body) = get(&a, "/v1/status");
+    assert_eq!(code, 200, "{body}");
+    let rows = json(&body)["rows"].as_array().unwrap().clone();
+    assert_eq!(rows.len(), 4, "{body}");
+    assert!(rows.iter().all(|r| r["state"] != "unreachable"), "{body}");
+    // Without the token, neither member answers, forwarded or not.
+    for m in [&a, &b] {
+        let (code, body) = m.get(&format!("/v1/reservations/{key}"));
+        assert_eq!(
+            (code, json(&body)["error"].as_str()),
+            (401, Some("unauthorized")),
+            "{body}"
+        );
+    }
+}

@@ -412,6 +412,11 @@ pub struct RunArgs {
     /// which must then be a concrete address].
     #[arg(long, env = "ORDO_ADVERTISE", value_name = "URL")]
     pub advertise: Option<String>,
+    /// A file holding the bearer token the HTTP API requires (one line; every member of a
+    /// deployment the same): all routes but `/healthz`, `/readyz`, `/metrics` and the status
+    /// page's HTML then answer `401` without `Authorization: Bearer <token>`.
+    #[arg(long, env = "ORDO_HTTP_TOKEN_FILE", value_name = "PATH")]
+    pub http_token_file: Option<std::path::PathBuf>,
     /// Exit once every partition has caught up with its input.
     #[arg(long, env = "ORDO_UNTIL_IDLE")]
     pub until_idle: bool,

@@ -86,6 +86,12 @@ pub fn run(a: RunArgs) -> Result<(), Error> {
             true => None,
             false => a.advertise.as_deref().map(advertised).transpose()?,
         },
+        token: a
+            .http_token_file
+            .as_deref()
+            .map(crate::http::auth::Token::from_file)
+            .transpose()
+            .map_err(|e| Error::usage(e.to_string()))?,
     };
     if let Some(n) = a.topology.count()? {
         // Before a data dir is created with an N that could never run.
@@ -503,9 +509,18 @@ pub fn topics(a: TopicsArgs) -> Result<(), Error> {
     let n = a.topology.count()?.ok_or_else(|| {
         Error::usage("no partition count; pass --containers C --servers S or --partitions N")
     })?;
+    let mut kafka = kafka;
     let lines = match a.action {
-        TopicsAction::Apply => log::apply_topics(&kafka, n)?,
-        TopicsAction::Check => log::check_topics(&kafka, n)?,
+        TopicsAction::Apply => {
+            let lines = log::apply_topics(&kafka, n)?;
+            // Recorded with the topics: every later command routes keys the same way.
+            log::settle_partitioner(&mut kafka, a.topology.partitioner, true)?;
+            lines
+        }
+        TopicsAction::Check => {
+            log::settle_partitioner(&mut kafka, a.topology.partitioner, false)?;
+            log::check_topics(&kafka, n)?
+        }
     };
     let mut out = io::stdout().lock();
     for l in lines {

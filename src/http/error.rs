@@ -45,6 +45,10 @@ pub enum ApiError {
     /// 400 `bad_body`: the body could not be read.
     #[error("{0}")]
     BadBody(String),
+    /// 401 `unauthorized`: the member requires a bearer token and the request has no valid
+    /// one.
+    #[error("{0}")]
+    Unauthorized(&'static str),
     /// 408 `request_timeout`: the body did not arrive in time.
     #[error("the request body did not arrive within {} s; send it whole", super::BODY_READ_TIMEOUT.as_secs())]
     BodyTimeout,
@@ -122,6 +126,7 @@ impl ApiError {
             | Self::InvalidQuery(_)
             | Self::InvalidPath(_)
             | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Ambiguous(_) => StatusCode::CONFLICT,
@@ -149,6 +154,7 @@ impl ApiError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidPath(_) => "invalid_path",
             Self::BadBody(_) => "bad_body",
+            Self::Unauthorized(_) => "unauthorized",
             Self::TooLarge => "too_large",
             Self::BodyTimeout => "request_timeout",
             Self::NoReservation(_) => "no_reservation",
@@ -182,6 +188,8 @@ impl IntoResponse for ApiError {
         let body = axum::Json(json!({"error": self.code(), "message": self.to_string()}));
         if status == StatusCode::SERVICE_UNAVAILABLE {
             (status, [(header::RETRY_AFTER, "1")], body).into_response()
+        } else if status == StatusCode::UNAUTHORIZED {
+            (status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
         } else {
             (status, body).into_response()
         }

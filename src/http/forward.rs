@@ -72,10 +72,19 @@ impl IntoResponse for Answer {
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<HttpConnector, Full<Bytes>>,
+    /// The deployment's bearer token, sent with every request to another member.
+    token: Option<super::auth::Token>,
 }
 
 impl Default for Forwarder {
     fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl Forwarder {
+    /// A client to the other members, sending `token` when the deployment has one.
+    pub fn new(token: Option<super::auth::Token>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
@@ -84,11 +93,10 @@ impl Default for Forwarder {
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(64)
                 .build(connector),
+            token,
         }
     }
-}
 
-impl Forwarder {
     /// `GET base + path_and_query` on the owner of `partition`, within `limit`; an owner that
     /// cannot be reached in time is `503 owner_unreachable`.
     pub async fn get(
@@ -105,8 +113,12 @@ impl Forwarder {
                 "the owner of partition {partition} at {base} did not answer: {detail}; retry"
             ))
         };
-        let request = Request::get(format!("{base}{path_and_query}"))
-            .header(FORWARDED, HeaderValue::from_static("1"))
+        let mut request = Request::get(format!("{base}{path_and_query}"))
+            .header(FORWARDED, HeaderValue::from_static("1"));
+        if let Some(token) = &self.token {
+            request = request.header(axum::http::header::AUTHORIZATION, token.header_value());
+        }
+        let request = request
             .body(Full::new(Bytes::new()))
             .map_err(|e| ApiError::Internal(e.into()))?;
         let exchange = async {

@@ -4,6 +4,7 @@
 //! HTTP reads what the partition owners publish ([`crate::view`]) and appends through the
 //! backend's [`Ingest`]; it never reaches into the owners themselves.
 
+pub mod auth;
 pub mod error;
 pub mod forward;
 pub mod ingest;
@@ -51,6 +52,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(limit_length))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .with_state(state)
 }
 
@@ -242,6 +244,7 @@ mod tests {
             forwarder: None,
             shutdown: Shutdown::new(),
             about: status::About::new("embedded", None),
+            token: None,
         });
         let err = readyz(State(state.clone())).await.unwrap_err();
         assert_eq!(

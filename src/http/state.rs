@@ -31,6 +31,8 @@ pub struct Served {
     pub shutdown: Shutdown,
     /// What the status page says of the member, and its samples.
     pub about: super::status::About,
+    /// The bearer token every request but the open routes needs (`--http-token-file`).
+    pub token: Option<super::auth::Token>,
 }
 
 /// Where a request for one partition is answered.

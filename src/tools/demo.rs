@@ -140,6 +140,7 @@ pub fn run(a: &DemoOptions, out: &mut dyn Write) -> Result<(), DemoError> {
             batch_size: DEFAULT_BATCH_SIZE,
             advertise: None,
             guarantee: Default::default(),
+            token: None,
         },
         metrics,
         Shutdown::new(),

@@ -273,3 +273,37 @@ def test_secret_properties_come_from_a_secret_and_never_reach_a_configmap():
     # A secret given as a plain property is refused, naming where it belongs.
     with pytest.raises(Exception, match="secretProperties"):
         render({"kafka": {"properties": {"sasl.password": "hunter2"}}})
+
+
+def test_the_api_token_comes_from_a_secret_mounted_as_a_file():
+    objects, _ = render({"http": {"tokenSecret": "ordo-api-token"}})
+    pod = one(objects, "StatefulSet")["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert env_of(container)["ORDO_HTTP_TOKEN_FILE"] == "/etc/ordo/http-token/token"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "http-token")
+    assert mount == {"name": "http-token", "mountPath": "/etc/ordo/http-token", "readOnly": True}
+    volume = next(v for v in pod["volumes"] if v["name"] == "http-token")
+    assert volume["secret"] == {"secretName": "ordo-api-token", "items": [{"key": "token", "path": "token"}]}
+    # The probes stay on routes the token does not guard.
+    assert {container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe", "livenessProbe")} <= {"/readyz", "/healthz"}
+    # Without it nothing is mounted and no flag is set.
+    objects, _ = render()
+    container = one(objects, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
+    assert "ORDO_HTTP_TOKEN_FILE" not in env_of(container)
+    assert all(m["name"] != "http-token" for m in container["volumeMounts"])
+
+
+def test_network_policy_admits_the_members_and_the_listed_peers_only():
+    objects, _ = render()
+    assert not [o for o in objects if o["kind"] == "NetworkPolicy"]
+    prometheus = {"podSelector": {"matchLabels": {"app": "prometheus"}}}
+    objects, _ = render({"networkPolicy": {"enabled": True, "from": [prometheus]}})
+    policy = one(objects, "NetworkPolicy")["spec"]
+    selector = one(objects, "StatefulSet")["spec"]["selector"]["matchLabels"]
+    assert policy["podSelector"] == {"matchLabels": selector}
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert rule["from"] == [{"podSelector": {"matchLabels": selector}}, prometheus]
+    with pytest.raises(Exception):
+        render({"networkPolicy": {"enabled": True, "form": []}})
