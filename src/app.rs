@@ -254,6 +254,7 @@ pub fn run(
                 until_idle: opts.until_idle,
                 advertise: advertise.clone(),
                 guarantee: opts.guarantee,
+                owners_key: opts.token.as_ref().map(http::auth::Token::owners_key),
                 ..Default::default()
             };
             let shell = Shell::start(

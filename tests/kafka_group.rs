@@ -892,6 +892,7 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
             url: Some(url),
             ts: 0,
             held: Some(true),
+            sig: None,
         };
         producer
             .send_all(&[ordo::log::kafka::Outgoing {
@@ -1133,4 +1134,112 @@ fn members_sharing_a_token_send_it_to_each_other() {
             "{body}"
         );
     }
+}
+
+/// With a deployment key (`--http-token-file`), an ownership record another producer wrote is
+/// ignored: unsigned, or signed with another key, it neither takes a partition from its owner
+/// nor sends a query (or the token) to the URL it names.
+#[test]
+fn with_a_token_forged_owner_records_move_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "members-share-this\n").unwrap();
+    let a = broker.member(&group(), &["--http-token-file", file.to_str().unwrap()]);
+    wait_for("A owns both partitions", Duration::from_secs(60), || {
+        (a.metric_sum("ordo_partitions_owned", "") == 2.0).then_some(())
+    });
+    // Where the forged records point: it counts who connects.
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server_url = format!("http://{}", server.local_addr().unwrap());
+    let connections = Arc::new(AtomicU64::new(0));
+    let counted = connections.clone();
+    std::thread::spawn(move || {
+        for stream in server.incoming() {
+            drop(stream);
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
+    let other_key = ordo::core::ownership::OwnersKey::new(b"a guess");
+    for p in [0u32, 1] {
+        let mut forged = ordo::core::ownership::OwnershipRecord {
+            partition: p,
+            epoch: ordo::core::Epoch(1000),
+            owner: "forged".into(),
+            url: Some(server_url.clone()),
+            ts: 0,
+            held: Some(true),
+            sig: None,
+        };
+        if p == 1 {
+            forged.sign(&other_key);
+        }
+        producer
+            .send_all(&[ordo::log::kafka::Outgoing {
+                topic: &broker.topic(Role::Owners),
+                partition: Partition(0),
+                record: ordo::core::record::NewRecord {
+                    key: forged.key().into_bytes(),
+                    value: forged.to_json(),
+                    timestamp: 0,
+                    headers: vec![],
+                },
+            }])
+            .unwrap();
+    }
+    let mut log = Vec::new();
+    wait_for(
+        "A to read both forged records",
+        Duration::from_secs(60),
+        || {
+            log.extend(a.stderr.try_iter());
+            (log.iter()
+                .filter(|l| l.contains("ignoring an ownership record not signed"))
+                .count()
+                == 2)
+                .then_some(())
+        },
+    );
+    // A still owns both, still serves both, and never contacted the forged owner.
+    assert_eq!(a.metric_sum("ordo_partitions_owned", ""), 2.0);
+    assert!(
+        !log.iter().any(|l| l.contains("a newer owner holds")),
+        "{log:?}"
+    );
+    let auth = [("Authorization", "Bearer members-share-this")];
+    let (code, body) = http(a.addr, "GET", "/v1/owners", None, &auth);
+    assert_eq!(code, 200, "{body}");
+    let a_url = format!("http://{}", a.addr);
+    for r in json(&body)["partitions"].as_array().unwrap() {
+        assert_eq!(r["url"].as_str(), Some(a_url.as_str()), "{body}");
+        assert_eq!(r["epoch"].as_u64().map(|e| e < 1000), Some(true), "{body}");
+    }
+    let n = ordo::core::PartitionCount::new(2).unwrap();
+    for p in 0..2 {
+        let key = (0..)
+            .map(|i| format!("R-{i}"))
+            .find(|k| Partitioner::AbsHashModN.partition(k, n).0 == p)
+            .unwrap();
+        let (code, body) = http(
+            a.addr,
+            "GET",
+            &format!("/v1/reservations/{key}"),
+            None,
+            &auth,
+        );
+        assert_eq!(
+            (code, json(&body)["error"].as_str()),
+            (404, Some("not_found")),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "a request went to the forged owner"
+    );
 }

@@ -3,7 +3,9 @@
 //! durable and before it reports ready, and the same record with `"url": null` when it lets the
 //! partition go; the table keeps, per partition, the record of the highest epoch. Pure.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 
 use super::ids::{Epoch, Offset, Partition, PartitionCount};
 use super::partitioner::Partitioner;
@@ -24,6 +26,10 @@ pub struct OwnershipRecord {
     /// without it hold the partition while they carry a URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<bool>,
+    /// With a deployment key (`--http-token-file`): HMAC-SHA-256 of the record without this
+    /// field, under the key, in hex. Members with the key fold only records signed with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
 }
 
 /// A record on `reservation-owners` that is not an ownership record.
@@ -51,6 +57,60 @@ impl OwnershipRecord {
     pub fn is_held(&self) -> bool {
         self.held.unwrap_or(self.url.is_some())
     }
+
+    /// The MAC of the record without its signature, under `key`.
+    fn mac(&self, key: &OwnersKey) -> Hmac<Sha256> {
+        let unsigned = OwnershipRecord {
+            sig: None,
+            ..self.clone()
+        };
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&key.0).expect("HMAC takes a key of any length");
+        mac.update(&unsigned.to_json());
+        mac
+    }
+
+    /// Signs the record with the deployment's key.
+    pub fn sign(&mut self, key: &OwnersKey) {
+        let tag = self.mac(key).finalize().into_bytes();
+        self.sig = Some(tag.iter().map(|b| format!("{b:02x}")).collect());
+    }
+
+    /// Whether the record carries a signature made with `key` (compared in constant time).
+    pub fn is_signed_with(&self, key: &OwnersKey) -> bool {
+        let Some(tag) = self.sig.as_deref().and_then(unhex) else {
+            return false;
+        };
+        self.mac(key).verify_slice(&tag).is_ok()
+    }
+}
+
+/// The deployment's key for ownership records (the members' shared `--http-token-file`
+/// token); never printed.
+#[derive(Clone)]
+pub struct OwnersKey(std::sync::Arc<[u8]>);
+
+impl OwnersKey {
+    pub fn new(key: &[u8]) -> Self {
+        OwnersKey(key.into())
+    }
+}
+
+impl std::fmt::Debug for OwnersKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OwnersKey(…)")
+    }
+}
+
+/// Bytes from lower-case or upper-case hex; `None` for anything else.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 /// Key of the repartition record on `reservation-owners`: one key, so compaction keeps the
@@ -273,6 +333,7 @@ mod tests {
             url: url.map(str::to_owned),
             ts: 1,
             held: None,
+            sig: None,
         }
     }
 
@@ -358,6 +419,52 @@ mod tests {
             OwnersEntry::decode(b"0", &owner.to_json()).unwrap(),
             OwnersEntry::Owner(owner)
         );
+    }
+
+    #[test]
+    fn only_a_record_signed_with_the_key_and_unchanged_since_is_admitted() {
+        let key = OwnersKey::new(b"members-share-this");
+        let mut r = record(2, 7, Some("http://10.0.0.7:8080"));
+        assert!(!r.is_signed_with(&key), "unsigned");
+        r.sign(&key);
+        assert!(r.is_signed_with(&key));
+        assert_eq!(r.sig.as_deref().map(str::len), Some(64));
+        // The signature survives the log; any changed field, or another key, breaks it.
+        assert!(
+            OwnershipRecord::decode(&r.to_json())
+                .unwrap()
+                .is_signed_with(&key)
+        );
+        assert!(!r.is_signed_with(&OwnersKey::new(b"members-share-that")));
+        for forged in [
+            OwnershipRecord {
+                epoch: Epoch(8),
+                ..r.clone()
+            },
+            OwnershipRecord {
+                url: Some("http://10.0.0.9:8080".into()),
+                ..r.clone()
+            },
+            OwnershipRecord {
+                held: Some(false),
+                ..r.clone()
+            },
+            OwnershipRecord {
+                partition: 3,
+                ..r.clone()
+            },
+            OwnershipRecord {
+                sig: Some("zz".repeat(32)),
+                ..r.clone()
+            },
+            OwnershipRecord {
+                sig: Some("00".into()),
+                ..r.clone()
+            },
+        ] {
+            assert!(!forged.is_signed_with(&key), "{forged:?}");
+        }
+        assert_eq!(format!("{key:?}"), "OwnersKey(…)");
     }
 
     #[test]

@@ -58,6 +58,11 @@ impl Token {
             .then(|| Token(token.into()))
     }
 
+    /// The key the members sign their ownership records with: the same shared secret.
+    pub fn owners_key(&self) -> crate::core::ownership::OwnersKey {
+        crate::core::ownership::OwnersKey::new(self.0.as_bytes())
+    }
+
     /// The `Authorization` header value that carries it.
     pub fn header_value(&self) -> String {
         format!("Bearer {}", self.0)

@@ -56,6 +56,9 @@ pub struct Options {
     /// What a plain reader of ordo's topics may see (Kafka; the embedded log commits each
     /// batch atomically either way).
     pub guarantee: Guarantee,
+    /// With a deployment key (Kafka, `--http-token-file`): ownership records are signed with
+    /// it, and only records signed with it are folded into the table.
+    pub owners_key: Option<crate::core::ownership::OwnersKey>,
 }
 
 /// What a plain `read_committed` consumer of ordo's Kafka topics sees (SPEC §6).
@@ -81,6 +84,7 @@ impl Default for Options {
             owner_id: owner_id(),
             advertise: None,
             guarantee: Guarantee::default(),
+            owners_key: None,
         }
     }
 }

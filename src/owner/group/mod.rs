@@ -37,7 +37,7 @@ use context::partitions_of;
 use driver::{KafkaDriver, RESTORE_QUEUE, Restored};
 
 use super::{Options, Owner, OwnerError};
-use crate::core::ownership::{OwnersEntry, OwnershipRecord};
+use crate::core::ownership::{OwnersEntry, OwnersKey, OwnershipRecord};
 use crate::core::record::NewRecord;
 use crate::core::{Epoch, Offset, Partition, PartitionCount};
 use crate::log::kafka::{
@@ -150,14 +150,18 @@ impl Member {
         epoch: Epoch,
         held: bool,
     ) -> Result<(), KafkaLogError> {
-        let record = OwnershipRecord {
+        let mut record = OwnershipRecord {
             partition: p.0,
             epoch,
             owner: self.options.owner_id.clone(),
             url: self.options.advertise.clone().filter(|_| held),
             ts: now_millis(),
             held: Some(held),
+            sig: None,
         };
+        if let Some(key) = &self.options.owners_key {
+            record.sign(key);
+        }
         self.producer.send_all(&[Outgoing {
             topic: &self.owners_topic,
             partition: Partition(0),
@@ -533,9 +537,10 @@ pub fn run(
     // Follow `reservation-owners` for the table of who serves what.
     let follower = {
         let (kafka, shared, stop) = (kafka.clone(), shared.clone(), shutdown.clone());
+        let key = options.owners_key.clone();
         std::thread::Builder::new()
             .name("ordo-owners".into())
-            .spawn(move || follow_owners(&kafka, &shared, &stop))
+            .spawn(move || follow_owners(&kafka, &shared, key.as_ref(), &stop))
             .map_err(|source| GroupError::Spawn {
                 partition: Partition(0),
                 source,
@@ -571,6 +576,7 @@ pub fn run(
 fn follow_owners(
     kafka: &KafkaOptions,
     shared: &Partitions,
+    key: Option<&OwnersKey>,
     shutdown: &Shutdown,
 ) -> Result<(), KafkaLogError> {
     let topic = kafka.topic(Role::Owners);
@@ -579,6 +585,20 @@ fn follow_owners(
         &topic,
         Partition(0),
         |r| match OwnersEntry::decode(&r.key, &r.value) {
+            // With a deployment key, a record another producer wrote (or a member without the
+            // key) neither moves queries nor makes an owner stand back.
+            Ok(OwnersEntry::Owner(record))
+                if key.is_some_and(|key| !record.is_signed_with(key)) =>
+            {
+                warn!(
+                    offset = r.offset.0,
+                    partition = record.partition,
+                    epoch = record.epoch.0,
+                    owner = %record.owner,
+                    "ignoring an ownership record not signed with this deployment's key \
+                     (--http-token-file)"
+                );
+            }
             Ok(OwnersEntry::Owner(record)) => {
                 shared.apply_ownership(record);
             }
