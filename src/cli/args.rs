@@ -291,8 +291,11 @@ pub enum BenchWhat {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(0..=300))]
         warm_up: u64,
     },
-    /// `ordo run` on a fresh data dir at each N, idle: resident memory and threads once ready.
+    /// `ordo run` on a fresh data dir at each N (with `--brokers`: on fresh topics of that
+    /// cluster), idle: resident memory, threads and CPU once ready.
     Idle {
+        #[command(flatten)]
+        kafka: KafkaArgs,
         /// The partition counts, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "6,256,1024",
               value_parser = clap::value_parser!(u32).range(1..=1024))]

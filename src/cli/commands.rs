@@ -455,12 +455,13 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 )?;
             }
         }
-        BenchWhat::Idle { partitions } => {
+        BenchWhat::Idle { kafka, partitions } => {
             let counts = partitions
                 .iter()
                 .map(|n| count(*n))
                 .collect::<Result<Vec<_>, _>>()?;
-            let figures = bench::idle::idle(&counts)?;
+            let kafka = kafka.options(None)?;
+            let figures = bench::idle::idle(&counts, kafka.as_ref())?;
             for f in &figures {
                 let first = &figures[0];
                 let marginal = (f.partitions > first.partitions).then(|| {
@@ -469,10 +470,12 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 });
                 writeln!(
                     out,
-                    "idle: N = {:>4}: RSS {:>6.1} MiB, {:>4} threads{}",
+                    "idle{}: N = {:>4}: RSS {:>6.1} MiB, {:>4} threads, CPU {:>5.1} %{}",
+                    if kafka.is_some() { " on Kafka" } else { "" },
                     f.partitions,
                     f.rss as f64 / (1 << 20) as f64,
                     f.threads,
+                    f.cpu * 100.0,
                     marginal.map_or(String::new(), |m| format!(
                         "; {:.2} MiB per partition above N = {}",
                         m / (1 << 20) as f64,

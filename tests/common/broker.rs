@@ -311,8 +311,15 @@ impl Broker {
         let mut c = ordo();
         c.env("ORDO_BROKERS", self.brokers())
             .env("ORDO_TOPIC_PREFIX", &self.prefix)
+            .envs(self.properties())
             .args(args);
         c
+    }
+
+    /// What this broker needs of every client (README, Brokers): tansu holds each fetch for
+    /// the whole `fetch.wait.max.ms`, so its owners wait 5 ms, not 500.
+    fn properties(&self) -> Option<(&'static str, &'static str)> {
+        (self.kind() == Kind::Tansu).then_some(("ORDO_KAFKA_PROPERTIES", "fetch.wait.max.ms=5"))
     }
 
     /// Starts `ordo run` as a member of `group` on this broker (HTTP on a free port, batches
@@ -327,6 +334,7 @@ impl Broker {
             ("ORDO_BROKERS", self.addr.as_str()),
             ("ORDO_TOPIC_PREFIX", self.prefix.as_str()),
         ];
+        vars.extend(self.properties());
         vars.extend_from_slice(env);
         let mut args = vec!["--group", group];
         if !extra.contains(&"--batch-size") {

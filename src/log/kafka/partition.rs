@@ -58,6 +58,9 @@ impl ClientContext for WatermarkContext {
 
 impl rdkafka::consumer::ConsumerContext for WatermarkContext {}
 
+/// `fetch.wait.max.ms` of an owner's input reader (see [`PartitionReader::connect`]).
+const OWNER_FETCH_WAIT_MS: &str = "500";
+
 /// One partition of a topic read from a given offset on, by one owner thread: a consumer of its
 /// own, outside any group, so what it reads is exactly the partition from that offset, whatever
 /// the group does.
@@ -109,10 +112,16 @@ impl PartitionReader {
         config.set("enable.partition.eof", "true");
         config.set("auto.offset.reset", "earliest");
         config.set("queued.max.messages.kbytes", "16384");
-        config.set("statistics.interval.ms", "1000");
-        // Some brokers hold every fetch this long even when records are there (tansu): it is
-        // the floor of the time from an append to its owner seeing it.
-        config.set("fetch.wait.max.ms", "5");
+        // Lag, the input's end and whether the leader is connected: every 5 s, since each
+        // report costs the member a JSON document per partition (at 1 s, an idle member at
+        // N = 256 spent a third of a core on them).
+        config.set("statistics.interval.ms", "5000");
+        // How long the broker may hold a fetch with nothing to return. Apache Kafka answers as
+        // soon as a record arrives, so a long wait costs an owner no latency, while a short one
+        // made every idle partition fetch 200 times a second (an idle member at N = 256 used a
+        // whole core). Some brokers hold every fetch for the whole wait even when records are
+        // there (tansu 0.6): on those, pass `-X fetch.wait.max.ms=5` (README, Brokers).
+        config.set("fetch.wait.max.ms", OWNER_FETCH_WAIT_MS);
         for (k, v) in &opts.properties {
             config.set(k, v);
         }
@@ -298,7 +307,7 @@ impl PartitionReader {
         self.ended && self.pending.is_empty()
     }
 
-    /// Whether the partition's leader was connected at the latest statistics (every second).
+    /// Whether the partition's leader was connected at the latest statistics (every 5 s).
     pub fn leader_up(&self) -> bool {
         self.consumer
             .context()

@@ -52,7 +52,7 @@ use crate::view::Partitions;
 
 /// How long an owner waits for input before it looks at its stop flag again: the most a
 /// revocation or shutdown waits for an idle owner.
-const FETCH_WAIT: Duration = Duration::from_millis(20);
+const FETCH_WAIT: Duration = Duration::from_millis(100);
 
 /// Batches an owner keeps in flight (sent, not yet acknowledged) while it reads on: 8 measured
 /// best on tansu (4: 78 % of the raw pipe; 8: 86–91 %).

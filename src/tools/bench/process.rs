@@ -91,6 +91,11 @@ fn stat(pid: u32) -> Option<(char, f64)> {
     Some((state, (utime + stime) / TICKS_PER_SEC))
 }
 
+/// The CPU seconds process `pid` has used so far (0 once it has exited).
+pub(super) fn cpu_seconds(pid: u32) -> f64 {
+    stat(pid).map_or(0.0, |(_, cpu)| cpu)
+}
+
 /// `VmHWM` of the process, bytes (0 once it has exited).
 fn high_water(pid: u32) -> u64 {
     status_bytes(&pid.to_string(), "VmHWM:")
