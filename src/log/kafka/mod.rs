@@ -37,7 +37,7 @@ pub use config::{
 };
 pub use ids::{kafka_offset, kafka_partition, partition_list, partition_of};
 pub use ingest::{INGEST_WAIT, KafkaIngest};
-pub use partition::{PartitionReader, scan};
+pub use partition::{PartitionReader, Tail, scan};
 pub use producer::{
     KafkaProducer, Outgoing, Pending, check_transactions, delivery_in_transaction,
     transaction_group,

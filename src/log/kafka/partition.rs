@@ -58,8 +58,24 @@ impl ClientContext for WatermarkContext {
 
 impl rdkafka::consumer::ConsumerContext for WatermarkContext {}
 
-/// `fetch.wait.max.ms` of an owner's input reader (see [`PartitionReader::connect`]).
-const OWNER_FETCH_WAIT_MS: &str = "500";
+/// How an owner's input reader waits for records (see [`PartitionReader::connect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tail {
+    /// A member that runs on: the broker holds an empty fetch up to 500 ms.
+    Live,
+    /// A run that ends at the input's end (`--until-idle`): up to 5 ms, since the end is only
+    /// known once an empty fetch comes back.
+    ToEnd,
+}
+
+impl Tail {
+    fn fetch_wait_ms(self) -> &'static str {
+        match self {
+            Tail::Live => "500",
+            Tail::ToEnd => "5",
+        }
+    }
+}
 
 /// One partition of a topic read from a given offset on, by one owner thread: a consumer of its
 /// own, outside any group, so what it reads is exactly the partition from that offset, whatever
@@ -96,7 +112,7 @@ impl PartitionReader {
         partition: Partition,
         from: Offset,
     ) -> Result<Self, KafkaLogError> {
-        let mut reader = Self::connect(opts, topic, partition)?;
+        let mut reader = Self::connect(opts, topic, partition, Tail::ToEnd)?;
         reader.start(from)?;
         Ok(reader)
     }
@@ -107,6 +123,7 @@ impl PartitionReader {
         opts: &KafkaOptions,
         topic: &str,
         partition: Partition,
+        tail: Tail,
     ) -> Result<Self, KafkaLogError> {
         let mut config = opts.reader_config();
         config.set("enable.partition.eof", "true");
@@ -117,11 +134,12 @@ impl PartitionReader {
         // N = 256 spent a third of a core on them).
         config.set("statistics.interval.ms", "5000");
         // How long the broker may hold a fetch with nothing to return. Apache Kafka answers as
-        // soon as a record arrives, so a long wait costs an owner no latency, while a short one
-        // made every idle partition fetch 200 times a second (an idle member at N = 256 used a
-        // whole core). Some brokers hold every fetch for the whole wait even when records are
-        // there (tansu 0.6): on those, pass `-X fetch.wait.max.ms=5` (README, Brokers).
-        config.set("fetch.wait.max.ms", OWNER_FETCH_WAIT_MS);
+        // soon as a record arrives, so a long wait costs a live owner no latency, while a short
+        // one made every idle partition fetch 200 times a second (an idle member at N = 256
+        // used a whole core); a run to the input's end keeps it short, as the end shows only
+        // once an empty fetch returns. Some brokers hold every fetch for the whole wait even
+        // when records are there (tansu 0.6): on those, pass `-X fetch.wait.max.ms=5`.
+        config.set("fetch.wait.max.ms", tail.fetch_wait_ms());
         for (k, v) in &opts.properties {
             config.set(k, v);
         }

@@ -15,7 +15,7 @@ use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition};
 use crate::log::kafka::{
-    KafkaLogError, Outgoing, PartitionReader, Pending, partition_list, read_range,
+    KafkaLogError, Outgoing, PartitionReader, Pending, Tail, partition_list, read_range,
 };
 use crate::log::now_millis;
 use crate::owner::{Driver, Fetch, Guarantee};
@@ -67,6 +67,15 @@ pub(super) struct KafkaDriver<'a> {
 const MAX_IN_TRANSACTION: usize = 1024;
 
 impl<'a> KafkaDriver<'a> {
+    /// How this owner's input reader waits: briefly in a run that ends at the input's end.
+    fn tail(&self) -> Tail {
+        if self.member.options.until_idle {
+            Tail::ToEnd
+        } else {
+            Tail::Live
+        }
+    }
+
     /// A record of this partition's changelog.
     fn state_record(&self, key: Vec<u8>, value: Vec<u8>, timestamp: i64) -> Outgoing<'a> {
         Outgoing {
@@ -115,6 +124,7 @@ impl Driver for KafkaDriver<'_> {
             &self.member.kafka,
             &self.member.events_topic,
             self.partition,
+            self.tail(),
         )?);
         let restored = self
             .restored
@@ -286,6 +296,7 @@ impl Driver for KafkaDriver<'_> {
                 &self.member.kafka,
                 &self.member.events_topic,
                 self.partition,
+                self.tail(),
             )?),
         };
         if !self.reading {
