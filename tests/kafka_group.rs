@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use common::broker::*;
 use common::*;
-use ordo::core::Partition;
 use ordo::core::partitioner::Partitioner;
 use ordo::log::topics::Role;
 
@@ -883,7 +882,6 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
         }
     });
     let a_self = format!("http://{}/v1/users/u-1?x=", a.addr);
-    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
     for (p, url) in [(0u32, server_url.clone()), (1, a_self)] {
         let forged = ordo::core::ownership::OwnershipRecord {
             partition: p,
@@ -894,18 +892,7 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
             held: Some(true),
             sig: None,
         };
-        producer
-            .send_all(&[ordo::log::kafka::Outgoing {
-                topic: &broker.topic(Role::Owners),
-                partition: Partition(0),
-                record: ordo::core::record::NewRecord {
-                    key: forged.key().into_bytes(),
-                    value: forged.to_json(),
-                    timestamp: 0,
-                    headers: vec![],
-                },
-            }])
-            .unwrap();
+        broker.send_owner(&forged);
     }
     wait_for("A stands back from both", Duration::from_secs(60), || {
         (a.metric_sum("ordo_partitions_owned", "") == 0.0).then_some(())
@@ -1163,7 +1150,6 @@ fn with_a_token_forged_owner_records_move_nothing() {
             counted.fetch_add(1, Ordering::SeqCst);
         }
     });
-    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
     let other_key = ordo::core::ownership::OwnersKey::new(b"a guess");
     for p in [0u32, 1] {
         let mut forged = ordo::core::ownership::OwnershipRecord {
@@ -1178,18 +1164,7 @@ fn with_a_token_forged_owner_records_move_nothing() {
         if p == 1 {
             forged.sign(&other_key);
         }
-        producer
-            .send_all(&[ordo::log::kafka::Outgoing {
-                topic: &broker.topic(Role::Owners),
-                partition: Partition(0),
-                record: ordo::core::record::NewRecord {
-                    key: forged.key().into_bytes(),
-                    value: forged.to_json(),
-                    timestamp: 0,
-                    headers: vec![],
-                },
-            }])
-            .unwrap();
+        broker.send_owner(&forged);
     }
     let mut log = Vec::new();
     wait_for(

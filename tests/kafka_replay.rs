@@ -59,7 +59,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
         held: Some(true),
         sig: None,
     };
-    send_owner(&broker, &held);
+    broker.send_owner(&held);
     let out = broker.run(&["replay", "--apply"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
@@ -69,14 +69,11 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
     );
     assert_eq!(broker.state(), before, "a refused --apply changes nothing");
     // It let go: --apply makes the replay the changelog.
-    send_owner(
-        &broker,
-        &ordo::core::ownership::OwnershipRecord {
-            url: None,
-            held: Some(false),
-            ..held
-        },
-    );
+    broker.send_owner(&ordo::core::ownership::OwnershipRecord {
+        url: None,
+        held: Some(false),
+        ..held
+    });
     let out = broker.ok(&["replay", "--apply"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("1 keys deleted"), "{err}");
@@ -125,22 +122,6 @@ fn send(broker: &Broker, p: Partition, key: &str, value: &str) {
                 key: key.as_bytes().to_vec(),
                 value: value.as_bytes().to_vec(),
                 timestamp: 0,
-                headers: vec![],
-            },
-        }])
-        .unwrap();
-}
-
-fn send_owner(broker: &Broker, r: &ordo::core::ownership::OwnershipRecord) {
-    let producer = KafkaProducer::new(&broker.options()).unwrap();
-    producer
-        .send_all(&[Outgoing {
-            topic: &broker.topic(Role::Owners),
-            partition: Partition(0),
-            record: NewRecord {
-                key: r.key().into_bytes(),
-                value: r.to_json(),
-                timestamp: r.ts,
                 headers: vec![],
             },
         }])

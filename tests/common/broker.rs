@@ -322,6 +322,23 @@ impl Broker {
         (self.kind() == Kind::Tansu).then_some(("ORDO_KAFKA_PROPERTIES", "fetch.wait.max.ms=5"))
     }
 
+    /// Writes `r` to `reservation-owners` as any producer could (a forged or stale record).
+    pub fn send_owner(&self, r: &ordo::core::ownership::OwnershipRecord) {
+        let producer = ordo::log::kafka::KafkaProducer::new(&self.options()).unwrap();
+        producer
+            .send_all(&[ordo::log::kafka::Outgoing {
+                topic: &self.topic(Role::Owners),
+                partition: ordo::core::Partition(0),
+                record: ordo::core::record::NewRecord {
+                    key: r.key().into_bytes(),
+                    value: r.to_json(),
+                    timestamp: r.ts,
+                    headers: vec![],
+                },
+            }])
+            .unwrap();
+    }
+
     /// Starts `ordo run` as a member of `group` on this broker (HTTP on a free port, batches
     /// of 500), with `extra` flags.
     pub fn member(&self, group: &str, extra: &[&str]) -> Running {
