@@ -394,3 +394,79 @@ fn the_partitioner_is_recorded_with_the_topics_and_another_one_is_refused() {
         .unwrap();
     }
 }
+
+/// `ordo export --topic reservation-events.repartition` (and the other two staging copies) reads
+/// what a change of N has copied so far, so a stuck move can be looked into; with no move under
+/// way, the topic does not exist and the export says so, exit 2.
+#[test]
+fn staging_topics_of_a_change_of_n_can_be_exported() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    let refused = |args: &[&str], says: &str| {
+        let out = broker.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.lines().count() == 1 && err.contains(says),
+            "{args:?}: {err}"
+        );
+    };
+    refused(
+        &["export", "--topic", "reservation-events.repartition"],
+        "does not exist",
+    );
+    refused(
+        &["export", "--topic", "reservation-owners.repartition"],
+        "unknown topic",
+    );
+    // A staging copy as a rebuild leaves it: records in two partitions.
+    let opts = broker.options();
+    let staging = format!("{}reservation-events.repartition", broker.prefix());
+    ordo::log::kafka::create_topic(&opts, &staging, 2).unwrap();
+    let producer = ordo::log::kafka::KafkaProducer::new(&opts).unwrap();
+    let records: Vec<ordo::log::kafka::Outgoing<'_>> = (0..6u32)
+        .map(|i| ordo::log::kafka::Outgoing {
+            topic: &staging,
+            partition: Partition(i % 2),
+            record: ordo::core::record::NewRecord {
+                key: format!("R-{i}").into_bytes(),
+                value: format!("{{\"copied\":{i}}}").into_bytes(),
+                timestamp: 1,
+                headers: vec![],
+            },
+        })
+        .collect();
+    producer.send_all(&records).unwrap();
+    let out = broker.ok(&["export", "--topic", "reservation-events.repartition"]);
+    let exported: Vec<(u64, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["partition"].as_u64().unwrap(),
+                v["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, String)> = [0, 2, 4, 1, 3, 5]
+        .map(|i: u64| (i % 2, format!("R-{i}")))
+        .to_vec();
+    assert_eq!(exported, want);
+    // The live input is another topic: still empty.
+    assert!(broker.ok(&["export"]).stdout.is_empty());
+    // The embedded log has no staging copies.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("d");
+    let data = data.to_str().unwrap();
+    common::ok(&["run", "--data-dir", data, "--until-idle", "--no-http"]);
+    let out = common::run(&[
+        "export",
+        "--data-dir",
+        data,
+        "--topic",
+        "reservation-state.repartition",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("staging topics exist only on Kafka"), "{err}");
+}

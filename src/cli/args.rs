@@ -127,7 +127,9 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// Topic: reservation-events, reservation-state, reservation-events.dlq, or (on Kafka)
-    /// reservation-owners.
+    /// reservation-owners, and during a change of N the staging copies
+    /// reservation-events.repartition, reservation-state.repartition and
+    /// reservation-events.dlq.repartition.
     #[arg(long, env = "ORDO_TOPIC", default_value = "reservation-events")]
     pub topic: String,
     /// Offsets, as kcat: beginning, end, <offset>, -<n> (from the end), s@<epoch-ms>, and

@@ -137,6 +137,7 @@ fn logs_is_usage(e: &LogsError) -> bool {
     match e {
         LogsError::Embedded(e) => log_is_usage(e),
         LogsError::Kafka(e) => kafka_is_usage(e),
+        LogsError::NoStaging => true,
     }
 }
 

@@ -17,28 +17,36 @@ use crate::owner::owner_id;
 use crate::tools::replay::kafka::{self as kafka_tool, repartition::Outcome};
 use crate::tools::replay::{self as tools_replay, export, rebuild, repartition};
 
-fn role_of(topic: &str) -> Result<Role, Error> {
+/// The topic `export --topic` names: one of ordo's, or (`….repartition`) the staging copy of
+/// one of the three a rebuild of N copies.
+fn role_of(topic: &str) -> Result<(Role, bool), Error> {
+    let (name, staging) = match topic.strip_suffix(topics::STAGING_SUFFIX) {
+        Some(name) => (name, true),
+        None => (topic, false),
+    };
     topics::all()
         .into_iter()
-        .find(|d| d.name == topic)
-        .map(|d| d.role)
+        .find(|d| d.name == name && !(staging && d.role == Role::Owners))
+        .map(|d| (d.role, staging))
         .ok_or_else(|| {
             Error::usage(format!(
                 "unknown topic `{topic}`; use reservation-events, reservation-state, \
-                 reservation-events.dlq or reservation-owners"
+                 reservation-events.dlq or reservation-owners, or on Kafka the staging copy \
+                 of one of the first three during a change of N (e.g. \
+                 reservation-events.repartition)"
             ))
         })
 }
 
 /// `ordo export`.
 pub fn export(a: ExportArgs) -> Result<(), Error> {
-    let role = role_of(&a.topic)?;
+    let (role, staging) = role_of(&a.topic)?;
     let spec = OffsetSpec::parse(&a.offsets).map_err(Error::Usage)?;
     let logs = deployment(&a.kafka, &a.store, None, None, Access::Read)?
         .read_uncommitted(a.isolation == "read_uncommitted")
         .open()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    export::export(&logs, role, a.partition, spec, a.count, &mut out)?;
+    export::export(&logs, role, staging, a.partition, spec, a.count, &mut out)?;
     out.flush()?;
     Ok(())
 }

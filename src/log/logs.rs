@@ -26,6 +26,11 @@ pub enum LogsError {
     Embedded(#[from] LogError),
     #[error(transparent)]
     Kafka(#[from] KafkaLogError),
+    #[error(
+        "staging topics exist only on Kafka, while a change of N rebuilds the topics; pass \
+         --brokers, or export reservation-events, reservation-state or reservation-events.dlq"
+    )]
+    NoStaging,
 }
 
 /// Where a command's logs are, resolved from its flags before anything is opened or created.
@@ -206,6 +211,41 @@ impl Logs {
         match self {
             Logs::Embedded(log) => Ok(log.partitions()),
             Logs::Kafka { options, .. } => Ok(kafka::topic_partitions(options, role)?),
+        }
+    }
+
+    /// The partition count of `role`'s staging copy (Kafka, mid-rebuild of N).
+    pub fn staging_partitions(&self, role: Role) -> Result<PartitionCount, LogsError> {
+        match self {
+            Logs::Embedded(_) => Err(LogsError::NoStaging),
+            Logs::Kafka { options, .. } => {
+                let topic = options.staging_topic(role);
+                let client = options.metadata_client()?;
+                Ok(kafka::partition_count(&client, options, &topic)?
+                    .and_then(PartitionCount::new)
+                    .ok_or(KafkaLogError::MissingTopic { topic })?)
+            }
+        }
+    }
+
+    /// [`Logs::scan`] over `role`'s staging copy (Kafka, mid-rebuild of N): what a stuck move
+    /// has copied so far.
+    pub fn scan_staging(
+        &self,
+        role: Role,
+        partition: Partition,
+        spec: OffsetSpec,
+        f: impl FnMut(Record) -> bool,
+    ) -> Result<(), LogsError> {
+        match self {
+            Logs::Embedded(_) => Err(LogsError::NoStaging),
+            Logs::Kafka { options, .. } => Ok(kafka::scan(
+                options,
+                &options.staging_topic(role),
+                partition,
+                spec,
+                f,
+            )?),
         }
     }
 

@@ -21,6 +21,9 @@ pub enum Role {
     Owners,
 }
 
+/// What a staging copy's name adds to its topic's (`reservation-events.repartition`).
+pub const STAGING_SUFFIX: &str = ".repartition";
+
 impl Role {
     /// Every role, in a fixed order.
     pub const ALL: [Role; 4] = [Role::Events, Role::State, Role::DeadLetters, Role::Owners];

@@ -231,6 +231,12 @@ impl KafkaOptions {
         format!("{}{}", self.topic_prefix, topics::get(role).name)
     }
 
+    /// The staging copy of `role`'s topic that a rebuild of N writes before it recreates the
+    /// original from it (`ordo repartition --brokers`).
+    pub fn staging_topic(&self, role: Role) -> String {
+        format!("{}{}", self.topic(role), topics::STAGING_SUFFIX)
+    }
+
     /// The `transactional.id` of partition `p`'s owners under `--guarantee exactly-once`: one
     /// per partition of this deployment's input, so each new owner fences the one before.
     pub fn transactional_id(&self, p: Partition) -> String {

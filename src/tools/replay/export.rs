@@ -38,12 +38,16 @@ pub enum ExportError {
 pub fn export(
     logs: &Logs,
     role: Role,
+    staging: bool,
     partition: Option<u32>,
     spec: OffsetSpec,
     count: Option<u64>,
     out: &mut impl Write,
 ) -> Result<u64, ExportError> {
-    let n = logs.topic_partitions(role)?;
+    let n = match staging {
+        true => logs.staging_partitions(role)?,
+        false => logs.topic_partitions(role)?,
+    };
     let partitions: Vec<Partition> = match partition {
         Some(p) if p >= n.get() => {
             return Err(ExportError::NoPartition {
@@ -60,7 +64,7 @@ pub fn export(
         if count.is_some_and(|c| written >= c) {
             break;
         }
-        logs.scan(role, p, spec, |r| {
+        let each = |r: Record| {
             if count.is_some_and(|c| written >= c) {
                 return false;
             }
@@ -70,7 +74,11 @@ pub fn export(
             }
             written += 1;
             true
-        })?;
+        };
+        match staging {
+            true => logs.scan_staging(role, p, spec, each)?,
+            false => logs.scan(role, p, spec, each)?,
+        }
         if let Some(e) = io_error.take() {
             return Err(e.into());
         }

@@ -53,7 +53,7 @@ const STAGED_OFFSET: &str = "ordo.staged.offset";
 pub(super) const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
 
 fn staging(opts: &KafkaOptions, role: Role) -> String {
-    format!("{}.repartition", opts.topic(role))
+    opts.staging_topic(role)
 }
 
 /// What `repartition --brokers --apply` found or did.
