@@ -470,3 +470,47 @@ fn staging_topics_of_a_change_of_n_can_be_exported() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("staging topics exist only on Kafka"), "{err}");
 }
+
+/// Topics that disagree on N (the changelog grown on its own) are named at once by
+/// `repartition`, as by `run`: exit 2 with the topic and its count, nothing moved.
+#[test]
+fn repartition_names_a_wrong_topic_layout_at_once() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "4"]);
+    let opts = broker.options();
+    ordo::log::kafka::add_partitions(
+        &opts,
+        &[broker.topic(Role::State)],
+        ordo::core::PartitionCount::new(6).unwrap(),
+    )
+    .unwrap();
+    for args in [
+        &["repartition", "--to-partitions", "6"][..],
+        &["repartition", "--to-partitions", "6", "--apply"][..],
+        &["run", "--until-idle", "--no-http"][..],
+    ] {
+        let t0 = Instant::now();
+        let out = broker.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?} after {:?}: {err}",
+            t0.elapsed()
+        );
+        let last = err.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(&broker.topic(Role::State)) && last.contains("6 partitions"),
+            "{args:?}: {last}"
+        );
+    }
+    // Nothing was moved: the input still has 4 partitions and no staging copy exists.
+    assert_eq!(
+        ordo::log::kafka::topic_partitions(&opts, Role::Events)
+            .unwrap()
+            .get(),
+        4
+    );
+    let out = broker.run(&["export", "--topic", "reservation-events.repartition"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -37,8 +37,8 @@ use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::kafka::admin::TopicSpec;
 use crate::log::kafka::{
     BulkReader, Changelog, KafkaOptions, KafkaProducer, Outgoing, Sender, can_add_partitions,
-    commit_group_offsets, create_topics, delete_topics, partition_count, read_changelog,
-    read_owners,
+    check_topics, commit_group_offsets, create_topics, delete_topics, partition_count,
+    read_changelog, read_owners,
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
@@ -79,6 +79,15 @@ fn current_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
                 "topic {topic} does not exist; run `ordo topics apply --brokers ...` first"
             ))
         })
+}
+
+/// N of a deployment no change of N is under way in, once its topics are as `topics/` says
+/// at that N (the check `run` makes): a layout that is already wrong is named at once, before
+/// anything is read or moved.
+fn settled_n(opts: &KafkaOptions) -> Result<PartitionCount, KafkaToolError> {
+    let from = current_n(opts)?;
+    check_topics(opts, from)?;
+    Ok(from)
 }
 
 /// The change of N under way, per `reservation-owners`, if any.
@@ -122,7 +131,7 @@ pub fn plan(
     rebuild: bool,
     allow_unprocessed: bool,
 ) -> Result<Plan, KafkaToolError> {
-    let from = current_n(opts)?;
+    let from = settled_n(opts)?;
     if from == to {
         return Ok(Plan::empty(from, to, opts.partitioner));
     }
@@ -207,7 +216,7 @@ pub fn apply(
             (r, Some(phase), plan, None)
         }
         None => {
-            let from = current_n(opts)?;
+            let from = settled_n(opts)?;
             if from == to {
                 return Ok(Outcome::NothingToDo);
             }
