@@ -100,7 +100,15 @@ pub fn replay(a: ReplayArgs) -> Result<(), Error> {
     };
     let secs = t0.elapsed().as_secs_f64();
     let live = match (&logs, a.diff) {
-        (Some(logs), true) => Some(logs.snapshot()?.states),
+        (Some(logs), true) => {
+            let mut live = logs.snapshot()?.states;
+            // A range replays only some reservations: those are what it can vouch for, so only
+            // they are compared (a forged record of a key outside it needs a full --diff).
+            if !spec.is_everything() && a.file.is_none() {
+                live.retain(|no, _| result.states.contains_key(no));
+            }
+            Some(live)
+        }
         _ => None,
     };
     replay_output(&result, secs, live.as_ref())
