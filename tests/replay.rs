@@ -191,30 +191,17 @@ fn replay_diff_is_silent_on_an_untouched_log_and_finds_a_planted_divergence() {
     assert!(out.stdout.is_empty());
 
     // Tamper: a state record nobody's input produced, written by the current owner epoch.
-    {
-        let log = EmbeddedLog::open(&d, OpenOptions::default()).unwrap();
-        let no = ReservationNo::from("R-0001");
-        let p = Partitioner::AbsHashModN.partition(no.as_str(), log.partitions());
-        let stored = ordo::core::changelog::Stored {
-            entity: Entity {
-                user_id: "u1".into(),
-                status: Status::Cancelled,
-                target: None,
-                version: 2,
-                applied_event_ids: Box::new(["e1".into(), "forged".into()]),
-            },
-            source_offset: ordo::core::Offset(0),
-            epoch: Epoch(1),
-        };
-        let value = StateRecord::new(no.clone(), p, &stored).to_json();
-        let rec = NewRecord {
-            key: b"R-0001".to_vec(),
-            value,
-            timestamp: 0,
-            headers: vec![],
-        };
-        log.append(Role::State, vec![(p, rec)]).unwrap();
-    }
+    plant(
+        &d,
+        "R-0001",
+        Entity {
+            user_id: "u1".into(),
+            status: Status::Cancelled,
+            target: None,
+            version: 2,
+            applied_event_ids: Box::new(["e1".into(), "forged".into()]),
+        },
+    );
     let out = ordo()
         .args(["replay", "--data-dir", s(&d), "--diff"])
         .run_bounded();
@@ -464,29 +451,17 @@ fn a_diff_over_a_range_compares_only_the_keys_it_replayed() {
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("(5 reservations)"), "{err}");
     // A changed record of a key in the range is found; the whole diff finds it too.
-    {
-        let log = EmbeddedLog::open(&d, OpenOptions::default()).unwrap();
-        let no = ReservationNo::from("R-7");
-        let p = Partitioner::AbsHashModN.partition(no.as_str(), log.partitions());
-        let stored = ordo::core::changelog::Stored {
-            entity: Entity {
-                user_id: "someone-else".into(),
-                status: Status::Reserved,
-                target: None,
-                version: 1,
-                applied_event_ids: Box::new(["e7".into()]),
-            },
-            source_offset: ordo::core::Offset(0),
-            epoch: Epoch(1),
-        };
-        let rec = NewRecord {
-            key: b"R-7".to_vec(),
-            value: StateRecord::new(no.clone(), p, &stored).to_json(),
-            timestamp: 0,
-            headers: vec![],
-        };
-        log.append(Role::State, vec![(p, rec)]).unwrap();
-    }
+    plant(
+        &d,
+        "R-7",
+        Entity {
+            user_id: "someone-else".into(),
+            status: Status::Reserved,
+            target: None,
+            version: 1,
+            applied_event_ids: Box::new(["e7".into()]),
+        },
+    );
     for args in [&["-o", range.as_str()][..], &[][..]] {
         let out = diff(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
@@ -494,4 +469,24 @@ fn a_diff_over_a_range_compares_only_the_keys_it_replayed() {
         assert_eq!(diffs.len(), 1, "{args:?}: {diffs:?}");
         assert_eq!(diffs[0]["reservation_no"], "R-7");
     }
+}
+
+/// Writes a state record for `no` into the data dir's changelog, as the current owner epoch
+/// would, though no input produced it.
+fn plant(d: &Path, no: &str, entity: Entity) {
+    let log = EmbeddedLog::open(d, OpenOptions::default()).unwrap();
+    let no = ReservationNo::from(no);
+    let p = Partitioner::AbsHashModN.partition(no.as_str(), log.partitions());
+    let stored = ordo::core::changelog::Stored {
+        entity,
+        source_offset: ordo::core::Offset(0),
+        epoch: Epoch(1),
+    };
+    let rec = NewRecord {
+        key: no.as_str().as_bytes().to_vec(),
+        value: StateRecord::new(no.clone(), p, &stored).to_json(),
+        timestamp: 0,
+        headers: vec![],
+    };
+    log.append(Role::State, vec![(p, rec)]).unwrap();
 }
