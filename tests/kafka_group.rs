@@ -627,6 +627,69 @@ fn two_owners_of_one_partition_lose_no_accepted_event() {
     );
 }
 
+/// A stalled owner (SIGSTOP) that wakes after a newer owner came *and went*: the newer epoch is
+/// already released on `reservation-owners` when it looks. It finds that epoch's marker in the
+/// changelog where the record says, stands back, and takes its partitions back under a higher
+/// epoch, so what is appended through it afterwards is in the changelog. (Ignoring a released
+/// record, as it once did, it carried on under its fenced epoch: it answered and read back
+/// events that no reader of the changelog ever saw, until its next hand-over.)
+#[test]
+fn a_stalled_owner_whose_successor_came_and_went_takes_its_partitions_back() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    broker.ok(&["produce", "--generate", "2000", "--seed", "41"]);
+    let s = session(30_000);
+    let mut a = broker.member(&group(), &args(&s));
+    wait_for("A applies the input", Duration::from_secs(60), || {
+        (a.metric_sum("ordo_events_total", "") == 2000.0 && owned(&a) == 2).then_some(())
+    });
+    a.signal("STOP");
+    let mut b = broker.member(&group(), &[]);
+    wait_for("B owns both under epoch 2", Duration::from_secs(60), || {
+        (b.metric_sum("ordo_epoch", "") == 4.0 && owned(&b) == 2).then_some(())
+    });
+    terminate(&mut b);
+    a.signal("CONT");
+    wait_for(
+        "A owns both again, under epoch 3",
+        Duration::from_secs(60),
+        || (a.metric_sum("ordo_epoch", "") == 6.0 && owned(&a) == 2).then_some(()),
+    );
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let key = format!("W-{i}");
+        let body =
+            format!(r#"{{"event_id":"e-{key}","reservation_no":"{key}","user_id":"u-{key}"}}"#);
+        let (code, r) = http(a.addr, "POST", "/v1/reservations", Some(&body), &[]);
+        assert_eq!(code, 202, "{key}: {r}");
+        let token = json(&r)["token"].as_str().unwrap().to_owned();
+        let path = format!("/v1/reservations/{key}?after={token}&wait=20000");
+        let (code, body) = http(a.addr, "GET", &path, None, &[]);
+        assert_eq!(
+            (code, json(&body)["state"].as_str()),
+            (200, Some("reserved"))
+        );
+        accepted.push(key);
+    }
+    // Read back from the changelog while A still runs: every accepted event is there.
+    let state = broker.state();
+    for key in &accepted {
+        assert_eq!(
+            state.get(key).and_then(|v| v["version"].as_u64()),
+            Some(1),
+            "{key} was answered and read back through A, but is not in the changelog"
+        );
+    }
+    let log: Vec<String> = a.stderr.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("a newer owner holds this partition") && l.contains("held=false")),
+        "A never said it stood back for a released epoch: {log:#?}"
+    );
+    terminate(&mut a);
+    oracle::assert_exact(&broker, 2);
+}
+
 /// Failover inside one group on a real coordinator, for a member session timeout of `ms`:
 /// two members share four partitions mid-stream, one is SIGKILLed, the coordinator evicts it
 /// and the survivor takes its partitions, restores them and finishes the input. Prints the
@@ -890,6 +953,7 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
             url: Some(url),
             ts: 0,
             held: Some(true),
+            marker: None,
             sig: None,
         };
         broker.send_owner(&forged);
@@ -1159,6 +1223,7 @@ fn with_a_token_forged_owner_records_move_nothing() {
             url: Some(server_url.clone()),
             ts: 0,
             held: Some(true),
+            marker: None,
             sig: None,
         };
         if p == 1 {

@@ -57,6 +57,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
         url: Some("http://10.0.0.7:8080".into()),
         ts: 1,
         held: Some(true),
+        marker: None,
         sig: None,
     };
     broker.send_owner(&held);

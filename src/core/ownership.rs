@@ -26,6 +26,11 @@ pub struct OwnershipRecord {
     /// without it hold the partition while they carry a URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub held: Option<bool>,
+    /// The offset of the owner's epoch marker in the partition's changelog: an owner of a lower
+    /// epoch that sees this record, released before it noticed, reads that one record to learn
+    /// whether its own writes are fenced (records of earlier versions have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<Offset>,
     /// With a deployment key (`--http-token-file`): HMAC-SHA-256 of the record without this
     /// field, under the key, in hex. Members with the key fold only records signed with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -333,6 +338,7 @@ mod tests {
             url: url.map(str::to_owned),
             ts: 1,
             held: None,
+            marker: None,
             sig: None,
         }
     }
@@ -376,6 +382,18 @@ mod tests {
             no_http
         );
         assert!(no_http.is_held());
+        // Where the owner's epoch marker is; records of earlier versions have no such field.
+        let with_marker = OwnershipRecord {
+            marker: Some(Offset(17)),
+            ..r.clone()
+        };
+        let json = String::from_utf8(with_marker.to_json()).unwrap();
+        assert!(json.contains("\"marker\":17"), "{json}");
+        assert_eq!(
+            OwnershipRecord::decode(json.as_bytes()).unwrap(),
+            with_marker
+        );
+        assert!(!String::from_utf8(r.to_json()).unwrap().contains("marker"));
     }
 
     #[test]

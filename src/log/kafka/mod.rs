@@ -43,6 +43,6 @@ pub use producer::{
     transaction_group,
 };
 pub use reader::{
-    BulkReader, OwnersLog, check_no_repartition, read_owners, read_range, read_to_end,
+    BulkReader, OwnersLog, check_no_repartition, read_at, read_owners, read_range, read_to_end,
     settle_partitioner, tail, to_record,
 };

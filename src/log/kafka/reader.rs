@@ -1,5 +1,6 @@
 //! Reading partitions: to their end (restore, `ordo state`, replay), a short range (a new
-//! owner's settle), followed (`tail`), and one partition by its owner's thread.
+//! owner's settle) or one record (a superseded owner's check), followed (`tail`), and one
+//! partition by its owner's thread.
 
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,38 @@ pub fn read_range(
             None => {}
         }
     }
+}
+
+/// The record at `offset` of `topic`/`partition`: `None` when there is none (compacted away,
+/// below the log's start, or at or past its end), or when none came within `wait`.
+pub fn read_at(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Partition,
+    offset: Offset,
+    wait: Duration,
+) -> Result<Option<Record>, KafkaLogError> {
+    let consumer: BaseConsumer<QuietEof> = from_beginning_config(opts)
+        .create_with_context(QuietEof)
+        .map_err(kafka("create reader"))?;
+    consumer
+        .assign(&partition_list(topic, [(partition, offset)]))
+        .map_err(kafka("assign"))?;
+    let consumer = Closing::new(consumer);
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let r = to_record(&m);
+                return Ok((r.offset == offset).then_some(r));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
+            Some(Err(e)) if is_transient(&e) => {}
+            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
+            None => {}
+        }
+    }
+    Ok(None)
 }
 
 /// One plain consumer that reads partitions of a topic from their beginning to their ends,

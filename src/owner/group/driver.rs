@@ -15,7 +15,7 @@ use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
 use crate::core::{Epoch, Offset, Partition};
 use crate::log::kafka::{
-    KafkaLogError, Outgoing, PartitionReader, Pending, Tail, partition_list, read_range,
+    KafkaLogError, Outgoing, PartitionReader, Pending, Tail, partition_list, read_at, read_range,
 };
 use crate::log::now_millis;
 use crate::owner::{Driver, Fetch, Guarantee};
@@ -23,6 +23,9 @@ use crate::owner::{Driver, Fetch, Guarantee};
 /// How long a batch may wait for its acknowledgements before the owner reports that it cannot
 /// make progress (readiness off until the next fetch finds the leader connected).
 const STALL: Duration = Duration::from_secs(2);
+
+/// How long a superseded owner's look at the newer owner's epoch marker may take.
+const MARKER_CHECK: Duration = Duration::from_secs(5);
 
 /// Changelog records queued for each restoring owner.
 pub(super) const RESTORE_QUEUE: usize = 4096;
@@ -60,6 +63,9 @@ pub(super) struct KafkaDriver<'a> {
     pub(super) marker_offset: Option<Offset>,
     /// Under `--guarantee exactly-once`: the owner's transactions, from its epoch marker on.
     pub(super) transactions: Option<Transactions>,
+    /// The highest epoch of a released ownership record found to name no epoch marker: not
+    /// read again.
+    pub(super) checked: Option<Epoch>,
 }
 
 /// The most batches one transaction holds (the byte bound and the commit interval usually
@@ -111,6 +117,71 @@ impl Closing for KafkaDriver<'_> {
 
     fn group(&self) -> Option<&rdkafka::consumer::ConsumerGroupMetadata> {
         self.member.transaction_group.as_ref()
+    }
+}
+
+impl KafkaDriver<'_> {
+    /// Whether a newer owner took the partition, so that whatever this owner writes from now on
+    /// is fenced (the broker gave the partition to another member without taking it from this
+    /// one, or this member stalled); if so, says so and marks the owner superseded. Seen on
+    /// `reservation-owners`: a record of a higher epoch that is held, or one already released
+    /// (the newer owner came and went before this one looked) whose epoch marker the changelog
+    /// holds where the record says. Without that check a released record would be ignored, and
+    /// this owner would go on applying input whose effects every reader fences.
+    fn superseded(&mut self) -> bool {
+        let p = self.partition;
+        let (Some(epoch), Some(newer)) = (self.epoch, self.member.shared.holder(p)) else {
+            return false;
+        };
+        if newer.epoch <= epoch || self.checked >= Some(newer.epoch) {
+            return false;
+        }
+        let proven = newer.is_held() || match newer.marker {
+            Some(at) => match read_at(
+                &self.member.kafka,
+                &self.member.state_topic,
+                p,
+                at,
+                MARKER_CHECK,
+            ) {
+                Ok(record) => record,
+                Err(e) => {
+                    // Looked at again on the next fetch.
+                    warn!(partition = p.0, error = %e, "cannot read a newer owner's epoch marker");
+                    return false;
+                }
+            }
+            .and_then(|r| Entry::decode(&r.key, &r.value).ok())
+            .is_some_and(
+                |e| matches!(e, Entry::Marker(m) if m.partition == p && m.epoch == newer.epoch),
+            ),
+            // Written by an earlier version: nothing to check against.
+            None => false,
+        };
+        if !proven {
+            // Released, and its marker is not where it says: not an owner's record.
+            self.checked = Some(newer.epoch);
+            warn!(
+                partition = p.0,
+                epoch = epoch.0,
+                record_epoch = newer.epoch.0,
+                record_owner = %newer.owner,
+                "a released ownership record of a higher epoch names no epoch marker in the \
+                 changelog; this owner carries on"
+            );
+            return false;
+        }
+        warn!(
+            partition = p.0,
+            epoch = epoch.0,
+            newer_epoch = newer.epoch.0,
+            newer_owner = %newer.owner,
+            held = newer.is_held(),
+            "a newer owner holds this partition; stopping (this member's records of it are \
+             fenced from here on)"
+        );
+        self.flags.superseded.store(true, Ordering::Release);
+        true
     }
 }
 
@@ -253,7 +324,8 @@ impl Driver for KafkaDriver<'_> {
         // The partition is this owner's: tell every member where it is served, before
         // reporting ready.
         self.epoch = Some(marker.epoch);
-        self.member.publish_ownership(p, marker.epoch, true)?;
+        self.member
+            .publish_ownership(p, marker.epoch, self.marker_offset, true)?;
         tracing::debug!(
             partition = p.0,
             ms = t0.elapsed().as_millis() as u64,
@@ -271,23 +343,7 @@ impl Driver for KafkaDriver<'_> {
         if self.flags.stop.load(Ordering::Acquire) {
             return Ok(Fetch::Last);
         }
-        if let Some(epoch) = self.epoch
-            && let Some(newer) = self.member.shared.holder(self.partition)
-            && newer.epoch > epoch
-            && newer.is_held()
-        {
-            // A newer owner holds the partition (the broker gave it to another member without
-            // taking it from this one, or this member stalled): whatever this owner writes
-            // from now on is fenced, so it stops at once.
-            warn!(
-                partition = self.partition.0,
-                epoch = epoch.0,
-                newer_epoch = newer.epoch.0,
-                newer_owner = %newer.owner,
-                "a newer owner holds this partition; stopping (this member's records of it are \
-                 fenced from here on)"
-            );
-            self.flags.superseded.store(true, Ordering::Release);
+        if self.superseded() {
             return Ok(Fetch::Last);
         }
         let reader = match &mut self.reader {
@@ -425,7 +481,9 @@ impl Driver for KafkaDriver<'_> {
         }
         if let Some(epoch) = self.epoch.take()
             && !self.flags.superseded.load(Ordering::Acquire)
-            && let Err(e) = self.member.publish_ownership(self.partition, epoch, false)
+            && let Err(e) =
+                self.member
+                    .publish_ownership(self.partition, epoch, self.marker_offset, false)
         {
             // The next owner's record (a higher epoch) replaces this one anyway.
             warn!(partition = self.partition.0, error = %e, "cannot publish the release of a partition");

@@ -142,12 +142,13 @@ struct Member {
 }
 
 impl Member {
-    /// Publishes that this member holds `p` under `epoch` (at its advertised URL), or that it
-    /// let it go (`held: false`).
+    /// Publishes that this member holds `p` under `epoch`, whose marker is at `marker` in the
+    /// changelog (at its advertised URL), or that it let it go (`held: false`).
     fn publish_ownership(
         &self,
         p: Partition,
         epoch: Epoch,
+        marker: Option<Offset>,
         held: bool,
     ) -> Result<(), KafkaLogError> {
         let mut record = OwnershipRecord {
@@ -157,6 +158,7 @@ impl Member {
             url: self.options.advertise.clone().filter(|_| held),
             ts: now_millis(),
             held: Some(held),
+            marker,
             sig: None,
         };
         if let Some(key) = &self.options.owners_key {
@@ -251,6 +253,7 @@ impl Member {
                     restored_end: Offset(0),
                     marker_offset: None,
                     transactions: None,
+                    checked: None,
                 };
                 match owner.run(&mut driver) {
                     Ok(report) => {
@@ -397,7 +400,8 @@ impl Member {
     }
 
     /// Every assigned partition's owner is ready and has applied its input to the end (or was
-    /// superseded: another member serves it).
+    /// superseded and another member still serves it; once that one lets it go, this member
+    /// takes it back).
     fn caught_up(&self, consumer: &BaseConsumer<MemberContext>) -> bool {
         let Ok(assignment) = consumer.assignment() else {
             return false;
@@ -406,7 +410,8 @@ impl Member {
         assignment.count() > 0
             && partitions_of(&assignment).into_iter().all(|p| {
                 owners.get(&p).is_some_and(|o| {
-                    o.flags.superseded.load(Ordering::Acquire)
+                    (o.flags.superseded.load(Ordering::Acquire)
+                        && self.shared.holder(p).is_some_and(|r| r.is_held()))
                         || (self.shared.status(p).is_ready()
                             && o.flags.caught_up.load(Ordering::Acquire))
                 })
