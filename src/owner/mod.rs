@@ -354,13 +354,14 @@ impl Owner<'_> {
             while batches.must_complete(idle || driver.due(), driver.depth()) {
                 driver.complete()?;
                 let mut done = batches.pop_done(self.metrics);
-                // Durable: now the batch may be seen.
+                // Durable: now the batch may be seen, counted first, so that a client that
+                // reads its write back (the position wait) finds it in the metrics too.
+                counters.add(&done.tally);
                 publish(view, &self.shared.users, &mut done.changes);
                 status.set_position(done.next, done.last_timestamp);
                 report.applied += done.applied;
                 report.processed += done.records;
                 report.position = done.next;
-                counters.add(&done.tally);
                 entries.set(view.len() as i64);
                 driver.committed(done.next);
                 debug!(
