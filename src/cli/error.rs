@@ -10,10 +10,10 @@ use crate::owner::embedded::OwnersError;
 use crate::owner::group::GroupError;
 use crate::tools::bench::BenchError;
 use crate::tools::demo::DemoError;
+use crate::tools::deployment::KafkaToolError;
 use crate::tools::produce::ProduceError;
+use crate::tools::repartition::data_dir::RepartitionError;
 use crate::tools::replay::export::ExportError;
-use crate::tools::replay::kafka::KafkaToolError;
-use crate::tools::replay::repartition::RepartitionError;
 
 /// Why a command failed.
 #[derive(Debug, thiserror::Error)]

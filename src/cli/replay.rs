@@ -14,8 +14,8 @@ use crate::core::{PartitionCount, ReservationNo};
 use crate::log::topics::{self, Role};
 use crate::log::{Deployment, KafkaOptions, OffsetSpec};
 use crate::owner::owner_id;
-use crate::tools::replay::kafka::{self as kafka_tool, repartition::Outcome};
-use crate::tools::replay::{self as tools_replay, export, rebuild, repartition};
+use crate::tools::repartition::{self, data_dir, kafka::Outcome};
+use crate::tools::replay::{self as tools_replay, export, rebuild};
 
 /// The topic `export --topic` names: one of ordo's, or (`….repartition`) the staging copy of
 /// one of the three a rebuild of N copies.
@@ -264,7 +264,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
     let dir = &dir;
     let mut out = io::stdout().lock();
     if !a.apply {
-        match repartition::dry_run(dir, to)? {
+        match data_dir::dry_run(dir, to)? {
             None => writeln!(
                 out,
                 "{} already has {to} partitions; nothing to do",
@@ -278,7 +278,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
         return Ok(());
     }
     let t0 = Instant::now();
-    match repartition::apply(dir, to, &owner_id())? {
+    match data_dir::apply(dir, to, &owner_id())? {
         None => writeln!(
             out,
             "{} already has {to} partitions; nothing to do",
@@ -291,7 +291,7 @@ pub fn repartition(a: RepartitionArgs) -> Result<(), Error> {
                 "  done      in {:.2}s; check OK (per-key input order, state and dead letters equal); \
                  the previous generation is kept as {}",
                 t0.elapsed().as_secs_f64(),
-                repartition::backup_name(plan.from)
+                data_dir::backup_name(plan.from)
             )?;
         }
     }
@@ -307,7 +307,7 @@ fn repartition_kafka(
     let mut out = io::stdout().lock();
     let what = format!("of the Kafka deployment at {}", kafka.brokers);
     if !a.apply {
-        if let Some(r) = kafka_tool::repartition::under_way(kafka)? {
+        if let Some(r) = repartition::kafka::under_way(kafka)? {
             writeln!(
                 out,
                 "a change of N from {} to {} is under way (phase {:?}, by {}); \
@@ -316,7 +316,7 @@ fn repartition_kafka(
             )?;
             return Ok(());
         }
-        let plan = kafka_tool::repartition::plan(kafka, to, a.rebuild, a.allow_unprocessed)?;
+        let plan = repartition::kafka::plan(kafka, to, a.rebuild, a.allow_unprocessed)?;
         if plan.from == to {
             writeln!(
                 out,
@@ -332,7 +332,7 @@ fn repartition_kafka(
         return Ok(());
     }
     let t0 = Instant::now();
-    match kafka_tool::repartition::apply(
+    match repartition::kafka::apply(
         kafka,
         to,
         &owner_id(),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{OffsetSpec, Progress};
+use super::OffsetSpec;
 use crate::core::changelog::{StateRecord, Stored};
 use crate::core::ownership::layer_of;
 use crate::core::partitioner::Partitioner;
@@ -16,6 +16,7 @@ use crate::log::embedded::{EmbeddedLog, LogError};
 use crate::log::topics::Role;
 use crate::log::{Logs, LogsError};
 use crate::tools::produce::{self, ProduceError, Validation};
+use crate::tools::progress::Progress;
 
 /// Tallies of a replay.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]

@@ -1,4 +1,4 @@
-//! `ordo repartition`: move a data dir from N to M partitions.
+//! `ordo repartition` on the embedded log: move a data dir from N to M partitions.
 //!
 //! With `hash mod N` almost every key moves when N changes, so the input is re-routed record
 //! by record: each old partition in offset order, so the records of one key (all in one old
@@ -15,13 +15,14 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use super::{OffsetSpec, Progress, rebuild};
-use crate::core::partitioner::Partitioner;
+use super::{Plan, route};
 use crate::core::record::NewRecord;
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::embedded::{DB_FILE, EmbeddedLog, LogError, OpenOptions};
 use crate::log::topics::Role;
 use crate::log::{Logs, LogsError};
+use crate::tools::progress::Progress;
+use crate::tools::replay::{OffsetSpec, rebuild};
 use std::sync::Arc;
 
 /// Records per append transaction.
@@ -44,69 +45,6 @@ pub enum RepartitionError {
 impl From<LogError> for RepartitionError {
     fn from(e: LogError) -> Self {
         RepartitionError::Log(e.into())
-    }
-}
-
-/// How a change of N is carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum How {
-    /// The data dir: a new generation built beside it and swapped in with one rename.
-    DataDir,
-    /// Kafka, growing: partitions are added to the topics, the input and the dead letters stay
-    /// where they are, and only the state of the keys that change partition moves.
-    InPlace,
-    /// Kafka: the topics are copied, deleted and created again with M partitions; `why` says
-    /// why not in place.
-    Rebuild { why: String },
-}
-
-/// What a repartition will do (the dry run) or did.
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub from: PartitionCount,
-    pub to: PartitionCount,
-    pub partitioner: Partitioner,
-    pub how: How,
-    pub records: u64,
-    pub unprocessed: u64,
-    pub keys: u64,
-    pub keys_moving: u64,
-    pub per_partition: Vec<u64>,
-    pub dead_letters: u64,
-    pub state_entries: u64,
-    pub bytes: u64,
-}
-
-impl Plan {
-    /// A plan with nothing counted yet.
-    pub fn empty(from: PartitionCount, to: PartitionCount, partitioner: Partitioner) -> Self {
-        Plan {
-            from,
-            to,
-            partitioner,
-            how: How::DataDir,
-            records: 0,
-            unprocessed: 0,
-            keys: 0,
-            keys_moving: 0,
-            per_partition: vec![0; to.get() as usize],
-            dead_letters: 0,
-            state_entries: 0,
-            bytes: 0,
-        }
-    }
-}
-
-pub(crate) fn route(
-    key: &[u8],
-    value: &[u8],
-    partitioner: Partitioner,
-    n: PartitionCount,
-) -> Partition {
-    if key.is_empty() {
-        partitioner.partition(&String::from_utf8_lossy(value), n)
-    } else {
-        partitioner.partition(&String::from_utf8_lossy(key), n)
     }
 }
 

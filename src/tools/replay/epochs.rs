@@ -1,86 +1,15 @@
-//! The replay tooling's writes on Kafka: a replay made the live changelog (`replay --apply`),
-//! and a change of N (`repartition --apply`, in [`repartition`]). Both refuse while a member
-//! holds a partition, per `reservation-owners`.
-
-pub mod grow;
-pub mod repartition;
-
-use std::collections::BTreeMap;
+//! `ordo replay --apply` on Kafka: per partition a new epoch marker resuming after the replayed
+//! input, every replayed state record under that epoch, and a tombstone for each key the replay
+//! does not produce. Refused while a member holds a partition, per `reservation-owners`.
 
 use super::OffsetSpec;
 use super::rebuild::{self, Replay};
 use crate::core::changelog::{EpochMarker, StateRecord};
-use crate::core::ownership::OwnershipRecord;
-use crate::core::record::NewRecord;
 use crate::core::{Epoch, PartitionCount};
-use crate::log::kafka::{
-    KafkaLogError, KafkaOptions, KafkaProducer, OwnersLog, Sender, read_changelog, read_owners,
-};
+use crate::log::Logs;
+use crate::log::kafka::{KafkaOptions, KafkaProducer, Sender, read_changelog, read_owners};
 use crate::log::topics::Role;
-use crate::log::{Logs, LogsError, now_millis};
-
-/// What went wrong in a write of the replay tooling on Kafka.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaToolError {
-    #[error(transparent)]
-    Log(#[from] LogsError),
-    /// Refused before anything was changed; the message says why and what to do.
-    #[error("{0}")]
-    Refused(String),
-    /// A check after the writes failed.
-    #[error("{0}")]
-    Check(String),
-}
-
-impl From<KafkaLogError> for KafkaToolError {
-    fn from(e: KafkaLogError) -> Self {
-        KafkaToolError::Log(e.into())
-    }
-}
-
-/// Refuses while `reservation-owners` says a member holds a partition, naming the members;
-/// `assume_stopped` is the operator saying they died without letting go.
-pub fn refuse_held(owners: &OwnersLog, assume_stopped: bool) -> Result<(), KafkaToolError> {
-    if let Some(r) = owners.repartition.as_ref().filter(|r| r.in_progress()) {
-        return Err(KafkaToolError::Refused(format!(
-            "a change of N from {} to {} is under way; finish it first with `ordo repartition \
-             --brokers ... --to-partitions {} --apply`",
-            r.from, r.to, r.to
-        )));
-    }
-    // Per partition, the record of the highest epoch (the later one at the same epoch).
-    let mut latest: BTreeMap<u32, &OwnershipRecord> = BTreeMap::new();
-    for r in &owners.owners {
-        match latest.get(&r.partition) {
-            Some(held) if held.epoch > r.epoch => {}
-            _ => {
-                latest.insert(r.partition, r);
-            }
-        }
-    }
-    let held: Vec<&&OwnershipRecord> = latest.values().filter(|r| r.is_held()).collect();
-    if held.is_empty() || assume_stopped {
-        return Ok(());
-    }
-    let mut members: Vec<String> = held
-        .iter()
-        .map(|r| match &r.url {
-            Some(url) => format!("{} ({url})", r.owner),
-            None => r.owner.clone(),
-        })
-        .collect();
-    members.sort();
-    members.dedup();
-    Err(KafkaToolError::Refused(format!(
-        "partitions {} are held by running members: {}; stop them first (scale the StatefulSet \
-         to 0), or pass --assume-stopped if they died without letting go",
-        held.iter()
-            .map(|r| r.partition.to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
-        members.join(", ")
-    )))
-}
+use crate::tools::deployment::{KafkaToolError, key_of, record, refuse_held};
 
 /// What `replay --apply` did.
 #[derive(Debug)]
@@ -172,17 +101,4 @@ pub fn apply_replay(
         deleted: Some(deleted),
         epochs,
     })
-}
-
-fn key_of(r: &StateRecord) -> Vec<u8> {
-    r.reservation_no.as_str().as_bytes().to_vec()
-}
-
-fn record(key: Vec<u8>, value: Vec<u8>) -> NewRecord {
-    NewRecord {
-        key,
-        value,
-        timestamp: now_millis(),
-        headers: Vec::new(),
-    }
 }

@@ -27,8 +27,8 @@
 
 use std::collections::BTreeMap;
 
-use super::repartition::{ROLES, write_record};
-use super::{KafkaToolError, record};
+use super::kafka::{ROLES, write_record};
+use super::{How, Plan};
 use crate::core::changelog::{EpochMarker, StateRecord};
 use crate::core::ownership::{Layer, Phase, RepartitionRecord};
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
@@ -38,8 +38,8 @@ use crate::log::kafka::{
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
-use crate::tools::replay::Progress;
-use crate::tools::replay::repartition::{How, Plan};
+use crate::tools::deployment::{KafkaToolError, key_of, record};
+use crate::tools::progress::Progress;
 
 /// The dry run: what growing to `to` in place does, from the changelog and the input records
 /// not yet processed (the input's history is not read).
@@ -356,8 +356,4 @@ fn stall_before_tombstones() {
         tracing::warn!("fail point ORDO_FAIL_POINT: stalling before the tombstones");
         std::thread::sleep(std::time::Duration::from_secs(120));
     }
-}
-
-fn key_of(r: &StateRecord) -> Vec<u8> {
-    r.reservation_no.as_str().as_bytes().to_vec()
 }
