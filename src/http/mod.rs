@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod error;
 pub mod forward;
+mod history;
 pub mod ingest;
 pub mod query;
 mod state;
@@ -71,7 +72,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
     use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
 
-    tokio::spawn(status::sample(state.clone()));
+    tokio::spawn(history::sample(state.clone()));
     let app = router(state);
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
