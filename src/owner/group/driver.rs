@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
+use super::threads::Flags;
 use super::transaction::{Closing, Transactions};
-use super::{FETCH_WAIT, Flags, MAX_IN_FLIGHT, Member};
+use super::{FETCH_WAIT, MAX_IN_FLIGHT, Member};
 use crate::core::changelog::{Entry, EpochMarker, PositionMark, Reader};
 use crate::core::record::{NewRecord, Record};
 use crate::core::step::Effects;
