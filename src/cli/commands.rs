@@ -336,7 +336,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             partitions,
             ..
         } => {
-            let r = bench::gateway(clients.max(1), requests, count(partitions)?)?;
+            let r = bench::gateway::run(clients.max(1), requests, count(partitions)?)?;
             writeln!(
                 out,
                 "gateway: {} clients, {} requests each way, N = {partitions}: ingest {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); \
@@ -360,7 +360,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             for system in &systems {
                 system.prepare()?;
             }
-            let r = bench::kafka(&opts, events, n, interval, &systems)?;
+            let r = bench::kafka::run(&opts, events, n, interval, &systems)?;
             writeln!(
                 out,
                 "kafka: {} events, N = {}: produce {:.0} events/s; raw consume {:.0} records/s; \

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 
+use super::BenchError;
+use super::gateway::percentile;
 use super::peer::System;
-use super::{BenchError, percentile};
 use crate::core::changelog::StateRecord;
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::kafka::{

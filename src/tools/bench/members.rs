@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{BenchError, Client, percentile};
+use super::BenchError;
+use super::gateway::{Client, percentile};
 use crate::core::reference::Model;
 use crate::core::{Partition, PartitionCount};
 use crate::log::kafka::{KafkaOptions, KafkaProducer, Outgoing, apply_topics};
