@@ -11,14 +11,19 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable};
 
 mod group_commit;
 mod open;
 mod store;
+mod tables;
 
 use self::group_commit::{Failed, GroupCommit};
 use self::store::Store;
+use self::tables::{
+    DEAD_LETTERS, EPOCHS, EVENTS, META, OWNERS, POSITIONS, STATE, append_refs, append_to,
+    decode_headers, end_of, open_topic, table,
+};
 use super::Signal;
 use super::topics::Role;
 use crate::core::changelog::{EpochMarker, Reader, Snapshot};
@@ -32,32 +37,6 @@ pub const DB_FILE: &str = "ordo.redb";
 
 /// Bumped when the layout of the tables changes.
 const FORMAT: &str = "1";
-
-/// A record as stored: key, value, timestamp, headers (JSON array of pairs, empty when none).
-type Row<'a> = (&'a [u8], &'a [u8], i64, &'a [u8]);
-type TopicTable = TableDefinition<'static, (u32, u64), Row<'static>>;
-type TopicReadTable = redb::ReadOnlyTable<(u32, u64), Row<'static>>;
-
-const EVENTS: TopicTable = TableDefinition::new("reservation-events");
-const STATE: TopicTable = TableDefinition::new("reservation-state");
-const DEAD_LETTERS: TopicTable = TableDefinition::new("reservation-events.dlq");
-/// Kept for the topic's sake only: one process owns every partition of a data dir, so nothing
-/// is ever written here.
-const OWNERS: TopicTable = TableDefinition::new("reservation-owners");
-const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
-/// partition → next input offset to process.
-const POSITIONS: TableDefinition<u32, u64> = TableDefinition::new("positions");
-/// partition → epoch of the latest owner.
-const EPOCHS: TableDefinition<u32, u64> = TableDefinition::new("epochs");
-
-fn table(role: Role) -> TopicTable {
-    match role {
-        Role::Events => EVENTS,
-        Role::State => STATE,
-        Role::DeadLetters => DEAD_LETTERS,
-        Role::Owners => OWNERS,
-    }
-}
 
 /// What went wrong in the embedded log.
 #[derive(Debug, thiserror::Error)]
@@ -527,74 +506,6 @@ impl EmbeddedLog {
 enum Work {
     Append(Role, Vec<(Partition, NewRecord)>),
     Commit(Partition, Effects, Offset),
-}
-
-fn append_to(
-    t: &mut redb::Table<'_, (u32, u64), Row<'static>>,
-    records: &[(Partition, NewRecord)],
-    n: PartitionCount,
-) -> Result<Vec<Offset>, LogError> {
-    let refs: Vec<(Partition, &NewRecord)> = records.iter().map(|(p, r)| (*p, r)).collect();
-    append_refs(t, &refs, n)
-}
-
-fn append_refs(
-    t: &mut redb::Table<'_, (u32, u64), Row<'static>>,
-    records: &[(Partition, &NewRecord)],
-    n: PartitionCount,
-) -> Result<Vec<Offset>, LogError> {
-    let mut next: Vec<Option<u64>> = vec![None; n.get() as usize];
-    let mut offsets = Vec::with_capacity(records.len());
-    for (p, r) in records {
-        let slot = &mut next[p.0 as usize];
-        let offset = match *slot {
-            Some(o) => o,
-            None => end_of(&*t, p.0)?,
-        };
-        *slot = Some(offset + 1);
-        let headers = encode_headers(&r.headers);
-        t.insert(
-            (p.0, offset),
-            (&r.key[..], &r.value[..], r.timestamp, &headers[..]),
-        )
-        .map_err(store("append"))?;
-        offsets.push(Offset(offset));
-    }
-    Ok(offsets)
-}
-
-/// A topic's table in a read transaction; `None` where a data dir written by an earlier version
-/// (opened read-only, so never upgraded) has no such table.
-fn open_topic(txn: &redb::ReadTransaction, role: Role) -> Result<Option<TopicReadTable>, LogError> {
-    match txn.open_table(table(role)) {
-        Ok(t) => Ok(Some(t)),
-        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-        Err(e) => Err(store("open topic")(e)),
-    }
-}
-
-fn end_of<T: ReadableTable<(u32, u64), Row<'static>>>(t: &T, p: u32) -> Result<u64, LogError> {
-    let mut r = t.range((p, 0)..=(p, u64::MAX)).map_err(store("read"))?;
-    match r.next_back() {
-        Some(item) => Ok(item.map_err(store("read"))?.0.value().1 + 1),
-        None => Ok(0),
-    }
-}
-
-fn encode_headers(headers: &[(String, String)]) -> Vec<u8> {
-    if headers.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::to_vec(headers).expect("headers always serialise")
-    }
-}
-
-fn decode_headers(bytes: &[u8]) -> Vec<(String, String)> {
-    if bytes.is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_slice(bytes).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
