@@ -23,7 +23,7 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 400 `invalid_json`: the body is not a JSON object.
     #[error("{0}")]
-    InvalidJson(String),
+    InvalidJson(BadJson),
     /// 400 `invalid_field`: a field that must not be there, or has the wrong form.
     #[error("{0}")]
     InvalidField(String),
@@ -43,8 +43,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidPath(String),
     /// 400 `bad_body`: the body could not be read.
-    #[error("{0}")]
-    BadBody(String),
+    #[error("cannot read the body: {0}")]
+    BadBody(Box<dyn std::error::Error + Send + Sync>),
     /// 401 `unauthorized`: the member requires a bearer token and the request has no valid
     /// one.
     #[error("{0}")]
@@ -67,9 +67,10 @@ pub enum ApiError {
     /// 503 `no_owner`: no member serves the partition now.
     #[error("{0}")]
     NoOwner(String),
-    /// 503 `owner_unreachable`: the partition's owner did not answer in time.
-    #[error("{0}")]
-    OwnerUnreachable(String),
+    /// 503 `owner_unreachable`: the partition's owner did not answer in time, or not as a
+    /// member answers.
+    #[error(transparent)]
+    OwnerUnreachable(#[from] Unreachable),
     /// 503 `shutting_down`: the member is stopping.
     #[error("this member is shutting down; retry on another")]
     ShuttingDown,
@@ -104,6 +105,51 @@ pub enum Internal {
         /// Why its body did not parse.
         cause: serde_json::Error,
     },
+}
+
+/// Why a forwarded request got no usable answer from the partition's owner.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// The exchange failed: no connection, a broken answer, one over the relay's bound.
+    #[error("the owner of partition {partition} at {url} did not answer: {cause}; retry")]
+    Exchange {
+        partition: crate::core::Partition,
+        url: String,
+        cause: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No answer within the request's limit.
+    #[error(
+        "the owner of partition {partition} at {url} did not answer: no answer within {} ms; retry",
+        limit.as_millis()
+    )]
+    TimedOut {
+        partition: crate::core::Partition,
+        url: String,
+        limit: std::time::Duration,
+    },
+    /// An error answer that is not a member's JSON error.
+    #[error("{url} answered {status}: {cause}")]
+    Unreadable {
+        url: String,
+        status: StatusCode,
+        cause: serde_json::Error,
+    },
+    /// A member's error answer this member does not relay as it is.
+    #[error("{url} answered {status}: {message}")]
+    Refused {
+        url: String,
+        status: StatusCode,
+        message: String,
+    },
+}
+
+/// Why a body is not a JSON object.
+#[derive(Debug, thiserror::Error)]
+pub enum BadJson {
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("the body is not valid JSON: {0}")]
+    Syntax(#[source] serde_json::Error),
 }
 
 impl From<tokio::task::JoinError> for ApiError {
@@ -219,7 +265,7 @@ impl From<BytesRejection> for ApiError {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::TooLarge
         } else {
-            Self::BadBody(e.body_text())
+            Self::BadBody(e.body_text().into())
         }
     }
 }

@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::ApiError;
+use super::error::Unreachable;
 use crate::core::Partition;
 use crate::metrics::Metrics;
 
@@ -107,11 +108,9 @@ impl Forwarder {
         path_and_query: &str,
         limit: Duration,
     ) -> Result<Answer, ApiError> {
-        let unreachable = |detail: String| {
+        let unreachable = |why: Unreachable| {
             metrics.forwarded.with_label_values(&["unreachable"]).inc();
-            ApiError::OwnerUnreachable(format!(
-                "the owner of partition {partition} at {base} did not answer: {detail}; retry"
-            ))
+            ApiError::OwnerUnreachable(why)
         };
         let mut request = Request::get(format!("{base}{path_and_query}"))
             .header(FORWARDED, HeaderValue::from_static("1"));
@@ -140,11 +139,16 @@ impl Forwarder {
                 metrics.forwarded.with_label_values(&["relayed"]).inc();
                 Ok(answer)
             }
-            Ok(Err(e)) => Err(unreachable(e.to_string())),
-            Err(_) => Err(unreachable(format!(
-                "no answer within {} ms",
-                limit.as_millis()
-            ))),
+            Ok(Err(cause)) => Err(unreachable(Unreachable::Exchange {
+                partition,
+                url: base.to_owned(),
+                cause,
+            })),
+            Err(_) => Err(unreachable(Unreachable::TimedOut {
+                partition,
+                url: base.to_owned(),
+                limit,
+            })),
         }
     }
 }

@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::error::ApiError;
+use super::error::{ApiError, BadJson};
 use super::query::{Token, local_record, user_records};
 use super::state::{AppState, Route, Served};
 use crate::core::changelog::StateRecord;
@@ -96,14 +96,10 @@ fn fields(
         Ok(Fields(m)) => m,
         // Valid JSON of another type than an object.
         Err(e) if e.is_data() && !e.to_string().starts_with("duplicate field") => {
-            return Err(ApiError::InvalidJson(
-                "the body must be a JSON object".into(),
-            ));
+            return Err(ApiError::InvalidJson(BadJson::NotAnObject));
         }
         Err(e) => {
-            return Err(ApiError::InvalidJson(format!(
-                "the body is not valid JSON: {e}"
-            )));
+            return Err(ApiError::InvalidJson(BadJson::Syntax(e)));
         }
     };
     if fields.contains_key("type") {

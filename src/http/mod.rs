@@ -139,7 +139,7 @@ async fn limit_length(request: Request, next: Next) -> Response {
             {
                 return ApiError::TooLarge.into_response();
             }
-            return ApiError::BadBody(format!("cannot read the body: {e}")).into_response();
+            return ApiError::BadBody(e).into_response();
         }
         Err(_) => return ApiError::BodyTimeout.into_response(),
     };

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::error::ApiError;
+use super::error::{ApiError, Unreachable};
 use super::forward::{ANSWER_GRACE, SERVED_BY, is_forwarded};
 use super::state::{AppState, Route, Served};
 use crate::core::changelog::StateRecord;
@@ -281,13 +281,20 @@ fn remote_records(url: &str, answer: super::forward::Answer) -> Result<Vec<State
                 })
             });
     }
-    let e: Error = serde_json::from_slice(&answer.body).map_err(|e| {
-        ApiError::OwnerUnreachable(format!("{url} answered {}: {e}", answer.status))
-    })?;
+    let e: Error =
+        serde_json::from_slice(&answer.body).map_err(|cause| Unreachable::Unreadable {
+            url: url.to_owned(),
+            status: answer.status,
+            cause,
+        })?;
     Err(match e.error.as_str() {
         "timeout" => ApiError::Timeout(e.message),
         "no_owner" => ApiError::NoOwner(e.message),
-        _ => ApiError::OwnerUnreachable(format!("{url} answered {}: {}", answer.status, e.message)),
+        _ => ApiError::OwnerUnreachable(Unreachable::Refused {
+            url: url.to_owned(),
+            status: answer.status,
+            message: e.message,
+        }),
     })
 }
 
