@@ -947,7 +947,7 @@ fn forged_owner_records_cannot_make_a_member_relay_or_loop() {
     let a_self = format!("http://{}/v1/users/u-1?x=", a.addr);
     for (p, url) in [(0u32, server_url.clone()), (1, a_self)] {
         let forged = ordo::core::ownership::OwnershipRecord {
-            partition: p,
+            partition: ordo::core::Partition(p),
             epoch: ordo::core::Epoch(1000),
             owner: "forged".into(),
             url: Some(url),
@@ -1217,7 +1217,7 @@ fn with_a_token_forged_owner_records_move_nothing() {
     let other_key = ordo::core::ownership::OwnersKey::new(b"a guess");
     for p in [0u32, 1] {
         let mut forged = ordo::core::ownership::OwnershipRecord {
-            partition: p,
+            partition: ordo::core::Partition(p),
             epoch: ordo::core::Epoch(1000),
             owner: "forged".into(),
             url: Some(server_url.clone()),

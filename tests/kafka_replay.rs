@@ -51,7 +51,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
     );
     // A member holds a partition (its ownership record says so): --apply refuses, naming it.
     let held = ordo::core::ownership::OwnershipRecord {
-        partition: 1,
+        partition: ordo::core::Partition(1),
         epoch: ordo::core::Epoch(50),
         owner: "host-a/77".into(),
         url: Some("http://10.0.0.7:8080".into()),

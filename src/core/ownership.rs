@@ -13,7 +13,7 @@ use super::partitioner::Partitioner;
 /// One ownership record, keyed on the log by its partition number in decimal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnershipRecord {
-    pub partition: u32,
+    pub partition: Partition,
     pub epoch: Epoch,
     /// Who owns it (host and process), as in its epoch marker.
     pub owner: String,
@@ -294,7 +294,7 @@ impl OwnerTable {
     /// epoch the later record wins (the owner's own release). Records for partitions outside
     /// the table are ignored.
     pub fn apply(&mut self, record: OwnershipRecord) -> bool {
-        let Some(slot) = self.records.get_mut(record.partition as usize) else {
+        let Some(slot) = self.records.get_mut(record.partition.index()) else {
             return false;
         };
         match slot {
@@ -332,7 +332,7 @@ mod tests {
 
     fn record(partition: u32, epoch: u64, url: Option<&str>) -> OwnershipRecord {
         OwnershipRecord {
-            partition,
+            partition: Partition(partition),
             epoch: Epoch(epoch),
             owner: format!("host/{epoch}"),
             url: url.map(str::to_owned),
@@ -468,7 +468,7 @@ mod tests {
                 ..r.clone()
             },
             OwnershipRecord {
-                partition: 3,
+                partition: Partition(3),
                 ..r.clone()
             },
             OwnershipRecord {

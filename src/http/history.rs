@@ -115,7 +115,7 @@ pub async fn sample(state: AppState) {
         let partitions = (0..state.partitions.statuses.len())
             .map(|p| {
                 let (position, end) = local_offsets(&state, Partition(p as u32))?;
-                Some((position, end))
+                Some((position.0, end.0))
             })
             .collect();
         for p in 0..state.partitions.statuses.len() {

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::error::ApiError;
 use super::history::{Charts, History, Sample, charts, rate_over};
 use super::state::AppState;
-use crate::core::Partition;
 use crate::core::step::TALLY_OUTCOMES;
+use crate::core::{Epoch, Offset, Partition};
 
 /// The page: HTML with its style and script inline.
 const PAGE: &str = include_str!("assets/status.html");
@@ -50,12 +50,12 @@ impl About {
 }
 
 /// The position and input end of `p`, when this member owns it and has restored it.
-pub(super) fn local_offsets(state: &AppState, p: Partition) -> Option<(u64, u64)> {
+pub(super) fn local_offsets(state: &AppState, p: Partition) -> Option<(Offset, Offset)> {
     let status = state.partitions.status(p);
     if !status.is_owned() || !status.is_ready() {
         return None;
     }
-    Some((status.position().0, status.input_end().0))
+    Some((status.position(), status.input_end()))
 }
 
 /// While records wait in `p`, the age of the last one processed (an upper bound on the oldest
@@ -72,14 +72,14 @@ pub(super) fn lag_seconds(state: &AppState, p: Partition) -> Option<f64> {
 /// One partition's row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Row {
-    pub partition: u32,
+    pub partition: Partition,
     pub owner: Option<String>,
     pub url: Option<String>,
-    pub epoch: Option<u64>,
+    pub epoch: Option<Epoch>,
     /// owning, restoring, stalled, failed, released (known owner gone), unowned, unreachable
     pub state: String,
-    pub position: Option<u64>,
-    pub end: Option<u64>,
+    pub position: Option<Offset>,
+    pub end: Option<Offset>,
     pub lag_records: Option<u64>,
     pub lag_seconds: Option<f64>,
     pub rate_10s: Option<f64>,
@@ -98,7 +98,7 @@ pub struct Row {
 impl Row {
     fn unknown(p: Partition, state: &str) -> Self {
         Row {
-            partition: p.0,
+            partition: p,
             owner: None,
             url: None,
             epoch: None,
@@ -162,7 +162,7 @@ fn local_rows(state: &AppState, samples: &[Sample]) -> Vec<Row> {
         let offsets = local_offsets(state, p);
         let rate = |secs| rate_over(samples, i, secs);
         let (r10, r60) = (rate(10), rate(60));
-        let lag = offsets.map(|(pos, end)| end.saturating_sub(pos));
+        let lag = offsets.map(|(pos, end)| pos.distance_to(end));
         let eta = match (lag, r60) {
             (Some(0), _) => Some(0.0),
             (Some(l), Some((r, w))) if r > w => Some(l as f64 / (r - w)),
@@ -170,10 +170,10 @@ fn local_rows(state: &AppState, samples: &[Sample]) -> Vec<Row> {
         };
         let outcomes = state.metrics.outcomes(p);
         rows.push(Row {
-            partition: p.0,
+            partition: p,
             owner: Some(state.member.clone()),
             url: state.advertise.clone(),
-            epoch: status.is_ready().then(|| status.epoch().0),
+            epoch: status.is_ready().then(|| status.epoch()),
             state: if status.has_failed() {
                 "failed"
             } else if status.is_stalled() {
@@ -358,7 +358,7 @@ async fn merge(s: &AppState, local: Vec<Row>) -> Vec<Row> {
     let n = s.count();
     let mut rows: Vec<Option<Row>> = vec![None; n.get() as usize];
     for r in local {
-        if let Some(slot) = rows.get_mut(r.partition as usize) {
+        if let Some(slot) = rows.get_mut(r.partition.index()) {
             *slot = Some(r);
         }
     }
@@ -383,7 +383,7 @@ async fn merge(s: &AppState, local: Vec<Row>) -> Vec<Row> {
                     },
                 );
                 row.owner = Some(h.owner.clone());
-                row.epoch = Some(h.epoch.0);
+                row.epoch = Some(h.epoch);
                 rows[p.index()] = Some(row);
             }
             None => rows[p.index()] = Some(Row::unknown(p, "unowned")),
@@ -419,12 +419,12 @@ async fn merge(s: &AppState, local: Vec<Row>) -> Vec<Row> {
         for p in parts {
             let from_owner = answer
                 .as_ref()
-                .and_then(|a| a.rows.iter().find(|r| r.partition == p.0).cloned());
+                .and_then(|a| a.rows.iter().find(|r| r.partition == p).cloned());
             rows[p.index()] = Some(from_owner.unwrap_or_else(|| {
                 let holder = s.partitions.holder(p);
                 let mut row = Row::unknown(p, "unreachable");
                 row.owner = holder.as_ref().map(|h| h.owner.clone());
-                row.epoch = holder.map(|h| h.epoch.0);
+                row.epoch = holder.map(|h| h.epoch);
                 row.url = Some(url.clone());
                 row.error = Some(format!("{url} did not answer /v1/status"));
                 row

@@ -40,7 +40,7 @@ pub fn refuse_held(owners: &OwnersLog, assume_stopped: bool) -> Result<(), Kafka
         )));
     }
     // Per partition, the record of the highest epoch (the later one at the same epoch).
-    let mut latest: BTreeMap<u32, &OwnershipRecord> = BTreeMap::new();
+    let mut latest: BTreeMap<crate::core::Partition, &OwnershipRecord> = BTreeMap::new();
     for r in &owners.owners {
         match latest.get(&r.partition) {
             Some(held) if held.epoch > r.epoch => {}

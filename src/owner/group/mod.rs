@@ -124,7 +124,7 @@ impl Member {
         held: bool,
     ) -> Result<(), KafkaLogError> {
         let mut record = OwnershipRecord {
-            partition: p.0,
+            partition: p,
             epoch,
             owner: self.options.owner_id.clone(),
             url: self.options.advertise.clone().filter(|_| held),
@@ -365,7 +365,7 @@ fn follow_owners(
             {
                 warn!(
                     offset = r.offset.0,
-                    partition = record.partition,
+                    partition = record.partition.0,
                     epoch = record.epoch.0,
                     owner = %record.owner,
                     "ignoring an ownership record not signed with this deployment's key \

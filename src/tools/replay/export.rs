@@ -4,6 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use crate::core::Offset;
 use crate::core::partitioner::Partition;
 use crate::core::record::Record;
 use crate::log::topics::Role;
@@ -12,8 +13,8 @@ use crate::log::{Logs, LogsError, OffsetSpec};
 /// One exported record.
 #[derive(Debug, Serialize)]
 struct Line<'a> {
-    partition: u32,
-    offset: u64,
+    partition: Partition,
+    offset: Offset,
     timestamp: i64,
     key: std::borrow::Cow<'a, str>,
     value: std::borrow::Cow<'a, str>,
@@ -89,8 +90,8 @@ pub fn export(
 /// Writes one record as an NDJSON line.
 fn write_line(out: &mut impl Write, r: &Record) -> std::io::Result<()> {
     let line = Line {
-        partition: r.partition.0,
-        offset: r.offset.0,
+        partition: r.partition,
+        offset: r.offset,
         timestamp: r.timestamp,
         key: String::from_utf8_lossy(&r.key),
         value: String::from_utf8_lossy(&r.value),
