@@ -2,6 +2,7 @@
 //! owner's settle) or one record (a superseded owner's check), followed (`tail`), and one
 //! partition by its owner's thread.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use super::ids::{partition_list, partition_of};
@@ -43,38 +44,86 @@ pub(super) fn from_beginning(
     Ok(Closing::new(consumer))
 }
 
-/// Reads `topic`/`partition` from the beginning to its end, calling `f` on each record.
+/// How a read of one partition ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// At the partition's end (its EOF event), or when the reader says stop; a broker that
+    /// cannot be reached fails the read at once.
+    End,
+    /// Only when the reader says stop (the record it waits for is being written now); brokers
+    /// that drop out for a moment are waited for.
+    Stop,
+}
+
+/// How long a read waits for the next record before it says the partition stalled.
+const READ_STALL: Duration = Duration::from_secs(60);
+
+/// Reads `topic`/`partition` from `from`, handing each record to `f` in offset order until
+/// `until` says the read is over or `f` breaks; fails with [`KafkaLogError::Stalled`] when no
+/// record comes for `stall`.
 ///
 /// The end is the partition-EOF event, not the high watermark fetched up front: some
 /// Kafka-compatible brokers (tansu 0.6) report the watermark of the last batch's base offset,
 /// which ends the read early when batches hold several records.
-pub fn read_to_end(
+fn read_partition(
     opts: &KafkaOptions,
-    topic: &str,
-    partition: Partition,
-    mut f: impl FnMut(Record),
+    (topic, partition): (&str, Partition),
+    from: Offset,
+    until: Until,
+    stall: Duration,
+    mut f: impl FnMut(Record) -> ControlFlow<()>,
 ) -> Result<(), KafkaLogError> {
-    let consumer = from_beginning(opts, topic, [partition])?;
-    let stall = Duration::from_secs(60);
+    let consumer: BaseConsumer<QuietEof> = from_beginning_config(opts)
+        .create_with_context(QuietEof)
+        .map_err(kafka("create reader"))?;
+    consumer
+        .assign(&partition_list(topic, [(partition, from)]))
+        .map_err(kafka("assign"))?;
+    let consumer = Closing::new(consumer);
     let mut last_progress = Instant::now();
     loop {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
+        match (consumer.poll(Duration::from_millis(100)), until) {
+            (Some(Ok(m)), _) => {
                 last_progress = Instant::now();
-                f(to_record(&m));
+                if f(to_record(&m)).is_break() {
+                    return Ok(());
+                }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(()),
-            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
-            None if last_progress.elapsed() > stall => {
+            (Some(Err(KafkaError::PartitionEOF(_))), Until::End) => return Ok(()),
+            (Some(Err(KafkaError::PartitionEOF(_))), Until::Stop) => {}
+            (Some(Err(e)), Until::Stop) if is_transient(&e) => {}
+            (Some(Err(e)), _) => return Err(unreachable_or(opts, e, "read")),
+            (None, _) if last_progress.elapsed() > stall => {
                 return Err(KafkaLogError::Stalled {
                     topic: topic.to_owned(),
                     partition: partition.0,
                     secs: stall.as_secs(),
                 });
             }
-            None => {}
+            (None, _) => {}
         }
     }
+}
+
+/// Reads `topic`/`partition` from the beginning to its end, calling `f` on each record.
+pub fn read_to_end(
+    opts: &KafkaOptions,
+    topic: &str,
+    partition: Partition,
+    mut f: impl FnMut(Record),
+) -> Result<(), KafkaLogError> {
+    let each = |r| {
+        f(r);
+        ControlFlow::Continue(())
+    };
+    read_partition(
+        opts,
+        (topic, partition),
+        Offset(0),
+        Until::End,
+        READ_STALL,
+        each,
+    )
 }
 
 /// Reads `topic`/`partition` from `from` through the record at `through`, calling `f` on each
@@ -84,47 +133,30 @@ pub fn read_range(
     opts: &KafkaOptions,
     topic: &str,
     partition: Partition,
-    from: Offset,
-    through: Offset,
+    (from, through): (Offset, Offset),
     mut f: impl FnMut(Record),
 ) -> Result<(), KafkaLogError> {
-    let consumer: BaseConsumer<QuietEof> = from_beginning_config(opts)
-        .create_with_context(QuietEof)
-        .map_err(kafka("create reader"))?;
-    consumer
-        .assign(&partition_list(topic, [(partition, from)]))
-        .map_err(kafka("assign"))?;
-    let consumer = Closing::new(consumer);
-    let stall = Duration::from_secs(60);
-    let mut last_progress = Instant::now();
-    loop {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                last_progress = Instant::now();
-                let r = to_record(&m);
-                let last = r.offset >= through;
-                f(r);
-                if last {
-                    return Ok(());
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => {}
-            Some(Err(e)) if is_transient(&e) => {}
-            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
-            None if last_progress.elapsed() > stall => {
-                return Err(KafkaLogError::Stalled {
-                    topic: topic.to_owned(),
-                    partition: partition.0,
-                    secs: stall.as_secs(),
-                });
-            }
-            None => {}
+    let each = |r: Record| {
+        let last = r.offset >= through;
+        f(r);
+        if last {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
         }
-    }
+    };
+    read_partition(
+        opts,
+        (topic, partition),
+        from,
+        Until::Stop,
+        READ_STALL,
+        each,
+    )
 }
 
-/// The record at `offset` of `topic`/`partition`: `None` when there is none (compacted away,
-/// below the log's start, or at or past its end), or when none came within `wait`.
+/// The first record of `topic`/`partition` at or after `offset`: `None` when there is none
+/// (at or past the partition's end), or when none came within `wait`.
 pub fn read_at(
     opts: &KafkaOptions,
     topic: &str,
@@ -132,27 +164,15 @@ pub fn read_at(
     offset: Offset,
     wait: Duration,
 ) -> Result<Option<Record>, KafkaLogError> {
-    let consumer: BaseConsumer<QuietEof> = from_beginning_config(opts)
-        .create_with_context(QuietEof)
-        .map_err(kafka("create reader"))?;
-    consumer
-        .assign(&partition_list(topic, [(partition, offset)]))
-        .map_err(kafka("assign"))?;
-    let consumer = Closing::new(consumer);
-    let deadline = Instant::now() + wait;
-    while Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let r = to_record(&m);
-                return Ok((r.offset == offset).then_some(r));
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(None),
-            Some(Err(e)) if is_transient(&e) => {}
-            Some(Err(e)) => return Err(unreachable_or(opts, e, "read")),
-            None => {}
-        }
+    let mut first = None;
+    let each = |r| {
+        first = Some(r);
+        ControlFlow::Break(())
+    };
+    match read_partition(opts, (topic, partition), offset, Until::End, wait, each) {
+        Err(KafkaLogError::Stalled { .. }) => Ok(None),
+        read => read.map(|()| first),
     }
-    Ok(None)
 }
 
 /// One plain consumer that reads partitions of a topic from their beginning to their ends,

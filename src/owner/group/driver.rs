@@ -145,7 +145,8 @@ impl KafkaDriver<'_> {
                 at,
                 MARKER_CHECK,
             ) {
-                Ok(record) => record,
+                // The marker itself, not a later record where it was compacted away.
+                Ok(record) => record.filter(|r| r.offset == at),
                 Err(e) => {
                     // Looked at again on the next fetch.
                     warn!(partition = p.0, error = %e, "cannot read a newer owner's epoch marker");
@@ -296,8 +297,7 @@ impl Driver for KafkaDriver<'_> {
                 &self.member.kafka,
                 &self.member.state_topic,
                 p,
-                self.restored_end,
-                at,
+                (self.restored_end, at),
                 |r| {
                     if let Ok(Entry::Marker(m)) = Entry::decode(&r.key, &r.value)
                         && m.epoch >= marker.epoch
