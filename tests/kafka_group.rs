@@ -690,6 +690,68 @@ fn a_stalled_owner_whose_successor_came_and_went_takes_its_partitions_back() {
     oracle::assert_exact(&broker, 2);
 }
 
+/// A change of N recorded while a member runs (a `repartition --apply` that raced the member's
+/// start past its own check, forged here): the member finishes its batches, lets its
+/// partitions go and exits 2 naming the command that finishes the move, rather than run on
+/// against topics about to be deleted.
+#[test]
+fn a_running_member_stops_when_a_change_of_n_begins() {
+    use ordo::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    broker.ok(&["produce", "--generate", "1000", "--seed", "5"]);
+    let mut m = broker.member(&group(), &[]);
+    wait_for(
+        "the member to apply the input",
+        Duration::from_secs(60),
+        || (m.metric_sum("ordo_events_total", "") == 1000.0 && owned(&m) == 2).then_some(()),
+    );
+    let change = RepartitionRecord {
+        from: ordo::core::PartitionCount::new(2).unwrap(),
+        to: ordo::core::PartitionCount::new(3).unwrap(),
+        phase: Phase::Copying,
+        epoch: ordo::core::Epoch(9),
+        by: "mover/1".into(),
+        ts: ordo::log::now_millis(),
+        layers: Vec::new(),
+        copied: None,
+    };
+    ordo::log::kafka::KafkaProducer::new(&broker.options())
+        .unwrap()
+        .send_all(&[ordo::log::kafka::Outgoing {
+            topic: &broker.topic(Role::Owners),
+            partition: ordo::core::Partition(0),
+            record: ordo::core::record::NewRecord {
+                key: REPARTITION_KEY.as_bytes().to_vec(),
+                value: change.to_json(),
+                timestamp: change.ts,
+                headers: vec![],
+            },
+        }])
+        .unwrap();
+    let status = wait_for("the member to stop", Duration::from_secs(60), || {
+        m.child.try_wait().unwrap()
+    });
+    let log: Vec<String> = m.stderr.try_iter().collect();
+    assert_eq!(status.code(), Some(2), "{log:#?}");
+    let last = log.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("ordo: error:")
+            && last.contains("from 2 to 3")
+            && last.contains("--to-partitions 3 --apply"),
+        "{log:#?}"
+    );
+    let owners = ordo::log::kafka::read_owners(&broker.options()).unwrap();
+    let mut table = ordo::core::ownership::OwnerTable::new(change.from);
+    for r in owners.owners {
+        table.apply(r);
+    }
+    assert!(
+        table.iter().all(|(_, r)| r.is_some_and(|r| !r.is_held())),
+        "every partition let go: {table:?}"
+    );
+}
+
 /// Failover inside one group on a real coordinator, for a member session timeout of `ms`:
 /// two members share four partitions mid-stream, one is SIGKILLed, the coordinator evicts it
 /// and the survivor takes its partitions, restores them and finishes the input. Prints the

@@ -395,6 +395,26 @@ fn refused_while_under_way(broker: &Broker, group: &str, phase: &str) {
     );
 }
 
+/// While `holder` (a tool's command) holds the deployment's lease, a move to 6 is refused, exit
+/// 2, naming the holder and how to take the lease over; `replay --apply`, which would take it
+/// too, is refused by the change of N first, naming the command that finishes it.
+fn refused_by_the_lease(broker: &Broker, group: &str, holder: &str) {
+    let out = bounded(&mut move_to_six(broker, group, &[]), LIMIT, "repartition");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("`{holder}`"))
+            && err.contains("holds this deployment's lease")
+            && err.contains("--take-over-lease")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+    let out = broker.run(&["replay", "--apply"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--to-partitions 6 --apply"), "{err}");
+}
+
 /// A rebuild killed with SIGKILL once the staging copies are complete: `ordo run` refuses the half-moved
 /// deployment with exit 2, a rerun finishes the move, and nothing is lost or applied twice.
 #[test]
@@ -415,10 +435,100 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
         l.contains("repartition phase recorded") && l.contains("Copied")
     });
     refused_while_under_way(&broker, &g, "Copied");
-    // Another target is refused while this one is unfinished.
+    // The killed run still holds the deployment's lease: another target, and a rerun, are
+    // refused until an operator takes the lease over.
     let out = broker.run(&["repartition", "--to-partitions", "8", "--apply"]);
     assert_eq!(out.status.code(), Some(2));
+    refused_by_the_lease(&broker, &g, "ordo repartition --to-partitions 6 --apply");
 
+    let out = ok_output(move_to_six(&broker, &g, &["--take-over-lease"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("resumed") && text.contains("check OK"),
+        "{text}"
+    );
+    finish_at_six(&broker, dir.path(), &input, &g, true);
+}
+
+/// A rebuild to 6 that stalls for `secs` once its staging copy is made (nothing deleted yet):
+/// started, and returned once it says it stalls there, with the rest of its stderr.
+fn stalled_at_copied(
+    broker: &Broker,
+    group: &str,
+    secs: u32,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = move_to_six(broker, group, &["--rebuild"])
+        .env("ORDO_FAIL_POINT", format!("stall@copied:{secs}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(child.stderr.take().unwrap());
+    let stalled = loop {
+        match lines.recv_timeout(LIMIT) {
+            Ok(line) if line.contains("stalling at copied") => break true,
+            Ok(_) => {}
+            Err(_) => break false,
+        }
+    };
+    if !stalled {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the move did not reach its copy in time");
+    }
+    (child, lines)
+}
+
+/// Waits for `child` to end, which must be with exit 2; its last stderr line.
+fn refused_end(
+    child: &mut std::process::Child,
+    lines: &std::sync::mpsc::Receiver<String>,
+) -> String {
+    let status = wait_for("the move to end", LIMIT, || child.try_wait().unwrap());
+    let err: Vec<String> = lines.try_iter().collect();
+    assert_eq!(status.code(), Some(2), "{err:#?}");
+    err.last().cloned().unwrap_or_default()
+}
+
+/// Two changes of N at once: the second (and a third, to another N) is refused while the
+/// first holds the deployment's lease, naming it. A member that holds a partition by the time
+/// the first is about to delete the originals (one that started racing the move's first look,
+/// forged here) stops the move, with nothing deleted; once it lets go, a rerun finishes, and
+/// nothing is lost or doubled.
+#[test]
+fn a_second_change_of_n_is_refused_and_a_member_seen_before_deleting_stops_the_move() {
+    let (dir, input, broker) = at_four();
+    broker.ok(&["produce", "--file", &input.middle]);
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let (mut first, lines) = stalled_at_copied(&broker, &g, 10);
+    refused_by_the_lease(&broker, &g, "ordo repartition --to-partitions 6 --apply");
+    let out = broker.run(&["repartition", "--to-partitions", "8", "--apply"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holds this deployment's lease"), "{err}");
+    let mut racer = ordo::core::ownership::OwnershipRecord {
+        partition: Partition(1),
+        epoch: ordo::core::Epoch(99),
+        owner: "racer/1".into(),
+        url: Some("http://127.0.0.1:9".into()),
+        ts: 1,
+        held: Some(true),
+        marker: None,
+        sig: None,
+    };
+    broker.send_owner(&racer);
+    let err = refused_end(&mut first, &lines);
+    assert!(
+        err.contains("held by running members: racer/1")
+            && err.contains("nothing was deleted")
+            && err.contains("--to-partitions 6 --apply"),
+        "{err}"
+    );
+    broker.ok(&["topics", "check", "--partitions", "4"]);
+    racer.held = Some(false);
+    racer.url = None;
+    broker.send_owner(&racer);
     let out = ok_output(move_to_six(&broker, &g, &[]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -426,6 +536,59 @@ fn repartition_killed_midway_is_refused_by_run_and_finished_by_a_rerun() {
         "{text}"
     );
     finish_at_six(&broker, dir.path(), &input, &g, true);
+}
+
+/// A change of N under way refuses `ordo produce`, naming the command that finishes it; a
+/// producer that does not ask (any Kafka client) and writes to the old input after the copy
+/// stops the move before anything is deleted, and the rerun copies anew, its records
+/// included: they are processed after the move, each key in order.
+#[test]
+fn a_producer_writing_mid_move_stops_it_before_anything_is_deleted() {
+    let (dir, input, broker) = at_four();
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let (mut mover, lines) = stalled_at_copied(&broker, &g, 10);
+    let out = broker.run(&["produce", "--file", &input.middle]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ordo repartition --brokers ... --to-partitions 6 --apply"),
+        "{err}"
+    );
+    let n = ordo::core::PartitionCount::new(4).unwrap();
+    let records: Vec<(Partition, NewRecord)> = std::fs::read_to_string(&input.middle)
+        .unwrap()
+        .lines()
+        .map(|l| ordo::tools::produce::route_raw(l.as_bytes(), n, Partitioner::AbsHashModN))
+        .collect();
+    let topic = broker.topic(Role::Events);
+    let outgoing: Vec<Outgoing<'_>> = records
+        .into_iter()
+        .map(|(partition, record)| Outgoing {
+            topic: &topic,
+            partition,
+            record,
+        })
+        .collect();
+    KafkaProducer::new(&broker.options())
+        .unwrap()
+        .send_all(&outgoing)
+        .unwrap();
+    let err = refused_end(&mut mover, &lines);
+    assert!(
+        err.contains("was written to after it was copied")
+            && err.contains("nothing was deleted")
+            && err.contains("--to-partitions 6 --apply"),
+        "{err}"
+    );
+    broker.ok(&["topics", "check", "--partitions", "4"]);
+    let out = ok_output(move_to_six(&broker, &g, &[]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("resumed") && text.contains("check OK"),
+        "{text}"
+    );
+    finish_at_six(&broker, dir.path(), &input, &g, false);
 }
 
 /// The input topic as exported: one line per record, with its partition and offset.
@@ -531,10 +694,11 @@ fn growing_in_place_killed_while_moving_state_is_finished_by_a_rerun() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    kill_on(&mut child, |l| l.contains("stalling before the tombstones"));
+    kill_on(&mut child, |l| l.contains("stalling at tombstones"));
     refused_while_under_way(&broker, &g, "Moving");
+    refused_by_the_lease(&broker, &g, "ordo repartition --to-partitions 6 --apply");
 
-    let out = ok_output(move_to_six(&broker, &g, &[]));
+    let out = ok_output(move_to_six(&broker, &g, &["--take-over-lease"]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("resumed") && text.contains("check OK"),

@@ -183,10 +183,30 @@ pub struct ReplayArgs {
     /// Make the replay the live changelog (full replays of the input only).
     #[arg(long, env = "ORDO_APPLY", conflicts_with_all = ["diff", "file"])]
     pub apply: bool,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
+}
+
+/// What the operator vouches for, past the refusals of a tool that changes a Kafka deployment.
+#[derive(Debug, Args)]
+pub struct OverrideArgs {
     /// On Kafka: the members that `reservation-owners` says hold partitions died without
     /// letting go (killed); go ahead.
     #[arg(long, env = "ORDO_ASSUME_STOPPED")]
     pub assume_stopped: bool,
+    /// On Kafka: the tool that holds the deployment's lease (one `replay --apply` or
+    /// `repartition --apply` at a time) was killed without letting go; take the lease from it.
+    #[arg(long, env = "ORDO_TAKE_OVER_LEASE")]
+    pub take_over_lease: bool,
+}
+
+impl OverrideArgs {
+    pub fn overrides(&self) -> crate::tools::deployment::Overrides {
+        crate::tools::deployment::Overrides {
+            assume_stopped: self.assume_stopped,
+            take_over_lease: self.take_over_lease,
+        }
+    }
 }
 
 /// `ordo repartition`.
@@ -202,10 +222,8 @@ pub struct RepartitionArgs {
     /// On Kafka: how keys map to partitions [default: abs-hash-mod-n].
     #[arg(long, env = "ORDO_PARTITIONER", value_parser = partitioner_parser())]
     pub partitioner: Option<Partitioner>,
-    /// On Kafka: the members that `reservation-owners` says hold partitions died without
-    /// letting go (killed); go ahead.
-    #[arg(long, env = "ORDO_ASSUME_STOPPED")]
-    pub assume_stopped: bool,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
     /// On Kafka: move input not processed yet, unprocessed, to its new partition (it is
     /// processed there after the move) instead of refusing. Only a rebuild can: implies
     /// --rebuild.

@@ -68,7 +68,8 @@ pub fn replay(a: ReplayArgs) -> Result<(), Error> {
     )?;
     let t0 = Instant::now();
     if a.apply {
-        let applied = tools_replay::apply(&deployment.open()?, &owner_id(), a.assume_stopped)?;
+        let applied =
+            tools_replay::apply(&deployment.open()?, &owner_id(), a.overrides.overrides())?;
         report_replay(&applied.replay, t0.elapsed().as_secs_f64());
         eprintln!(
             "ordo: the replayed state of {} reservations is now the live changelog{}",
@@ -336,7 +337,7 @@ fn repartition_kafka(
         kafka,
         to,
         &owner_id(),
-        a.assume_stopped,
+        a.overrides.overrides(),
         a.allow_unprocessed,
         a.rebuild,
     )? {

@@ -165,6 +165,24 @@ pub struct RepartitionRecord {
     /// leaves it empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub layers: Vec<Layer>,
+    /// A rebuild, once its copy is made: what it copied, which the rebuilt topics are checked
+    /// against, and where the originals ended, so that a record written to them since (by a
+    /// producer or a member still running) stops the move before they are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied: Option<Copied>,
+}
+
+/// What a rebuild copied from the N-partitioned topics into staging.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Copied {
+    /// Input records, dead letters and reservations (state records) copied.
+    pub records: u64,
+    pub dead_letters: u64,
+    pub reservations: u64,
+    /// Per old partition, the offset after the last input record copied, and after the last
+    /// dead letter.
+    pub events_end: Vec<Offset>,
+    pub dead_letters_end: Vec<Offset>,
 }
 
 /// One layout of the input topic's history: from `starts[p]` on (up to the next layer's
@@ -250,12 +268,107 @@ impl LayoutRecord {
     }
 }
 
+/// Prefix of the key of a lease record on `reservation-owners`; the sequence number and the
+/// holder follow, so compaction keeps every claim (the fold needs the order of rival claims).
+pub const LEASE_KEY_PREFIX: &str = "__ordo.lease/";
+
+/// A claim to, or the release of, the deployment's one lease: the tools that change a Kafka
+/// deployment (`repartition --apply`, `replay --apply`) hold it while they work, so two of
+/// them never run at once. Claims are numbered: a claim takes the lease when its number is
+/// above the current one's and the lease is free (or the claim takes it over); of two rival
+/// claims with one number, the first on the log wins. Every reader folds the records in log
+/// order with [`Lease::apply`], so all agree on the holder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub seq: u64,
+    /// Who claims it (host and process), unique to one run of a tool.
+    pub holder: String,
+    /// What it is for, for operators: the command.
+    pub tool: String,
+    /// Epoch milliseconds when the record was written.
+    pub ts: i64,
+    /// Taken from a holder that did not let go (killed), on the operator's word.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub takeover: bool,
+    /// The holder let the lease go.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LeaseWire {
+    lease: LeaseRecord,
+}
+
+impl LeaseRecord {
+    /// The record's key on the log.
+    pub fn key(&self) -> String {
+        format!("{LEASE_KEY_PREFIX}{}/{}", self.seq, self.holder)
+    }
+
+    /// The record as JSON, wrapped so it cannot be mistaken for an ownership record.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(&LeaseWire {
+            lease: self.clone(),
+        })
+        .expect("a lease record always serialises")
+    }
+
+    /// The release of this claim.
+    pub fn released(&self, ts: i64) -> LeaseRecord {
+        LeaseRecord {
+            released: true,
+            takeover: false,
+            ts,
+            ..self.clone()
+        }
+    }
+}
+
+/// The deployment's lease as the log says: the latest claim that took it, released or not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    pub current: Option<LeaseRecord>,
+}
+
+impl Lease {
+    /// Folds in the next lease record of the log; returns whether it changed the lease.
+    pub fn apply(&mut self, r: LeaseRecord) -> bool {
+        let taken = match &self.current {
+            None => !r.released,
+            Some(c) if r.released => c.seq == r.seq && c.holder == r.holder && !c.released,
+            Some(c) => r.seq > c.seq && (c.released || r.takeover),
+        };
+        if taken {
+            self.current = Some(r);
+        }
+        taken
+    }
+
+    /// The claim that holds the lease now, if any.
+    pub fn holder(&self) -> Option<&LeaseRecord> {
+        self.current.as_ref().filter(|c| !c.released)
+    }
+
+    /// The number a new claim takes.
+    pub fn next_seq(&self) -> u64 {
+        self.current.as_ref().map_or(1, |c| c.seq + 1)
+    }
+
+    /// Whether `claim` holds the lease now.
+    pub fn is_held_by(&self, claim: &LeaseRecord) -> bool {
+        self.holder()
+            .is_some_and(|c| c.seq == claim.seq && c.holder == claim.holder)
+    }
+}
+
 /// One record of `reservation-owners`, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OwnersEntry {
     Owner(OwnershipRecord),
     Repartition(RepartitionRecord),
     Layout(LayoutRecord),
+    Lease(LeaseRecord),
 }
 
 impl OwnersEntry {
@@ -264,6 +377,11 @@ impl OwnersEntry {
         if key == REPARTITION_KEY.as_bytes() {
             return serde_json::from_slice::<RepartitionWire>(value)
                 .map(|w| OwnersEntry::Repartition(w.repartition))
+                .map_err(|e| BadOwnership(e.to_string()));
+        }
+        if key.starts_with(LEASE_KEY_PREFIX.as_bytes()) {
+            return serde_json::from_slice::<LeaseWire>(value)
+                .map(|w| OwnersEntry::Lease(w.lease))
                 .map_err(|e| BadOwnership(e.to_string()));
         }
         if key == LAYOUT_KEY.as_bytes() {
@@ -406,6 +524,7 @@ mod tests {
             by: "host/1".into(),
             ts: 5,
             layers: Vec::new(),
+            copied: None,
         };
         let json = r.to_json();
         assert!(String::from_utf8_lossy(&json).contains("\"phase\":\"copied\""));
@@ -531,7 +650,70 @@ mod tests {
         assert_eq!(layer_of(&[], Partition(5), Offset(100)), 0);
     }
 
+    fn claim(seq: u64, holder: &str, takeover: bool) -> LeaseRecord {
+        LeaseRecord {
+            seq,
+            holder: holder.into(),
+            tool: "ordo repartition".into(),
+            ts: 1,
+            takeover,
+            released: false,
+        }
+    }
+
+    #[test]
+    fn the_first_claim_on_the_log_takes_the_lease_until_it_lets_go_or_is_taken_over() {
+        let mut l = Lease::default();
+        assert_eq!((l.holder(), l.next_seq()), (None, 1));
+        let a = claim(1, "a/1", false);
+        assert!(l.apply(a.clone()));
+        // A rival that read the same free lease and claimed the same number comes second.
+        let b = claim(1, "b/2", false);
+        assert!(!l.apply(b.clone()));
+        assert!(l.is_held_by(&a) && !l.is_held_by(&b));
+        // A later number does not take a held lease either, unless it takes it over.
+        assert!(!l.apply(claim(2, "b/2", false)));
+        // Nor does another holder's release, or a release of another number.
+        assert!(!l.apply(b.released(2)));
+        assert!(!l.apply(claim(7, "a/1", false).released(2)));
+        assert!(l.is_held_by(&a));
+        // Released: the next claim takes it.
+        assert!(l.apply(a.released(3)));
+        assert_eq!((l.holder(), l.next_seq()), (None, 2));
+        let c = claim(2, "c/3", false);
+        assert!(l.apply(c.clone()));
+        // Taken over from c (killed): c's late release changes nothing.
+        let d = claim(3, "d/4", true);
+        assert!(l.apply(d.clone()));
+        assert!(!l.apply(c.released(4)));
+        assert!(l.is_held_by(&d));
+        // Its records round-trip, told apart by their key.
+        assert_eq!(d.key(), "__ordo.lease/3/d/4");
+        assert_eq!(
+            OwnersEntry::decode(d.key().as_bytes(), &d.to_json()).unwrap(),
+            OwnersEntry::Lease(d.clone())
+        );
+        assert!(OwnersEntry::decode(b"3", &d.to_json()).is_err());
+    }
+
     proptest! {
+        /// Any readers folding the same log agree on the holder, and a holder is only ever
+        /// replaced by a takeover or after its release.
+        #[test]
+        fn a_lease_changes_hands_only_when_free_or_taken_over(
+            ops in prop::collection::vec((0u64..6, 0usize..3, any::<bool>(), any::<bool>()), 1..40)
+        ) {
+            let mut l = Lease::default();
+            for (seq, who, takeover, released) in ops {
+                let r = LeaseRecord { released, ..claim(seq, ["a", "b", "c"][who], takeover) };
+                let before = l.holder().cloned();
+                if l.apply(r.clone()) && !r.released && let Some(b) = before {
+                    prop_assert!(r.takeover, "{b:?} replaced by {r:?}");
+                    prop_assert!(r.seq > b.seq);
+                }
+            }
+        }
+
         /// In any order of arrival, the table ends with the record of the highest epoch (the
         /// last of that epoch in arrival order).
         #[test]

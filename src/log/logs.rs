@@ -95,6 +95,11 @@ impl Deployment {
                 writes,
             } => match kafka::input_partitions(&options, n) {
                 Ok(n) => {
+                    // While N changes, what is written to the old topics may be deleted with
+                    // them: a command that writes waits for the move to finish.
+                    if writes {
+                        kafka::check_no_repartition(&options)?;
+                    }
                     kafka::settle_partitioner(&mut options, partitioner, writes)?;
                     Ok(Logs::Kafka { options, n })
                 }

@@ -262,20 +262,22 @@ impl BulkReader {
     }
 }
 
-/// Reads `topic`/`partition` from the beginning and follows it, calling `f` on each record,
-/// until `stop` says so (checked at least every 20 ms).
+/// Reads `topic`/`partition` from the beginning and follows it, calling `f` on each record
+/// and with `None` each time it has read to the end, until `stop` says so (checked at least
+/// every 20 ms).
 pub fn tail(
     opts: &KafkaOptions,
     topic: &str,
     partition: Partition,
-    mut f: impl FnMut(Record),
+    mut f: impl FnMut(Option<Record>),
     stop: impl Fn() -> bool,
 ) -> Result<(), KafkaLogError> {
     let consumer = from_beginning(opts, topic, [partition])?;
     while !stop() {
         match consumer.poll(Duration::from_millis(20)) {
-            Some(Ok(m)) => f(to_record(&m)),
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Ok(m)) => f(Some(to_record(&m))),
+            Some(Err(KafkaError::PartitionEOF(_))) => f(None),
+            None => {}
             // Transient: librdkafka reconnects by itself.
             Some(Err(e)) => tracing::debug!(error = %e, topic, "follow"),
         }
@@ -307,13 +309,15 @@ pub fn to_record<M: Message>(m: &M) -> Record {
     }
 }
 
-/// What `reservation-owners` holds: every ownership record in order, and the latest
-/// repartition record.
+/// What `reservation-owners` holds: every ownership record in order, the latest repartition
+/// and layout records, and the lease.
 #[derive(Debug, Default)]
 pub struct OwnersLog {
     pub owners: Vec<crate::core::ownership::OwnershipRecord>,
     pub repartition: Option<crate::core::ownership::RepartitionRecord>,
     pub layout: Option<crate::core::ownership::LayoutRecord>,
+    /// The deployment's lease, folded in log order.
+    pub lease: crate::core::ownership::Lease,
 }
 
 /// Reads `reservation-owners` to its end (a record that is neither kind is logged and skipped).
@@ -328,6 +332,9 @@ pub fn read_owners(opts: &KafkaOptions) -> Result<OwnersLog, KafkaLogError> {
             Ok(OwnersEntry::Owner(o)) => log.owners.push(o),
             Ok(OwnersEntry::Repartition(rp)) => log.repartition = Some(rp),
             Ok(OwnersEntry::Layout(l)) => log.layout = Some(l),
+            Ok(OwnersEntry::Lease(l)) => {
+                log.lease.apply(l);
+            }
             Err(e) => {
                 tracing::warn!(offset = r.offset.0, error = %e, "skipping a bad record of reservation-owners")
             }

@@ -329,23 +329,31 @@ pub fn run(
     drop(consumer);
     member.producer.flush();
     shutdown.trigger();
-    if let Ok(Err(e)) = follower.join() {
-        warn!(error = %e, "following reservation-owners failed");
-    }
+    let moving = match follower.join() {
+        // A change of N began under this member: it stopped, and says why.
+        Ok(Err(e @ KafkaLogError::RepartitionInProgress { .. })) => Some(GroupError::Kafka(e)),
+        Ok(Err(e)) => {
+            warn!(error = %e, "following reservation-owners failed");
+            None
+        }
+        Ok(Ok(())) | Err(_) => None,
+    };
     let consumed = member.processed.load(Ordering::Relaxed);
     info!(
         consumed,
         secs = started.elapsed().as_secs_f64(),
         "left the group"
     );
-    match failure {
+    match failure.or(moving) {
         Some(e) => Err(e),
         None => Ok(Summary { consumed }),
     }
 }
 
 /// Reads `reservation-owners` from its beginning and folds every record into the table, until
-/// `shutdown`.
+/// `shutdown`. A change of N recorded meanwhile (`repartition --apply` begun against a running
+/// member, which it refuses only while the member holds partitions) stops the member: it
+/// finishes its batches and lets its partitions go, and the error says why.
 fn follow_owners(
     kafka: &KafkaOptions,
     shared: &Partitions,
@@ -353,31 +361,64 @@ fn follow_owners(
     shutdown: &Shutdown,
 ) -> Result<(), KafkaLogError> {
     let topic = kafka.topic(Role::Owners);
+    // The latest change of N, acted on once the log is read to its end (earlier records of a
+    // change are followed by its later phases).
+    let (mut latest, mut caught_up, mut moving) = (None, false, None);
     tail(
         kafka,
         &topic,
         Partition(0),
-        |r| match OwnersEntry::decode(&r.key, &r.value) {
-            // With a deployment key, a record another producer wrote (or a member without the
-            // key) neither moves queries nor makes an owner stand back.
-            Ok(OwnersEntry::Owner(record))
-                if key.is_some_and(|key| !record.is_signed_with(key)) =>
+        |r| {
+            match r
+                .as_ref()
+                .map(|r| (r, OwnersEntry::decode(&r.key, &r.value)))
+            {
+                None => caught_up = true,
+                // With a deployment key, a record another producer wrote (or a member without
+                // the key) neither moves queries nor makes an owner stand back.
+                Some((r, Ok(OwnersEntry::Owner(record))))
+                    if key.is_some_and(|key| !record.is_signed_with(key)) =>
+                {
+                    warn!(
+                        offset = r.offset.0,
+                        partition = record.partition.0,
+                        epoch = record.epoch.0,
+                        owner = %record.owner,
+                        "ignoring an ownership record not signed with this deployment's key \
+                         (--http-token-file)"
+                    );
+                }
+                Some((_, Ok(OwnersEntry::Owner(record)))) => {
+                    shared.apply_ownership(record);
+                }
+                Some((_, Ok(OwnersEntry::Repartition(r)))) => latest = Some(r),
+                Some((_, Ok(OwnersEntry::Layout(_) | OwnersEntry::Lease(_)))) => {}
+                Some((r, Err(e))) => {
+                    warn!(offset = r.offset.0, error = %e, "skipping a bad ownership record")
+                }
+            }
+            if caught_up
+                && moving.is_none()
+                && let Some(r) = latest.as_ref().filter(|r| r.in_progress())
             {
                 warn!(
-                    offset = r.offset.0,
-                    partition = record.partition.0,
-                    epoch = record.epoch.0,
-                    owner = %record.owner,
-                    "ignoring an ownership record not signed with this deployment's key \
-                     (--http-token-file)"
+                    from = r.from.get(),
+                    to = r.to.get(),
+                    by = %r.by,
+                    "a change of N began; this member stops"
                 );
+                moving = Some(r.clone());
+                shutdown.trigger();
             }
-            Ok(OwnersEntry::Owner(record)) => {
-                shared.apply_ownership(record);
-            }
-            Ok(OwnersEntry::Repartition(_) | OwnersEntry::Layout(_)) => {}
-            Err(e) => warn!(offset = r.offset.0, error = %e, "skipping a bad ownership record"),
         },
         || shutdown.is_triggered(),
-    )
+    )?;
+    match moving {
+        Some(r) => Err(KafkaLogError::RepartitionInProgress {
+            from: r.from,
+            to: r.to,
+            phase: format!("{:?}", r.phase).to_lowercase(),
+        }),
+        None => Ok(()),
+    }
 }

@@ -28,7 +28,7 @@
 use std::collections::BTreeMap;
 
 use super::kafka::{ROLES, write_record};
-use super::{How, Plan};
+use super::{How, Plan, stall_at};
 use crate::core::changelog::{EpochMarker, StateRecord};
 use crate::core::ownership::{Layer, Phase, RepartitionRecord};
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
@@ -38,7 +38,7 @@ use crate::log::kafka::{
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
-use crate::tools::deployment::{KafkaToolError, key_of, record};
+use crate::tools::deployment::{KafkaToolError, LeaseHeld, key_of, record};
 use crate::tools::progress::Progress;
 
 /// The dry run: what growing to `to` in place does, from the changelog and the input records
@@ -151,6 +151,7 @@ pub fn start(
         by: by.to_owned(),
         ts: now_millis(),
         layers,
+        copied: None,
     };
     write_record(opts, producer, &record)?;
     let plan = plan_of(opts, from, to, &changelog, &unprocessed);
@@ -165,6 +166,7 @@ pub fn carry_on(
     producer: &KafkaProducer,
     mut record: RepartitionRecord,
     started: Option<(Plan, Changelog)>,
+    lease: &LeaseHeld,
 ) -> Result<Plan, KafkaToolError> {
     let (plan, mut changelog) = match started {
         Some((plan, changelog)) => (Some(plan), Some(changelog)),
@@ -176,13 +178,14 @@ pub fn carry_on(
     });
     let names: Vec<String> = ROLES.iter().map(|r| opts.topic(*r)).collect();
     loop {
+        lease.check()?;
         record.phase = match record.phase {
             Phase::Growing => {
                 add_partitions(opts, &names, record.to)?;
                 Phase::Moving
             }
             Phase::Moving => {
-                plan = move_state(opts, &record, plan, changelog.take())?;
+                plan = move_state(opts, &record, plan, changelog.take(), lease)?;
                 Phase::Done
             }
             Phase::Done => break,
@@ -208,6 +211,7 @@ fn move_state(
     rec: &RepartitionRecord,
     mut plan: Plan,
     read: Option<Changelog>,
+    lease: &LeaseHeld,
 ) -> Result<Plan, KafkaToolError> {
     let to = rec.to;
     let topic = opts.topic(Role::State);
@@ -277,7 +281,10 @@ fn move_state(
         sender.push(&topic, *q, record(key_of(r), carried.to_json()))?;
     }
     sender.finish()?;
-    stall_before_tombstones();
+    // With every moved state durable in its new partition and none tombstoned in its old one.
+    stall_at("tombstones");
+    // Tombstones delete: only while the lease is still this run's.
+    lease.check()?;
     let mut sender = Sender::new(producer, None, Some(&mut sent));
     for (p, _, r) in &moving {
         sender.push(&topic, *p, record(key_of(r), Vec::new()))?;
@@ -346,14 +353,5 @@ impl Digest {
             .hash(&mut h);
         self.count += 1;
         self.sum = self.sum.wrapping_add(h.finish());
-    }
-}
-
-/// `ORDO_FAIL_POINT=stall@tombstones`, for tests: with every moved state durable in its new
-/// partition and none tombstoned in its old one, log it and stall (a kill lands there).
-fn stall_before_tombstones() {
-    if std::env::var("ORDO_FAIL_POINT").is_ok_and(|v| v == "stall@tombstones") {
-        tracing::warn!("fail point ORDO_FAIL_POINT: stalling before the tombstones");
-        std::thread::sleep(std::time::Duration::from_secs(120));
     }
 }

@@ -27,8 +27,8 @@
 //! moment, a rerun carries on from the last phase recorded (a phase is redone from its start),
 //! and `ordo run` refuses to start until the record says done.
 
-use super::staging::{copy_to_staging, rebuild_topics, staging};
-use super::{How, Plan, grow, route};
+use super::staging::{copy_to_staging, rebuild_topics, staging, written_since};
+use super::{How, Plan, grow, route, stall_at};
 use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
 use crate::core::record::NewRecord;
 use crate::core::{Partition, PartitionCount};
@@ -38,7 +38,7 @@ use crate::log::kafka::{
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
-use crate::tools::deployment::{KafkaToolError, refuse_held};
+use crate::tools::deployment::{KafkaToolError, LeaseHeld, Overrides, refuse_held};
 
 /// The topics rebuilt with M partitions, in order: input, changelog, dead letters.
 pub(super) const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
@@ -163,10 +163,17 @@ pub fn apply(
     opts: &KafkaOptions,
     to: PartitionCount,
     by: &str,
-    assume_stopped: bool,
+    overrides: Overrides,
     allow_unprocessed: bool,
     rebuild: bool,
 ) -> Result<Outcome, KafkaToolError> {
+    // One tool that changes the deployment at a time: taken before anything is read for the
+    // move, checked again before each phase.
+    let lease = LeaseHeld::take(
+        opts,
+        &format!("ordo repartition --to-partitions {to} --apply"),
+        overrides.take_over_lease,
+    )?;
     let owners = read_owners(opts)?;
     let producer = KafkaProducer::new(opts)?;
     let (record, resumed_at, plan, changelog) = match owners
@@ -188,7 +195,7 @@ pub fn apply(
             );
             let phase = r.phase;
             if matches!(phase, Phase::Growing | Phase::Moving) {
-                let plan = grow::carry_on(opts, &producer, r, None)?;
+                let plan = grow::carry_on(opts, &producer, r, None, &lease)?;
                 return Ok(Outcome::Done {
                     plan,
                     resumed_at: Some(phase),
@@ -207,12 +214,12 @@ pub fn apply(
             if from == to {
                 return Ok(Outcome::NothingToDo);
             }
-            refuse_held(&owners, assume_stopped)?;
+            refuse_held(&owners, overrides.assume_stopped)?;
             let prior = owners.repartition.map(|r| r.layers).unwrap_or_default();
             let why = match how(opts, from, to, rebuild, allow_unprocessed)? {
                 How::InPlace => {
                     let (r, plan, changelog) = grow::start(opts, &producer, from, to, by, prior)?;
-                    let plan = grow::carry_on(opts, &producer, r, Some((plan, changelog)))?;
+                    let plan = grow::carry_on(opts, &producer, r, Some((plan, changelog)), &lease)?;
                     return Ok(Outcome::Done {
                         plan,
                         resumed_at: None,
@@ -238,6 +245,7 @@ pub fn apply(
                 by: by.to_owned(),
                 ts: now_millis(),
                 layers: prior,
+                copied: None,
             };
             write_record(opts, &producer, &r)?;
             (
@@ -255,13 +263,46 @@ pub fn apply(
     let from = record.from;
     let mut plan = plan;
     loop {
+        lease.check()?;
         match record.phase {
             Phase::Copying => {
                 // The changelog already read serves the first attempt; another reads it again.
                 let mut read = changelog.take();
-                over_again(|| copy_to_staging(opts, from, plan.copied(), read.take()))?
+                record.copied = Some(over_again(|| {
+                    copy_to_staging(opts, from, plan.copied(), read.take())
+                })?);
             }
-            Phase::Copied => plan = over_again(|| rebuild_topics(opts, &record, plan.clone()))?,
+            Phase::Copied => {
+                stall_at("copied");
+                lease.check()?;
+                // Right before the originals are deleted: nothing may have been written to
+                // them since the copy, and no member may be running.
+                if let Some((topic, p)) = record
+                    .copied
+                    .as_ref()
+                    .map(|c| written_since(opts, c))
+                    .transpose()?
+                    .flatten()
+                {
+                    record.phase = Phase::Copying;
+                    record.copied = None;
+                    record.ts = now_millis();
+                    write_record(opts, &producer, &record)?;
+                    return Err(KafkaToolError::Refused(format!(
+                        "{topic} partition {p} was written to after it was copied (a producer, \
+                         a gateway or a member still running); nothing was deleted: stop them, \
+                         then run `ordo repartition --brokers ... --to-partitions {to} --apply` \
+                         again to copy anew and finish the move"
+                    )));
+                }
+                refuse_held(&read_owners(opts)?, overrides.assume_stopped).map_err(|e| {
+                    KafkaToolError::Refused(format!(
+                        "{e}; nothing was deleted: then run `ordo repartition --brokers ... \
+                         --to-partitions {to} --apply` again to finish the move"
+                    ))
+                })?;
+                plan = over_again(|| rebuild_topics(opts, &record, plan.clone()))?
+            }
             Phase::Rebuilt => {
                 let names: Vec<String> = ROLES.iter().map(|r| staging(opts, *r)).collect();
                 delete_topics(opts, &names)?;

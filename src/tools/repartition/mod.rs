@@ -85,3 +85,25 @@ pub(crate) fn route(
         partitioner.partition(&String::from_utf8_lossy(key), n)
     }
 }
+
+/// `ORDO_FAIL_POINT=stall@POINT[:SECS]`, for tests: at the named point of a move (`copied`:
+/// the staging copy made, nothing deleted yet; `tombstones`: growing, every moved state durable
+/// and none tombstoned), log it and stall for SECS seconds (120 by default, for a kill to land).
+pub(crate) fn stall_at(point: &str) {
+    let Ok(spec) = std::env::var("ORDO_FAIL_POINT") else {
+        return;
+    };
+    let Some(rest) = spec.strip_prefix("stall@") else {
+        return;
+    };
+    let (at, secs) = rest.split_once(':').unwrap_or((rest, "120"));
+    if at == point {
+        let secs = secs.parse().unwrap_or(120);
+        tracing::warn!(
+            point,
+            secs,
+            "fail point ORDO_FAIL_POINT: stalling at {point}"
+        );
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
+}

@@ -8,13 +8,13 @@ use std::collections::{HashMap, HashSet};
 use super::kafka::ROLES;
 use super::{Plan, route};
 use crate::core::changelog::{EpochMarker, StateRecord};
-use crate::core::ownership::{RepartitionRecord, layer_of};
+use crate::core::ownership::{Copied, RepartitionRecord, layer_of};
 use crate::core::record::{NewRecord, Record};
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::kafka::admin::TopicSpec;
 use crate::log::kafka::{
     BulkReader, Changelog, KafkaOptions, KafkaProducer, Sender, commit_group_offsets,
-    create_topics, delete_topics, read_changelog,
+    create_topics, delete_topics, read_at, read_changelog,
 };
 use crate::log::topics::Role;
 use crate::tools::deployment::{KafkaToolError, record};
@@ -37,13 +37,14 @@ fn staging_config() -> Vec<(String, String)> {
     ]
 }
 
-/// Phase 1: the originals copied as they are into fresh staging topics.
+/// Phase 1: the originals copied as they are into fresh staging topics; returns what was
+/// copied.
 pub(super) fn copy_to_staging(
     opts: &KafkaOptions,
     from: PartitionCount,
     total: u64,
     changelog: Option<Changelog>,
-) -> Result<(), KafkaToolError> {
+) -> Result<Copied, KafkaToolError> {
     let names: Vec<String> = ROLES.iter().map(|r| staging(opts, *r)).collect();
     delete_topics(opts, &names)?;
     let specs: Vec<TopicSpec> = names
@@ -64,14 +65,25 @@ pub(super) fn copy_to_staging(
     );
     let mut progress = Progress::new("repartition: copying to staging", total);
     let mut sent = |n| progress.add(n);
+    let mut copied = Copied {
+        events_end: vec![Offset(0); from.get() as usize],
+        dead_letters_end: vec![Offset(0); from.get() as usize],
+        ..Copied::default()
+    };
     for (role, to) in [(Role::Events, &events), (Role::DeadLetters, &dead)] {
         let mut sender = Sender::new(producer, Some(from), Some(&mut sent));
         let mut failed = None;
+        let (count, ends) = match role {
+            Role::Events => (&mut copied.records, &mut copied.events_end),
+            _ => (&mut copied.dead_letters, &mut copied.dead_letters_end),
+        };
         BulkReader::new(opts, &opts.topic(role))?.read_to_end(&partitions, |p, r| {
             let Some(mut r) = r else { return };
             if failed.is_some() {
                 return;
             }
+            *count += 1;
+            ends[p.index()] = r.offset.next().unwrap_or(r.offset);
             if role == Role::Events {
                 r.headers
                     .push((STAGED_OFFSET.to_owned(), r.offset.0.to_string()));
@@ -94,6 +106,7 @@ pub(super) fn copy_to_staging(
     let state = staging(opts, Role::State);
     let mut sender = Sender::new(producer, Some(from), Some(&mut sent));
     for (p, states) in changelog.states.iter().enumerate() {
+        copied.reservations += states.len() as u64;
         for r in states.values() {
             sender.push(
                 &state,
@@ -123,8 +136,33 @@ pub(super) fn copy_to_staging(
     }
     sender.finish()?;
     progress.finish();
-    Ok(())
+    Ok(copied)
 }
+
+/// Whether a record was written to the original input or dead letters after they were
+/// copied (a producer, a gateway or a member still running): the first record past the copy's
+/// end of any partition, `None` when there is none.
+pub(super) fn written_since(
+    opts: &KafkaOptions,
+    copied: &Copied,
+) -> Result<Option<(String, Partition)>, KafkaToolError> {
+    for (role, ends) in [
+        (Role::Events, &copied.events_end),
+        (Role::DeadLetters, &copied.dead_letters_end),
+    ] {
+        let topic = opts.topic(role);
+        for (p, end) in ends.iter().enumerate() {
+            let p = Partition(p as u32);
+            if read_at(opts, &topic, p, *end, LOOK_PAST_END)?.is_some() {
+                return Ok(Some((topic, p)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// How long the look for records past the copy's end waits for the broker to answer.
+const LOOK_PAST_END: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn new_record(r: Record) -> NewRecord {
     NewRecord {
@@ -298,8 +336,22 @@ pub(super) fn rebuild_topics(
         .collect();
     commit_group_offsets(opts, &events, &offsets)?;
 
-    // Check: the new state equals the old.
+    // Check: the new state equals the old, and the new topics hold what the originals held
+    // (not only what staging holds).
     let new_state = read_changelog(opts, &state, to)?.into_all();
+    if let Some(c) = &rec.copied {
+        let counts = [
+            ("input records", records, c.records),
+            ("dead letters", dead_letters, c.dead_letters),
+            ("reservations", new_state.len() as u64, c.reservations),
+        ];
+        if let Some((what, now, then)) = counts.into_iter().find(|(_, now, then)| now != then) {
+            return Err(KafkaToolError::Check(format!(
+                "repartition check failed: the rebuilt topics hold {now} {what}, the originals \
+                 held {then}; the staging topics are kept, rerun to rebuild again"
+            )));
+        }
+    }
     let differences = rebuild::diff(&new_state, &old_state);
     if let Some(d) = differences.first() {
         return Err(KafkaToolError::Check(format!(

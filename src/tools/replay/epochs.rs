@@ -9,7 +9,9 @@ use crate::core::{Epoch, PartitionCount};
 use crate::log::Logs;
 use crate::log::kafka::{KafkaOptions, KafkaProducer, Sender, read_changelog, read_owners};
 use crate::log::topics::Role;
-use crate::tools::deployment::{KafkaToolError, key_of, record, refuse_held};
+use crate::tools::deployment::{
+    KafkaToolError, LeaseHeld, Overrides, key_of, record, refuse_held, refuse_moving,
+};
 
 /// What `replay --apply` did.
 #[derive(Debug)]
@@ -30,9 +32,12 @@ pub fn apply_replay(
     opts: &KafkaOptions,
     n: PartitionCount,
     owner: &str,
-    assume_stopped: bool,
+    overrides: Overrides,
 ) -> Result<Applied, KafkaToolError> {
-    refuse_held(&read_owners(opts)?, assume_stopped)?;
+    let lease = LeaseHeld::take(opts, "ordo replay --apply", overrides.take_over_lease)?;
+    let owners = read_owners(opts)?;
+    refuse_moving(&owners)?;
+    refuse_held(&owners, overrides.assume_stopped)?;
     let logs = Logs::Kafka {
         options: opts.clone(),
         n,
@@ -57,6 +62,11 @@ pub fn apply_replay(
     // says how far the input is applied.
     let layered = !logs.layers()?.is_empty();
     let home = |k: &crate::core::ReservationNo| opts.partitioner.partition(k.as_str(), n);
+    // The replay took a while: still this run's to write, and still no member running.
+    lease.check()?;
+    let owners = read_owners(opts)?;
+    refuse_moving(&owners)?;
+    refuse_held(&owners, overrides.assume_stopped)?;
     let producer = KafkaProducer::new(opts)?;
     let mut sender = Sender::new(&producer, None, None);
     let (mut deleted, mut epochs) = (0, Vec::new());

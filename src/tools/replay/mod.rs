@@ -12,16 +12,17 @@ pub mod rebuild;
 
 use crate::log::Logs;
 pub use crate::log::offsets::{OffsetSpec, Start};
-use crate::tools::deployment::KafkaToolError;
+use crate::tools::deployment::{KafkaToolError, Overrides};
 
 /// `replay --apply`: replays the whole input and makes the result the live changelog. Two
 /// strategies: on the embedded log one transaction per partition swaps its changelog; on
 /// Kafka new epochs, the replayed records and tombstones are written (refused while a member
-/// holds a partition, unless `assume_stopped`).
+/// holds a partition unless the operator says it is gone, and while another tool holds the
+/// deployment's lease).
 pub fn apply(
     logs: &Logs,
     owner: &str,
-    assume_stopped: bool,
+    overrides: Overrides,
 ) -> Result<epochs::Applied, KafkaToolError> {
     match logs {
         Logs::Embedded(log) => {
@@ -33,6 +34,6 @@ pub fn apply(
                 epochs: Vec::new(),
             })
         }
-        Logs::Kafka { options, n } => epochs::apply_replay(options, *n, owner, assume_stopped),
+        Logs::Kafka { options, n } => epochs::apply_replay(options, *n, owner, overrides),
     }
 }
