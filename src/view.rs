@@ -81,6 +81,9 @@ pub struct PartitionStatus {
     error: Mutex<Option<String>>,
     /// The input's end as the owner last saw it (the next offset to be appended).
     input_end: AtomicU64,
+    /// This process was paused long enough for its group session to expire: the owner has not
+    /// yet checked that the partition is still its own, so it is not served meanwhile.
+    suspect: AtomicBool,
 }
 
 impl Default for PartitionStatus {
@@ -96,6 +99,7 @@ impl Default for PartitionStatus {
             restore_total: AtomicU64::new(0),
             error: Mutex::new(None),
             input_end: AtomicU64::new(0),
+            suspect: AtomicBool::new(false),
         }
     }
 }
@@ -140,6 +144,18 @@ impl PartitionStatus {
         self.applied.send_modify(|a| a.ready = false);
         self.owned.store(false, Ordering::Release);
         self.stalled.store(false, Ordering::Release);
+        self.suspect.store(false, Ordering::Release);
+    }
+
+    /// Says whether the owner must check that the partition is still its own before it is
+    /// served again (after this process was paused past its group session).
+    pub fn set_suspect(&self, suspect: bool) {
+        self.suspect.store(suspect, Ordering::Release);
+    }
+
+    /// Whether the partition waits for its owner's check after a pause.
+    pub fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Acquire)
     }
 
     /// The owner failed (`why`): readiness is gone for good.
@@ -228,6 +244,13 @@ pub struct Partitions {
     /// Who serves each partition, from `reservation-owners` (Kafka; empty on the embedded log,
     /// where every partition is this process's).
     owners: RwLock<OwnerTable>,
+    /// The offset after the last `reservation-owners` record folded into the table.
+    owners_read_to: AtomicU64,
+    /// The pause watch (Kafka): when it last looked, in ms since `started`, and the longest
+    /// pause this process may take without its partitions becoming suspect (0: not watched).
+    watched_at: AtomicU64,
+    pause_limit: AtomicU64,
+    started: std::time::Instant,
 }
 
 impl Partitions {
@@ -251,7 +274,53 @@ impl Partitions {
                 .map(|_| Arc::new(PartitionStatus::default()))
                 .collect(),
             owners: RwLock::new(OwnerTable::new(n)),
+            owners_read_to: AtomicU64::new(0),
+            watched_at: AtomicU64::new(0),
+            pause_limit: AtomicU64::new(0),
+            started: std::time::Instant::now(),
         }
+    }
+
+    /// The table has folded `reservation-owners` up to `next` (exclusive).
+    pub fn owners_read_to(&self, next: Offset) {
+        self.owners_read_to.fetch_max(next.0, Ordering::AcqRel);
+    }
+
+    /// How far the table has folded `reservation-owners`.
+    pub fn owners_folded(&self) -> Offset {
+        Offset(self.owners_read_to.load(Ordering::Acquire))
+    }
+
+    /// The pause watch looks now, allowing pauses up to `limit`: if this is the first look
+    /// after a longer one (the process was stopped, or starved, long enough for its group
+    /// session to expire), every partition owned here becomes suspect first, and the gap is
+    /// returned.
+    pub fn watch_pauses(&self, limit: std::time::Duration) -> Option<std::time::Duration> {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.watched_at.load(Ordering::Acquire);
+        let gap = std::time::Duration::from_millis(now.saturating_sub(last));
+        let paused = last > 0 && gap > limit;
+        if paused {
+            for s in &self.statuses {
+                if s.is_owned() {
+                    s.set_suspect(true);
+                }
+            }
+        }
+        self.pause_limit
+            .store(limit.as_millis() as u64, Ordering::Release);
+        // Suspects marked before the look is recorded: whoever sees a recent look sees them.
+        self.watched_at.store(now.max(1), Ordering::Release);
+        paused.then_some(gap)
+    }
+
+    /// Whether partitions owned here may be served now: not while the pause watch has not
+    /// looked for longer than its limit (the process has just woken from a pause, before the
+    /// watch marked its partitions suspect).
+    pub fn watched(&self) -> bool {
+        let limit = self.pause_limit.load(Ordering::Acquire);
+        let last = self.watched_at.load(Ordering::Acquire);
+        limit == 0 || (self.started.elapsed().as_millis() as u64).saturating_sub(last) <= limit
     }
 
     /// Folds an ownership record into the table.
@@ -311,6 +380,16 @@ impl Partitions {
             .filter(|p| {
                 let s = &self.statuses[*p as usize];
                 s.is_owned() && s.is_stalled()
+            })
+            .collect()
+    }
+
+    /// Partitions owned here that wait for their owner's check after a pause.
+    pub fn suspect(&self) -> Vec<u32> {
+        (0..self.statuses.len() as u32)
+            .filter(|p| {
+                let s = &self.statuses[*p as usize];
+                s.is_owned() && s.is_suspect()
             })
             .collect()
     }

@@ -752,6 +752,65 @@ fn a_running_member_stops_when_a_change_of_n_begins() {
     );
 }
 
+/// A member paused for longer than its group session (SIGSTOP) answers nothing from its view
+/// when it wakes until it has checked that its partitions are still its own: a reservation a
+/// newer owner cancelled meanwhile is never read back from it as `reserved` (it answers `503
+/// no_owner` or `not_ready` while it checks and stands back, then the current state).
+#[test]
+fn a_member_woken_past_its_session_serves_no_stale_state() {
+    let broker = Broker::start();
+    broker.ok(&["topics", "apply", "--partitions", "2"]);
+    let s = session(4000);
+    let zombie = broker.member(&group(), &args(&s));
+    wait_for("the member owns both", Duration::from_secs(60), || {
+        (owned(&zombie) == 2).then_some(())
+    });
+    let body = r#"{"event_id":"e-1","reservation_no":"R-9","user_id":"u-9"}"#;
+    let read_back = |m: &Running, path: &str, body: &str| {
+        let (code, r) = http(m.addr, "POST", path, Some(body), &[]);
+        assert_eq!(code, 202, "{r}");
+        let token = json(&r)["token"].as_str().unwrap().to_owned();
+        let path = format!("/v1/reservations/R-9?after={token}&wait=20000");
+        let (code, r) = http(m.addr, "GET", &path, None, &[]);
+        assert_eq!(code, 200, "{r}");
+        json(&r)["state"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(read_back(&zombie, "/v1/reservations", body), "reserved");
+    zombie.signal("STOP");
+    let stopped = Instant::now();
+    let owner = broker.member(&group(), &[]);
+    wait_for("the newer owner owns both", Duration::from_secs(60), || {
+        (owner.metric_sum("ordo_epoch", "") == 4.0 && owned(&owner) == 2).then_some(())
+    });
+    let cancel = r#"{"event_id":"e-2","reservation_no":"R-9","user_id":"u-9"}"#;
+    assert_eq!(read_back(&owner, "/v1/cancellations", cancel), "cancelled");
+    // The pause outlasts the member's 4 s session.
+    let pause = Duration::from_millis(4500);
+    std::thread::sleep(pause.saturating_sub(stopped.elapsed()));
+    zombie.signal("CONT");
+    let mut answers = Vec::new();
+    wait_for(
+        "the woken member to relay the newer owner's answer",
+        Duration::from_secs(30),
+        || {
+            let (code, r) = http(zombie.addr, "GET", "/v1/reservations/R-9", None, &[]);
+            let state = json(&r)["state"].as_str().map(str::to_owned);
+            answers.push((code, state.clone(), json(&r)["error"].clone()));
+            assert!(
+                !(code == 200 && state.as_deref() == Some("reserved")),
+                "the woken member read back its stale state: {answers:?}"
+            );
+            (code == 200 && state.as_deref() == Some("cancelled")).then_some(())
+        },
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(code, _, error)| *code == 200 || error == "no_owner" || error == "not_ready"),
+        "{answers:?}"
+    );
+}
+
 /// Failover inside one group on a real coordinator, for a member session timeout of `ms`:
 /// two members share four partitions mid-stream, one is SIGKILLed, the coordinator evicts it
 /// and the survivor takes its partitions, restores them and finishes the input. Prints the

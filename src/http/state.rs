@@ -76,9 +76,6 @@ impl Served {
 
     /// Where a request for partition `p` is answered; `forwarded` requests only here.
     pub fn route(&self, p: Partition, forwarded: bool) -> Result<Route, ApiError> {
-        if self.forwarder.is_none() || self.partitions.status(p).is_owned() {
-            return Ok(Route::Local);
-        }
         let no_owner = |message: String| {
             self.metrics
                 .forwarded
@@ -86,6 +83,18 @@ impl Served {
                 .inc();
             ApiError::NoOwner(message)
         };
+        let status = self.partitions.status(p);
+        if self.forwarder.is_none() || status.is_owned() {
+            // Woken from a pause its group session may not have survived, this member answers
+            // nothing from its view until the owner has checked the partition is still its own.
+            if status.is_suspect() || !self.partitions.watched() {
+                return Err(no_owner(format!(
+                    "this member was paused for longer than its group session allows; it is \
+                     checking that partition {p} is still its own; retry"
+                )));
+            }
+            return Ok(Route::Local);
+        }
         if forwarded {
             return Err(no_owner(format!(
                 "partition {p} is not owned by this member (it moved); retry"

@@ -227,6 +227,13 @@ pub fn readiness(state: &AppState) -> Result<(), String> {
              fetches or appends (retrying)"
         ));
     }
+    let suspect = state.partitions.suspect();
+    if !suspect.is_empty() || !state.partitions.watched() {
+        return Err(format!(
+            "this member was paused for longer than its group session allows; partitions \
+             {suspect:?} are served again once their owners have checked they are still theirs"
+        ));
+    }
     let restoring = state.partitions.restoring();
     if !restoring.is_empty() {
         let each: Vec<String> = restoring

@@ -25,6 +25,9 @@ use crate::owner::{Driver, Fetch, Guarantee};
 /// make progress (readiness off until the next fetch finds the leader connected).
 const STALL: Duration = Duration::from_secs(2);
 
+/// How long a look at the end of `reservation-owners` may take.
+const OWNERS_END: Duration = Duration::from_millis(500);
+
 /// How long a superseded owner's look at the newer owner's epoch marker may take.
 const MARKER_CHECK: Duration = Duration::from_secs(5);
 
@@ -122,6 +125,15 @@ impl Closing for KafkaDriver<'_> {
 }
 
 impl KafkaDriver<'_> {
+    /// Whether the ownership table has folded `reservation-owners` to its end, as the broker
+    /// reports it now.
+    fn owners_caught_up(&self) -> bool {
+        self.member
+            .producer
+            .end_offset(&self.member.owners_topic, Partition(0), OWNERS_END)
+            .is_some_and(|end| self.member.shared.owners_folded() >= end)
+    }
+
     /// Whether a newer owner took the partition, so that whatever this owner writes from now on
     /// is fenced (the broker gave the partition to another member without taking it from this
     /// one, or this member stalled); if so, says so and marks the owner superseded. Seen on
@@ -344,8 +356,20 @@ impl Driver for KafkaDriver<'_> {
         if self.flags.stop.load(Ordering::Acquire) {
             return Ok(Fetch::Last);
         }
+        // After a pause: the table must hold every ownership record written meanwhile before
+        // the partition is served again (looked at before the check for a newer owner, so that
+        // the check sees them).
+        let status = self.member.shared.status(self.partition);
+        let recheck = status.is_suspect() && self.owners_caught_up();
         if self.superseded() {
             return Ok(Fetch::Last);
+        }
+        if recheck {
+            status.set_suspect(false);
+            tracing::info!(
+                partition = self.partition.0,
+                "still this member's after the pause; serving it again"
+            );
         }
         let reader = match &mut self.reader {
             Some(r) => r,

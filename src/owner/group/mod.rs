@@ -57,6 +57,22 @@ const FETCH_WAIT: Duration = Duration::from_millis(100);
 /// best on tansu (4: 78 % of the raw pipe; 8: 86–91 %).
 const MAX_IN_FLIGHT: usize = 8;
 
+/// How often the pause watch looks.
+const PAUSE_WATCH: Duration = Duration::from_millis(100);
+
+/// The longest pause of this process after which its partitions must be checked before they
+/// are served: half the group session (a pause that long, after a heartbeat up to a heartbeat
+/// interval old, may let the session expire). Under KIP-848 the session is the broker's; half
+/// of the client's default then.
+fn pause_limit(kafka: &KafkaOptions) -> Duration {
+    let session_ms = kafka
+        .group_consumer_config()
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(10_000);
+    Duration::from_millis(session_ms / 2)
+}
+
 /// How often `--until-idle` says what it is still waiting for.
 const IDLE_REPORT: Duration = Duration::from_secs(10);
 
@@ -307,6 +323,33 @@ pub fn run(
             source,
         })?;
 
+    // Watch for pauses of this process (SIGSTOP, a VM frozen) long enough for its group session
+    // to expire: its partitions may be another member's by now.
+    let watch = {
+        let (shared, stop) = (shared.clone(), shutdown.clone());
+        let limit = pause_limit(kafka);
+        std::thread::Builder::new()
+            .name("ordo-pauses".into())
+            .spawn(move || {
+                while !stop.is_triggered() {
+                    if let Some(gap) = shared.watch_pauses(limit) {
+                        warn!(
+                            paused_ms = gap.as_millis() as u64,
+                            limit_ms = limit.as_millis() as u64,
+                            "this process was paused for longer than half its group session; \
+                             its partitions are not served until each owner has checked it \
+                             still owns its partition"
+                        );
+                    }
+                    std::thread::sleep(PAUSE_WATCH);
+                }
+            })
+            .map_err(|source| GroupError::Spawn {
+                partition: Partition(0),
+                source,
+            })?
+    };
+
     // Follow `reservation-owners` for the table of who serves what.
     let follower = {
         let (kafka, shared, stop) = (kafka.clone(), shared.clone(), shutdown.clone());
@@ -329,6 +372,7 @@ pub fn run(
     drop(consumer);
     member.producer.flush();
     shutdown.trigger();
+    let _ = watch.join();
     let moving = match follower.join() {
         // A change of N began under this member: it stopped, and says why.
         Ok(Err(e @ KafkaLogError::RepartitionInProgress { .. })) => Some(GroupError::Kafka(e)),
@@ -369,6 +413,9 @@ fn follow_owners(
         &topic,
         Partition(0),
         |r| {
+            if let Some(r) = &r {
+                shared.owners_read_to(r.offset.next().unwrap_or(r.offset));
+            }
             match r
                 .as_ref()
                 .map(|r| (r, OwnersEntry::decode(&r.key, &r.value)))
