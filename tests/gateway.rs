@@ -315,6 +315,37 @@ fn framework_rejections_and_overflowing_tokens_are_json_errors() {
         assert_eq!(v["error"], code, "{path}: {body}");
         assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
+    // What hyper refuses before any route (it answers these itself, with no body) is JSON too,
+    // on a fresh connection and after a request served on the same one.
+    let long_uri = format!(
+        "GET /v1/reservations/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let after_one = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nBad Header\r\n\r\n";
+    for (request, status, code) in [
+        (long_uri.as_str(), 414, "uri_too_long"),
+        (many_headers.as_str(), 431, "headers_too_large"),
+        ("GARBAGE\r\n\r\n", 400, "bad_request"),
+        (after_one, 400, "bad_request"),
+    ] {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(run.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        let last = answer.rsplit("HTTP/1.1 ").next().unwrap();
+        let (head, body) = last.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&status.to_string()), "{answer}");
+        assert!(head.contains("content-type: application/json"), "{answer}");
+        assert_eq!(json(body)["error"], code, "{answer}");
+    }
 }
 
 /// A body declared over the limit is refused before it is sent; a client that never finishes

@@ -86,6 +86,16 @@ pub enum ApiError {
     /// 500 `internal`: a failure inside this member, with its cause.
     #[error(transparent)]
     Internal(#[from] Internal),
+    /// 400 `bad_request`: not an HTTP/1.1 request (its request line or a header does not
+    /// parse); answered for hyper, which refuses it before any route.
+    #[error("the request is not valid HTTP/1.1: check its request line and headers")]
+    BadRequest,
+    /// 414 `uri_too_long`, answered for hyper.
+    #[error("the request's URI is over 65534 bytes; send long input in a body")]
+    UriTooLong,
+    /// 431 `headers_too_large`, answered for hyper.
+    #[error("the request's headers are too large or too many (at most 100); send fewer")]
+    HeadersTooLarge,
 }
 
 /// What went wrong inside a member, behind a `500 internal`.
@@ -171,7 +181,10 @@ impl ApiError {
             | Self::InvalidToken(_)
             | Self::InvalidQuery(_)
             | Self::InvalidPath(_)
-            | Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            | Self::BadBody(_)
+            | Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -213,7 +226,39 @@ impl ApiError {
             Self::LogUnavailable(_) => "log_unavailable",
             Self::Timeout(_) => "timeout",
             Self::Internal(_) => "internal",
+            Self::BadRequest => "bad_request",
+            Self::UriTooLong => "uri_too_long",
+            Self::HeadersTooLarge => "headers_too_large",
         }
+    }
+
+    /// The error hyper answers itself, before any route, with the status `head` begins with
+    /// (its automatic answers to a request it cannot parse have no body: `content-length: 0`).
+    pub fn of_framework(head: &[u8]) -> Option<ApiError> {
+        let status = head.strip_prefix(b"HTTP/1.1 ")?.get(..3)?;
+        let bodiless = head
+            .windows(b"\r\ncontent-length: 0\r\n".len())
+            .any(|w| w == b"\r\ncontent-length: 0\r\n");
+        match status {
+            b"400" if bodiless => Some(ApiError::BadRequest),
+            b"414" if bodiless => Some(ApiError::UriTooLong),
+            b"431" if bodiless => Some(ApiError::HeadersTooLarge),
+            _ => None,
+        }
+    }
+
+    /// The whole HTTP/1.1 answer, for a connection that closes after it.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let status = self.status();
+        let body = json!({"error": self.code(), "message": self.to_string()}).to_string();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             connection: close\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len()
+        )
+        .into_bytes()
     }
 }
 

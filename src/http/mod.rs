@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod query;
 mod state;
 pub mod status;
+mod wire;
 
 use std::time::Instant;
 
@@ -94,7 +95,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState, shutdown:
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http1.serve_connection(TokioIo::new(stream), service));
+        let io = wire::JsonErrors::new(TokioIo::new(stream));
+        let connection = graceful.watch(http1.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "http connection ended");
