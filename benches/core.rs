@@ -12,7 +12,7 @@ use ordo::core::Epoch;
 use ordo::core::changelog::Stored;
 use ordo::core::event::ReservationNo;
 use ordo::core::partitioner::{Partition, PartitionCount, Partitioner};
-use ordo::core::step::{Processor, Step};
+use ordo::core::step::{Input, Processor, Step};
 
 /// Runs the workload through `processor` once: the states and how many events applied.
 fn run_once(
@@ -22,9 +22,11 @@ fn run_once(
     let mut state: HashMap<ReservationNo, Stored> = HashMap::with_capacity(lines.len());
     let mut applied = 0u64;
     for (offset, (key, value)) in lines.iter().enumerate() {
-        if let Step::Applied { key, stored, .. } =
-            processor.step(Some(key), value, ordo::core::Offset(offset as u64), &state)
-        {
+        if let Step::Applied { key, stored, .. } = processor.step(
+            Input::of(key, value, &[]),
+            ordo::core::Offset(offset as u64),
+            &state,
+        ) {
             state.insert(key, stored);
             applied += 1;
         }

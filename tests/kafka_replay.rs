@@ -591,6 +591,59 @@ fn a_producer_writing_mid_move_stops_it_before_anything_is_deleted() {
     finish_at_six(&broker, dir.path(), &input, &g, false);
 }
 
+/// Records written to a partition that does not own their key (a producer routing with another
+/// partitioner) are dead-lettered `misrouted` and never applied. A rebuild routes them to their
+/// key's partition marked as such, so they stay misrouted: `replay --diff` right after the move
+/// finds no difference (it found one per such reservation), and a run at the new N applies
+/// none of them.
+#[test]
+fn misrouted_records_stay_misrouted_through_a_rebuild() {
+    let (_dir, _input, broker) = at_four();
+    let n4 = ordo::core::PartitionCount::new(4).unwrap();
+    let keys: Vec<String> = (0..5).map(|i| format!("M-{i}")).collect();
+    for key in &keys {
+        let home = Partitioner::AbsHashModN.partition(key, n4);
+        let event = format!(
+            r#"{{"type":"reservation","event_id":"e-{key}","reservation_no":"{key}","user_id":"u"}}"#
+        );
+        KafkaProducer::new(&broker.options())
+            .unwrap()
+            .send_all(&[Outgoing {
+                topic: &broker.topic(Role::Events),
+                partition: Partition((home.0 + 1) % 4),
+                record: NewRecord {
+                    key: key.as_bytes().to_vec(),
+                    value: event.into_bytes(),
+                    timestamp: 0,
+                    headers: vec![],
+                },
+            }])
+            .unwrap();
+    }
+    let g = group();
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let misrouted = |broker: &Broker| {
+        let out = broker.ok(&["export", "--topic", "reservation-events.dlq"]);
+        dead_letters(&out.stdout)
+            .into_iter()
+            .filter(|(reason, _)| reason == "misrouted")
+            .count()
+    };
+    assert_eq!(misrouted(&broker), keys.len());
+    ok_output(move_to_six(&broker, &g, &["--rebuild"]));
+    let out = broker.run(&["replay", "--diff"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    broker.ok(&["run", "--until-idle", "--no-http", "--group", &g]);
+    let state = broker.state();
+    assert!(keys.iter().all(|k| !state.contains_key(k)), "{state:?}");
+    assert_eq!(misrouted(&broker), keys.len(), "each dead-lettered once");
+}
+
 /// The input topic as exported: one line per record, with its partition and offset.
 fn input_lines(broker: &Broker) -> Vec<serde_json::Value> {
     let out = broker.ok(&["export", "--topic", "reservation-events"]);

@@ -33,8 +33,35 @@ pub enum Step {
         kind: EventKind,
         key: ReservationNo,
         belongs_to: Partition,
+        /// Misrouted in this partition before a change of N moved it ([`MISROUTED_BEFORE`]).
+        moved_from: Option<Partition>,
     },
 }
+
+/// One input record as the processor reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub key: Option<&'a [u8]>,
+    pub value: &'a [u8],
+    pub headers: &'a [(String, String)],
+}
+
+impl<'a> Input<'a> {
+    /// A record's key (none when empty), value and headers.
+    pub fn of(key: &'a [u8], value: &'a [u8], headers: &'a [(String, String)]) -> Self {
+        Input {
+            key: (!key.is_empty()).then_some(key),
+            value,
+            headers,
+        }
+    }
+}
+
+/// A header a rebuild (`ordo repartition`) puts on an input record that was misrouted where it
+/// was processed: dead-lettered there, never applied. Wherever the move routes it, it is
+/// misrouted again, so a replay of the moved input leads to the state the move carried. Its
+/// value is the partition it was in.
+pub const MISROUTED_BEFORE: &str = "ordo.misrouted";
 
 /// Dead-letter reason codes beyond the state machine's.
 pub const MALFORMED: &str = "malformed";
@@ -153,8 +180,11 @@ impl Processor {
     /// What the record at `offset` does, given the current state.
     pub fn step(
         &self,
-        key: Option<&[u8]>,
-        value: &[u8],
+        Input {
+            key,
+            value,
+            headers,
+        }: Input<'_>,
         offset: Offset,
         state: &impl StateView,
     ) -> Step {
@@ -165,11 +195,16 @@ impl Processor {
         let belongs_to = self
             .partitioner
             .partition(event.reservation_no.as_str(), self.partitions);
-        if belongs_to != self.partition {
+        let moved_from = headers
+            .iter()
+            .find(|(k, _)| k == MISROUTED_BEFORE)
+            .map(|(_, v)| Partition(v.parse().unwrap_or(u32::MAX)));
+        if belongs_to != self.partition || moved_from.is_some() {
             return Step::Misrouted {
                 kind: event.kind,
                 key: event.reservation_no,
                 belongs_to,
+                moved_from,
             };
         }
         let outcome = state.with(event.reservation_no.as_str(), |s| {
@@ -203,8 +238,7 @@ impl Processor {
         effects: &mut Effects,
         tally: &mut Tally,
     ) {
-        let key = (!r.key.is_empty()).then_some(&r.key[..]);
-        match self.step(key, &r.value, r.offset, overlay) {
+        match self.step(Input::of(&r.key, &r.value, &r.headers), r.offset, overlay) {
             Step::Applied {
                 key,
                 kind,
@@ -242,17 +276,21 @@ impl Processor {
                 kind,
                 key,
                 belongs_to,
+                moved_from,
             } => {
                 tally.events[kind_index(kind)][4] += 1;
                 tally.dead_letters[6] += 1;
-                effects.dead_letters.push(dead_letter(
-                    r,
-                    MISROUTED,
-                    format!(
+                let why = match moved_from {
+                    Some(q) => format!(
+                        "key {key} was misrouted in partition {q} before a change of N \
+                         (dead-lettered there, never applied)"
+                    ),
+                    None => format!(
                         "key {key} belongs to partition {belongs_to} under {}, not {}",
                         self.partitioner, self.partition
                     ),
-                ));
+                };
+                effects.dead_letters.push(dead_letter(r, MISROUTED, why));
             }
         }
     }
@@ -309,7 +347,15 @@ mod tests {
             stored,
             from: None,
             ..
-        } = p.step(Some(b"R"), reserve, Offset(0), &state)
+        } = p.step(
+            Input {
+                key: Some(b"R"),
+                value: reserve,
+                headers: &[],
+            },
+            Offset(0),
+            &state,
+        )
         else {
             panic!()
         };
@@ -317,21 +363,45 @@ mod tests {
         assert_eq!(stored.epoch, Epoch(1));
         state.insert(key, stored);
         assert_eq!(
-            p.step(Some(b"R"), reserve, Offset(1), &state),
+            p.step(
+                Input {
+                    key: Some(b"R"),
+                    value: reserve,
+                    headers: &[]
+                },
+                Offset(1),
+                &state
+            ),
             Step::Duplicate {
                 kind: EventKind::Reservation
             }
         );
         let again = br#"{"type":"reservation","event_id":"e2","reservation_no":"R","user_id":"u"}"#;
         assert_eq!(
-            p.step(Some(b"R"), again, Offset(2), &state),
+            p.step(
+                Input {
+                    key: Some(b"R"),
+                    value: again,
+                    headers: &[]
+                },
+                Offset(2),
+                &state
+            ),
             Step::Rejected {
                 kind: EventKind::Reservation,
                 reason: RejectReason::AlreadyReserved
             }
         );
         assert!(matches!(
-            p.step(None, b"{oops", Offset(3), &state),
+            p.step(
+                Input {
+                    key: None,
+                    value: b"{oops",
+                    headers: &[]
+                },
+                Offset(3),
+                &state
+            ),
             Step::Malformed(Malformed::NotJson(_))
         ));
 
@@ -340,7 +410,15 @@ mod tests {
         let other =
             br#"{"type":"reservation","event_id":"e1","reservation_no":"R-0001","user_id":"u"}"#;
         assert!(matches!(
-            p10.step(Some(b"R-0001"), other, Offset(0), &state),
+            p10.step(
+                Input {
+                    key: Some(b"R-0001"),
+                    value: other,
+                    headers: &[]
+                },
+                Offset(0),
+                &state
+            ),
             Step::Misrouted {
                 belongs_to: Partition(6),
                 ..

@@ -10,6 +10,7 @@ use super::{Plan, route};
 use crate::core::changelog::{EpochMarker, StateRecord};
 use crate::core::ownership::{Copied, RepartitionRecord, layer_of};
 use crate::core::record::{NewRecord, Record};
+use crate::core::step::MISROUTED_BEFORE;
 use crate::core::{Offset, Partition, PartitionCount};
 use crate::log::kafka::admin::TopicSpec;
 use crate::log::kafka::{
@@ -243,6 +244,12 @@ pub(super) fn rebuild_topics(
             if (original < resume[p.index()].0) != pass_processed {
                 unprocessed += u64::from(pass_processed);
                 return;
+            }
+            // Misrouted where it was (dead-lettered, never applied): it stays misrouted.
+            let old_n = layers.get(layer).map_or(from, |l| l.partitions);
+            if route(&r.key, &r.value, partitioner, old_n) != p {
+                r.headers
+                    .push((MISROUTED_BEFORE.to_owned(), p.0.to_string()));
             }
             let q = route(&r.key, &r.value, partitioner, to);
             match sender.push(&events, q, new_record(r)) {

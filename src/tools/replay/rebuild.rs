@@ -10,7 +10,7 @@ use super::OffsetSpec;
 use crate::core::changelog::{StateRecord, Stored};
 use crate::core::ownership::layer_of;
 use crate::core::partitioner::Partitioner;
-use crate::core::step::{Processor, Step};
+use crate::core::step::{Input, Processor, Step};
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
 use crate::log::embedded::{EmbeddedLog, LogError};
 use crate::log::topics::Role;
@@ -56,9 +56,9 @@ impl Fold {
         }
     }
 
-    fn step(&mut self, processor: &Processor, key: Option<&[u8]>, value: &[u8], offset: Offset) {
+    fn step(&mut self, processor: &Processor, input: Input<'_>, offset: Offset) {
         self.summary.records += 1;
-        match processor.step(key, value, offset, &self.states) {
+        match processor.step(input, offset, &self.states) {
             Step::Applied { key, stored, .. } => {
                 self.summary.applied += 1;
                 self.partition_of.insert(key.clone(), processor.partition);
@@ -135,8 +135,11 @@ pub fn replay(
                 // In the range, replayed in its own layer's pass.
                 return true;
             }
-            let key = (!r.key.is_empty()).then_some(&r.key[..]);
-            fold.step(&processors[p.index()], key, &r.value, r.offset);
+            fold.step(
+                &processors[p.index()],
+                Input::of(&r.key, &r.value, &r.headers),
+                r.offset,
+            );
             if let Some(progress) = progress.as_mut() {
                 progress.add(1);
             }
@@ -168,8 +171,11 @@ pub fn replay_file(
     for (p, r) in records {
         let offset = next[p.index()];
         next[p.index()] = Offset(offset.0 + 1);
-        let key = (!r.key.is_empty()).then_some(&r.key[..]);
-        fold.step(&processor(p, n, partitioner), key, &r.value, offset);
+        fold.step(
+            &processor(p, n, partitioner),
+            Input::of(&r.key, &r.value, &r.headers),
+            offset,
+        );
     }
     Ok(fold.finish(vec![Offset(0); n.get() as usize], next))
 }
