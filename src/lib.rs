@@ -2,7 +2,7 @@
 //!
 //! Events about one reservation are routed by their reservation number to one partition, and
 //! each partition is processed by one dedicated thread, so the events of one reservation never
-//! race. The contract is SPEC.md. A record walks down the rooms:
+//! race. The contract is `docs/contract.md`. A record walks down the rooms:
 //!
 //! ```text
 //!   input log ──► partition owner ──► core (step) ──► changelog + dead letters ──► view ──► HTTP

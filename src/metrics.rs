@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8): one [`Metrics`] registered on a registry that is passed in,
+//! Prometheus metrics (contract §8): one [`Metrics`] registered on a registry that is passed in,
 //! label values from closed sets only (no per-key labels).
 
 use prometheus::{

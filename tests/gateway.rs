@@ -37,7 +37,7 @@ fn reserve_associate_by_user_and_read_your_writes() {
     let want = Partitioner::AbsHashModN.partition("R-100", PartitionCount::new(4).unwrap());
     assert_eq!(
         r["partition"], want.0,
-        "R-100 is appended at its SPEC partition"
+        "R-100 is appended at its contract partition"
     );
     assert!(r["offset"].is_u64() && r["token"].is_string());
 
@@ -283,7 +283,7 @@ fn load_nothing_accepted_is_lost() {
     assert!(dead_letters(&d).is_empty());
 }
 
-/// What the HTTP framework rejects is SPEC §7 JSON too, and a token that could never be waited
+/// What the HTTP framework rejects is contract §7 JSON too, and a token that could never be waited
 /// for (its offset has no successor) is refused rather than answered at once.
 #[test]
 fn framework_rejections_and_overflowing_tokens_are_json_errors() {

@@ -293,7 +293,7 @@ fn run_without_topics_names_topics_apply() {
     );
 }
 
-/// The states and dead-letter reasons of the SPEC fixture, as `ordo state` and a plain read of
+/// The states and dead-letter reasons of the contract's fixture, as `ordo state` and a plain read of
 /// the dead-letter topic give them.
 fn assert_spec_outcome(broker: &Broker, fixture: &Path) {
     let got: Vec<serde_json::Value> = broker

@@ -50,7 +50,7 @@ impl Mock {
         }
     }
 
-    /// Appends `events` to the input, each to its SPEC partition, with a producer that is gone
+    /// Appends `events` to the input, each to its contract partition, with a producer that is gone
     /// when this returns.
     fn send(&self, events: &[Event]) {
         let producer = KafkaProducer::new(&self.opts).unwrap();

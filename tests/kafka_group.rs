@@ -266,7 +266,7 @@ fn owners(m: &Running) -> Vec<(Option<String>, Option<String>)> {
         .collect()
 }
 
-/// Two members of one group serve every key (SPEC §7): queries for a partition the other member
+/// Two members of one group serve every key (contract §7): queries for a partition the other member
 /// owns are forwarded in one hop and say who served them; an association by user sent to one
 /// member finds a reservation the other owns; while a member does not answer, its keys and
 /// every user lookup answer 503 with Retry-After, never a wrong 404; afterwards all answer.
@@ -394,7 +394,7 @@ fn two_members_serve_every_key_through_its_owner() {
     );
     assert_eq!(json(&a.get(&path).1)["state"], "cancelled");
 
-    // Bad input on a forwarded path is still SPEC §7 JSON; a forwarded request is never
+    // Bad input on a forwarded path is still contract §7 JSON; a forwarded request is never
     // forwarded again.
     let remote = &keys[b_partition];
     for (path, status, code) in [

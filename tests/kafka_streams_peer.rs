@@ -1,4 +1,4 @@
-//! A second opinion on the state: the Kafka Streams peer (`benches/kafka-streams`, SPEC §1–2
+//! A second opinion on the state: the Kafka Streams peer (`benches/kafka-streams`, contract §1–2
 //! written with the Kafka Streams 4.4 Processor API) and ordo read the same input on Apache
 //! Kafka and must end with the same state per reservation and the same dead letters. The input
 //! holds the spec's fixture (duplicates, every reject, unicode keys), tricky lines sent

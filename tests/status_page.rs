@@ -1,4 +1,4 @@
-//! The status page (SPEC §7) as a user sees it, in headless Chromium (Debian's `chromium`,
+//! The status page (contract §7) as a user sees it, in headless Chromium (Debian's `chromium`,
 //! driven by playwright-core from npm: `tests/browser/status_page.mjs`; `./scripts/test`
 //! installs both), against a real `ordo run`; and the Grafana dashboard's queries against the
 //! metrics a running member exports.

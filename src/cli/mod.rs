@@ -1,4 +1,4 @@
-//! The command line (SPEC §5): parse, set up logging, run one command, and map its outcome to
+//! The command line (contract §5): parse, set up logging, run one command, and map its outcome to
 //! an exit status in one place ([`Error::exit`]). Errors are one line on stderr.
 //!
 //! * [`args`]: the clap definitions.

@@ -1,4 +1,4 @@
-//! The changelog (`reservation-state`, SPEC §4 and §6): state records, epoch markers, and the
+//! The changelog (`reservation-state`, contract §4 and §6): state records, epoch markers, and the
 //! fencing rule every reader applies.
 //!
 //! Each owner of a partition holds an [`Epoch`] greater than every earlier owner's and writes an

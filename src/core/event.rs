@@ -1,4 +1,4 @@
-//! Input events (SPEC §1): the JSON wire form, its validation, and the domain [`Event`].
+//! Input events (contract §1): the JSON wire form, its validation, and the domain [`Event`].
 //!
 //! Decoding classifies every malformed case ([`Malformed`]) so a dead letter can say exactly
 //! what was wrong. Pure: no I/O.
@@ -25,7 +25,7 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// All kinds, in SPEC order.
+    /// All kinds, in the contract's order.
     pub const ALL: [EventKind; 3] = [Self::Reservation, Self::Association, Self::Cancellation];
 
     /// The wire name (`type` field) of this kind.

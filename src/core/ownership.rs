@@ -1,4 +1,4 @@
-//! Ownership records (`reservation-owners`, SPEC §4 and §7): who serves each partition, and the
+//! Ownership records (`reservation-owners`, contract §4 and §7): who serves each partition, and the
 //! table every member folds them into. An owner publishes its record once its epoch marker is
 //! durable and before it reports ready, and the same record with `"url": null` when it lets the
 //! partition go; the table keeps, per partition, the record of the highest epoch. Pure.

@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn spec_vectors() {
-        // key, hashCode, partitions for N = 3, 4, 5, 10 (SPEC §3).
+        // key, hashCode, partitions for N = 3, 4, 5, 10 (contract §3).
         let table: &[(&str, i32, [u32; 4])] = &[
             ("polygenelubricants", i32::MIN, [2, 0, 3, 8]),
             ("R-0001", -1_904_340_836, [2, 0, 1, 6]),

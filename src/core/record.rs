@@ -1,5 +1,5 @@
 //! Log records as ordo sees them, independent of the backend that carries them, and the
-//! headers of a dead letter (SPEC §4). Pure data.
+//! headers of a dead letter (contract §4). Pure data.
 
 use super::ids::{Offset, Partition};
 
@@ -25,7 +25,7 @@ pub struct NewRecord {
     pub headers: Vec<(String, String)>,
 }
 
-/// Header names of a dead letter (SPEC §4).
+/// Header names of a dead letter (contract §4).
 pub mod headers {
     pub const REASON: &str = "ordo.reason";
     pub const SOURCE_PARTITION: &str = "ordo.source.partition";

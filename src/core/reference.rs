@@ -1,4 +1,4 @@
-//! A plain reference model of SPEC §2, written independently of [`super::state_machine`]:
+//! A plain reference model of contract §2, written independently of [`super::state_machine`]:
 //! strings instead of enums, one `if` chain instead of a table. `ordo demo` checks its result
 //! against this, and the property tests compare the two.
 

@@ -1,4 +1,4 @@
-//! The reservation state machine (SPEC §2): `none → reserved → associated`, `reserved →
+//! The reservation state machine (contract §2): `none → reserved → associated`, `reserved →
 //! cancelled`. One transition table, in [`apply`]; pure, no I/O, no clock.
 
 use std::fmt;
@@ -34,7 +34,7 @@ impl fmt::Display for Status {
     }
 }
 
-/// Why an event was refused. The string forms are the SPEC's reason codes.
+/// Why an event was refused. The string forms are the contract's reason codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectReason {
     NotReserved,
@@ -45,7 +45,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// Every reason, in SPEC order.
+    /// Every reason, in the contract's order.
     pub const ALL: [RejectReason; 5] = [
         Self::NotReserved,
         Self::AlreadyReserved,

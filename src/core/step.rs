@@ -296,7 +296,7 @@ impl Processor {
     }
 }
 
-/// The dead letter of `r`: its key and bytes unchanged, with the SPEC §4 headers, then the
+/// The dead letter of `r`: its key and bytes unchanged, with contract §4 headers, then the
 /// record's own headers (a trace id, a producer's metadata) except any in ordo's `ordo.`
 /// namespace, which only ordo's own say.
 pub fn dead_letter(r: &Record, reason: &str, error: String) -> NewRecord {

@@ -1,4 +1,4 @@
-//! Every HTTP error ordo answers, in one place: its status, its code, and the SPEC §7 JSON body
+//! Every HTTP error ordo answers, in one place: its status, its code, and contract §7 JSON body
 //! `{"error": "<code>", "message": "<text>"}`, including the rejections of the framework's own
 //! extractors (query strings, path decoding, bodies).
 

@@ -1,4 +1,4 @@
-//! Forwarding to a partition's owner (several members on Kafka, SPEC §7): one hop over a pooled
+//! Forwarding to a partition's owner (several members on Kafka, contract §7): one hop over a pooled
 //! keep-alive HTTP/1 client. A forwarded request carries `ordo-forwarded: 1` and is never
 //! forwarded again; the owner's answer is relayed as it came, with its `ordo-served-by`.
 

@@ -1,8 +1,8 @@
 //! The gateway (served by `ordo run` on its HTTP listener):
 //!
-//! * `POST /v1/reservations`, `/v1/associations`, `/v1/cancellations`: the SPEC fields without
+//! * `POST /v1/reservations`, `/v1/associations`, `/v1/cancellations`: the contract's fields without
 //!   `type`; `event_id` from the body or an `Idempotency-Key` header. The event is validated
-//!   exactly as the processor validates it, appended at its SPEC partition, and answered `202`
+//!   exactly as the processor validates it, appended at its contract partition, and answered `202`
 //!   with `{"partition", "offset", "token"}`. A retry of an applied event is answered `200` with
 //!   `"duplicate": true`; appending it again could never apply it twice either.
 //! * An association without `reservation_no` is routed through the user's open reservation,

@@ -1,4 +1,4 @@
-//! The HTTP listener of `ordo run` (SPEC §7): `/metrics`, `/healthz`, `/readyz`, the query API
+//! The HTTP listener of `ordo run` (contract §7): `/metrics`, `/healthz`, `/readyz`, the query API
 //! ([`query`]) and the gateway ([`ingest`]). Every error is [`ApiError`] JSON.
 //!
 //! HTTP reads what the partition owners publish ([`crate::view`]) and appends through the
@@ -39,7 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        // The SPEC route and the versioned one are the same query (`?after=&wait=` optional).
+        // The contract's route and the versioned one are the same query (`?after=&wait=` optional).
         .route("/reservations/{no}", get(query::reservation))
         .route("/v1/reservations", post(ingest::reservations))
         .route("/v1/associations", post(ingest::associations))

@@ -1,4 +1,4 @@
-//! The status page (SPEC §7): `GET /` is one self-contained HTML page (no CDN, no external
+//! The status page (contract §7): `GET /` is one self-contained HTML page (no CDN, no external
 //! font: its script and style are in the binary), and `GET /v1/status` the same data as JSON.
 //!
 //! A member knows its own partitions: their owner state, epoch, position, lag, state entries,

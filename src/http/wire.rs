@@ -1,7 +1,7 @@
 //! The connection under the router: hyper answers a request it cannot parse (a bad request
 //! line or header, a URI over 64 KiB, headers over its buffer) itself, before any route, with
 //! an empty body. [`JsonErrors`] puts ordo's JSON error in place of that answer as it is
-//! written, so every error a client gets is JSON (SPEC §7).
+//! written, so every error a client gets is JSON (contract §7).
 
 use std::io;
 use std::pin::Pin;

@@ -1,4 +1,4 @@
-//! The logs ordo reads and writes (SPEC §4) and the backends that carry them.
+//! The logs ordo reads and writes (contract §4) and the backends that carry them.
 //!
 //! * [`topics`]: the topic definitions of `topics/`, the single source for every backend.
 //! * [`embedded`]: the default, a durable log in a local data directory.

@@ -61,7 +61,7 @@ pub struct Options {
     pub owners_key: Option<crate::core::ownership::OwnersKey>,
 }
 
-/// What a plain `read_committed` consumer of ordo's Kafka topics sees (SPEC §6).
+/// What a plain `read_committed` consumer of ordo's Kafka topics sees (contract §6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Guarantee {
     /// Each batch is produced (idempotent, `acks=all`) and then its offset committed: after a

@@ -1,5 +1,5 @@
 //! Appending input: NDJSON files (validated line by line) and generated workloads, each event
-//! routed to its SPEC partition and keyed by its reservation number.
+//! routed to its contract partition and keyed by its reservation number.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The systems `ordo bench kafka` measures as child processes, side by side on the same broker
 //! and records: `ordo run --until-idle` (this executable), and the Kafka Streams peer
-//! (`benches/kafka-streams`, SPEC §1–2 in the Kafka Streams 4.4 Processor API), which stops
+//! (`benches/kafka-streams`, contract §1–2 in the Kafka Streams 4.4 Processor API), which stops
 //! once it has processed the input up to the end it saw at start (`--until-end`).
 
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ import java.util.ArrayList;
 import java.util.List;
 
 /**
- * One reservation's state (SPEC §2), kept in the store as the JSON state record that is also
+ * One reservation's state (contract §2), kept in the store as the JSON state record that is also
  * written to the output topic: the fields of ordo's {@code reservation-state} records, with
  * epoch 0 (Kafka Streams fences through its transactional producers, not through epochs).
  */

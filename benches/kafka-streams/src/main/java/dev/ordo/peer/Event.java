@@ -1,6 +1,6 @@
 package dev.ordo.peer;
 
-/** A validated input event (SPEC §1). {@code target} is kept for associations only. */
+/** A validated input event (contract §1). {@code target} is kept for associations only. */
 record Event(Kind kind, String eventId, String reservationNo, String userId, String target) {
 
     /** What an event asks for, by its wire name. */

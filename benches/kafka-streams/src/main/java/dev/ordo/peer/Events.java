@@ -11,7 +11,7 @@ import java.nio.charset.StandardCharsets;
 import java.util.Arrays;
 
 /**
- * Decoding and validation of input events, as SPEC §1 states them: a JSON object whose
+ * Decoding and validation of input events, as contract §1 states them: a JSON object whose
  * {@code type}, {@code event_id}, {@code reservation_no} and {@code user_id} are non-empty
  * strings of at most 128 characters, an optional string {@code target}, an optional integer
  * {@code ts}; a JSON {@code null} counts as absent, unknown fields are ignored, and a record

@@ -32,7 +32,7 @@ import org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler;
 import org.apache.kafka.streams.state.Stores;
 
 /**
- * The reservation workflow (SPEC §1–2) as a Kafka Streams application: the peer ordo is
+ * The reservation workflow (contract §1–2) as a Kafka Streams application: the peer ordo is
  * measured against. Reads the input topic, keeps one state record per reservation in a
  * RocksDB store with a changelog, writes each new state to the state topic and each reject or
  * malformed record to the dead-letter topic. See README.md for the settings and why.

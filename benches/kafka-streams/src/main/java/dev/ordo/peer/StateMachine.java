@@ -3,7 +3,7 @@ package dev.ordo.peer;
 import java.util.ArrayList;
 import java.util.List;
 
-/** SPEC §2: apply(state, event) → outcome. Pure. */
+/** Contract §2: apply(state, event) → outcome. Pure. */
 final class StateMachine {
     private StateMachine() {}
 
