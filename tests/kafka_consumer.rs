@@ -27,7 +27,10 @@ fn python() -> String {
 
 /// Runs the example consumer to the topics' ends; its NDJSON output.
 fn follow(broker: &Broker, extra: &[&str]) -> Vec<serde_json::Value> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/consumer/follow_state.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/consumer/follow_state.py"
+    );
     let mut command = std::process::Command::new(python());
     command
         .arg(script)
@@ -35,7 +38,11 @@ fn follow(broker: &Broker, extra: &[&str]) -> Vec<serde_json::Value> {
         .args(["--topic-prefix", broker.prefix()])
         .arg("--until-idle")
         .args(extra);
-    let out = bounded(&mut command, Duration::from_secs(120), "the example consumer");
+    let out = bounded(
+        &mut command,
+        Duration::from_secs(120),
+        "the example consumer",
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -125,7 +132,10 @@ fn the_example_consumer_sees_what_the_input_leads_to_after_a_crash_and_a_zombie(
         .iter()
         .map(|r| (r["reservation_no"].as_str().unwrap().to_owned(), entity(r)))
         .collect();
-    assert!(states == want.states, "the consumer's view differs from what the input leads to");
+    assert!(
+        states == want.states,
+        "the consumer's view differs from what the input leads to"
+    );
     let ordo_state: Vec<serde_json::Value> = broker.state().into_values().collect();
     assert_eq!(view, ordo_state, "the consumer's view equals `ordo state`");
 
