@@ -242,7 +242,8 @@ impl Broker {
     }
 
     /// Waits until the broker answers a metadata request (it is alive and serving).
-    fn wait_until_up(&self) {
+    /// Waits until the broker answers a metadata request.
+    pub fn wait_until_up(&self) {
         let opts = self.options();
         let client = opts.metadata_client().unwrap();
         wait_for(
