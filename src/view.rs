@@ -58,6 +58,36 @@ pub struct Applied {
     pub position: Offset,
 }
 
+/// An input record the owner dead-lettered: its offset, the reason code and the exact error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub offset: Offset,
+    pub reason: String,
+    pub error: String,
+}
+
+/// What became of one input record, as its owner remembers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied, or a duplicate of an event already applied: nothing dead-lettered.
+    Accepted,
+    /// Dead-lettered, with why.
+    Refused(Refused),
+    /// Processed before this owner took the partition, or too long ago: the dead-letter topic
+    /// has it, by its source partition and offset.
+    Unknown,
+}
+
+/// How many of its latest dead letters an owner remembers for [`PartitionStatus::outcome`].
+pub const REFUSALS_KEPT: usize = 4096;
+
+/// The dead letters an owner made lately, oldest first, and the first offset they cover.
+#[derive(Debug, Default)]
+struct Refusals {
+    since: Offset,
+    recent: std::collections::VecDeque<Refused>,
+}
+
 /// What a partition's owner shares with the rest of the process.
 #[derive(Debug)]
 pub struct PartitionStatus {
@@ -84,6 +114,8 @@ pub struct PartitionStatus {
     /// This process was paused long enough for its group session to expire: the owner has not
     /// yet checked that the partition is still its own, so it is not served meanwhile.
     suspect: AtomicBool,
+    /// The records this owner dead-lettered lately.
+    refusals: Mutex<Refusals>,
 }
 
 impl Default for PartitionStatus {
@@ -100,6 +132,7 @@ impl Default for PartitionStatus {
             error: Mutex::new(None),
             input_end: AtomicU64::new(0),
             suspect: AtomicBool::new(false),
+            refusals: Mutex::new(Refusals::default()),
         }
     }
 }
@@ -132,6 +165,10 @@ impl PartitionStatus {
 
     /// Restored under `epoch`, resuming at `position`: ready.
     pub fn set_ready(&self, epoch: Epoch, position: Offset) {
+        *self.lock_refusals() = Refusals {
+            since: position,
+            recent: Default::default(),
+        };
         self.epoch.store(epoch.0, Ordering::Release);
         self.applied.send_replace(Applied {
             ready: true,
@@ -145,6 +182,42 @@ impl PartitionStatus {
         self.owned.store(false, Ordering::Release);
         self.stalled.store(false, Ordering::Release);
         self.suspect.store(false, Ordering::Release);
+    }
+
+    /// Notes records the owner dead-lettered, in offset order, before their batch's position
+    /// is published; the oldest are forgotten past [`REFUSALS_KEPT`].
+    pub fn refused(&self, refused: impl IntoIterator<Item = Refused>) {
+        let mut r = self.lock_refusals();
+        r.recent.extend(refused);
+        while r.recent.len() > REFUSALS_KEPT {
+            if let Some(old) = r.recent.pop_front() {
+                r.since = old.offset.next().unwrap_or(old.offset);
+            }
+        }
+    }
+
+    /// What became of the record at `offset`, once the owner has applied it (`None` before).
+    pub fn outcome(&self, offset: Offset) -> Option<Outcome> {
+        if offset >= self.position() {
+            return None;
+        }
+        let r = self.lock_refusals();
+        if offset < r.since {
+            return Some(Outcome::Unknown);
+        }
+        Some(
+            match r
+                .recent
+                .binary_search_by_key(&offset, |refused| refused.offset)
+            {
+                Ok(i) => Outcome::Refused(r.recent[i].clone()),
+                Err(_) => Outcome::Accepted,
+            },
+        )
+    }
+
+    fn lock_refusals(&self) -> std::sync::MutexGuard<'_, Refusals> {
+        self.refusals.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Says whether the owner must check that the partition is still its own before it is

@@ -653,3 +653,84 @@ fn with_a_token_file_only_requests_carrying_the_token_are_served() {
         "{err}"
     );
 }
+
+/// A client learns what became of an event a `202` accepted: `GET /v1/outcomes/{token}` waits
+/// until the partition has applied it, then says `accepted` or `refused` with the dead letter's
+/// reason and error; after a restart the owner no longer knows older ones (`unknown`: the
+/// dead-letter topic has them).
+#[test]
+fn a_client_learns_whether_its_accepted_event_was_applied_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("d");
+    let mut run = start(&d);
+    let outcome = |run: &Running, token: &str| {
+        let (code, body) = http(
+            run.addr,
+            "GET",
+            &format!("/v1/outcomes/{token}?wait=5000"),
+            None,
+            &[],
+        );
+        assert_eq!(code, 200, "{body}");
+        json(&body)
+    };
+    let accepted = |run: &Running, path: &str, body: &str| {
+        let (code, r) = post(run, path, body, &[]);
+        assert_eq!(code, 202, "{r}");
+        r["token"].as_str().unwrap().to_owned()
+    };
+    let reserved = accepted(
+        &run,
+        "/v1/reservations",
+        r#"{"event_id":"o-1","reservation_no":"R-o1","user_id":"ann"}"#,
+    );
+    let wrong_user = accepted(
+        &run,
+        "/v1/cancellations",
+        r#"{"event_id":"o-2","reservation_no":"R-o1","user_id":"bob"}"#,
+    );
+    let nothing = accepted(
+        &run,
+        "/v1/associations",
+        r#"{"event_id":"o-3","reservation_no":"R-none","user_id":"ann"}"#,
+    );
+    let o = outcome(&run, &reserved);
+    assert_eq!(o["outcome"], "accepted", "{o}");
+    assert_eq!(o["token"], reserved.as_str());
+    for (token, reason) in [(&wrong_user, "user_mismatch"), (&nothing, "not_reserved")] {
+        let o = outcome(&run, token);
+        assert_eq!(
+            (o["outcome"].as_str(), o["reason"].as_str()),
+            (Some("refused"), Some(reason)),
+            "{o}"
+        );
+        assert!(
+            o["error"].as_str().is_some_and(|e| e.contains(reason)),
+            "{o}"
+        );
+    }
+    // Not a token of this deployment: 400, JSON.
+    for bad in ["x", "9.0", "0.18446744073709551615"] {
+        let (code, body) = http(run.addr, "GET", &format!("/v1/outcomes/{bad}"), None, &[]);
+        assert_eq!(
+            (code, json(&body)["error"].as_str()),
+            (400, Some("invalid_token")),
+            "{bad}: {body}"
+        );
+    }
+    // After a restart the owner knows only what it processed itself.
+    terminate(&mut run);
+    let run = start(&d);
+    assert_eq!(outcome(&run, &nothing)["outcome"], "unknown");
+    let again = accepted(
+        &run,
+        "/v1/reservations",
+        r#"{"event_id":"o-4","reservation_no":"R-o1","user_id":"ann"}"#,
+    );
+    let o = outcome(&run, &again);
+    assert_eq!(
+        (o["outcome"].as_str(), o["reason"].as_str()),
+        (Some("refused"), Some("already_reserved")),
+        "{o}"
+    );
+}

@@ -393,6 +393,33 @@ fn two_members_serve_every_key_through_its_owner() {
         keys[a_partition]
     );
     assert_eq!(json(&a.get(&path).1)["state"], "cancelled");
+    // What became of an accepted event, asked on either member: its owner answers.
+    let (code, r) = http(
+        b.addr,
+        "POST",
+        "/v1/cancellations",
+        Some(&format!(
+            r#"{{"event_id":"late{a_partition}","reservation_no":"{}","user_id":"u{a_partition}"}}"#,
+            keys[a_partition]
+        )),
+        &[],
+    );
+    assert_eq!(code, 202, "{r}");
+    let refused = json(&r)["token"].as_str().unwrap().to_owned();
+    for m in [&a, &b] {
+        for (token, outcome) in [(&token_of_a, "accepted"), (&refused, "refused")] {
+            let (code, headers, body) = http_full(
+                m.addr,
+                "GET",
+                &format!("/v1/outcomes/{token}?wait=20000"),
+                None,
+                &[],
+            );
+            assert_eq!(code, 200, "{body}");
+            assert_eq!(json(&body)["outcome"], outcome, "{body}");
+            assert_eq!(headers.get("ordo-served-by"), table[a_partition].0.as_ref());
+        }
+    }
 
     // Bad input on a forwarded path is still contract §7 JSON; a forwarded request is never
     // forwarded again.

@@ -46,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cancellations", post(ingest::cancellations))
         .route("/v1/reservations/{no}", get(query::reservation))
         .route("/v1/users/{id}", get(query::user))
+        .route("/v1/outcomes/{token}", get(query::outcome))
         .route("/v1/owners", get(owners))
         .route("/v1/internal/users/{id}", get(query::user_partitions))
         .route("/v1/internal/applied", get(query::applied))

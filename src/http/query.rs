@@ -3,6 +3,9 @@
 //! `?after=<token>&wait=<ms>` a query is answered once the token's partition has applied the
 //! token's offset (read-your-writes), `504` if the wait runs out.
 //!
+//! `GET /v1/outcomes/{token}` says what became of an event a `202` accepted: applied, or
+//! dead-lettered and why.
+//!
 //! A query for a partition another member owns is forwarded to it in one hop; a query about a
 //! user asks the owners of every partition (this member's own first), each for its partitions,
 //! after each has applied what it is asked to have applied. No request reads a changelog.
@@ -22,6 +25,7 @@ use super::forward::{ANSWER_GRACE, SERVED_BY, is_forwarded};
 use super::state::{AppState, Route, Served};
 use crate::core::changelog::StateRecord;
 use crate::core::{Offset, Partition};
+use crate::view::Outcome;
 
 /// Default and largest `wait` of a query, in milliseconds.
 pub const DEFAULT_WAIT_MS: u64 = 1_000;
@@ -176,6 +180,62 @@ pub async fn reservation(
         Some(record) => Ok(served_by(&s, axum::Json(record).into_response())),
         None => Err(ApiError::NotFound(format!("no reservation {no}"))),
     }
+}
+
+/// `GET /v1/outcomes/{token}`: what became of the event a `202` answered with `token`, once
+/// its partition has applied it (`wait`, as for reads): `accepted` (applied, or a duplicate of
+/// an event applied), `refused` with the dead letter's reason and error, or `unknown` when the
+/// owner processed it before it took the partition, or over [`crate::view::REFUSALS_KEPT`]
+/// dead letters ago (the dead-letter topic has it). Answered by the partition's owner.
+pub async fn outcome(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    params: Result<Query<ReadParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(token) = path?;
+    let Query(params) = params?;
+    let t = Token::parse(&token)
+        .filter(|t| s.count().contains(t.partition))
+        .ok_or_else(|| {
+            ApiError::InvalidToken(format!(
+                "`{token}` is not a token from this deployment (`<partition>.<offset>`, as a \
+                 `202` answers it)"
+            ))
+        })?;
+    if let Route::Forward(url) = s.route(t.partition, is_forwarded(&headers))? {
+        let forwarder = s.forwarder.as_ref().expect("forwarding needs a forwarder");
+        let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+        return Ok(forwarder
+            .get(
+                &s.metrics,
+                t.partition,
+                &url,
+                path,
+                params.wait() + ANSWER_GRACE,
+            )
+            .await?
+            .into_response());
+    }
+    let until = t.offset.next().expect("Token::parse checks the successor");
+    wait_applied(&s, t.partition, until, params.wait()).await?;
+    let outcome = s
+        .partitions
+        .status(t.partition)
+        .outcome(t.offset)
+        .unwrap_or(Outcome::Unknown);
+    let mut body = json!({"token": token, "partition": t.partition, "offset": t.offset});
+    match outcome {
+        Outcome::Accepted => body["outcome"] = json!("accepted"),
+        Outcome::Unknown => body["outcome"] = json!("unknown"),
+        Outcome::Refused(r) => {
+            body["outcome"] = json!("refused");
+            body["reason"] = json!(r.reason);
+            body["error"] = json!(r.error);
+        }
+    }
+    Ok(served_by(&s, axum::Json(body).into_response()))
 }
 
 /// The state records of `user` in `partitions`, all owned here, each once it has applied

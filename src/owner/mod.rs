@@ -357,6 +357,7 @@ impl Owner<'_> {
                 // Durable: now the batch may be seen, counted first, so that a client that
                 // reads its write back (the position wait) finds it in the metrics too.
                 counters.add(&done.tally);
+                status.refused(done.refused.drain(..));
                 publish(view, &self.shared.users, &mut done.changes);
                 status.set_position(done.next, done.last_timestamp);
                 report.applied += done.applied;

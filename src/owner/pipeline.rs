@@ -7,11 +7,11 @@ use std::time::Instant;
 
 use super::{Driver, Fetch};
 use crate::core::changelog::Stored;
-use crate::core::record::Record;
+use crate::core::record::{NewRecord, Record, headers};
 use crate::core::step::{Effects, Overlay, Processor, StateView, Tally};
 use crate::core::{Offset, ReservationNo};
 use crate::metrics::Metrics;
-use crate::view::View;
+use crate::view::{Refused, View};
 
 /// The most bytes of changelog records and dead letters an owner keeps in flight.
 const MAX_IN_FLIGHT_BYTES: usize = 32 << 20;
@@ -27,6 +27,8 @@ pub(super) struct InFlight {
     pub records: u64,
     /// The record timestamp of the batch's last record.
     pub last_timestamp: i64,
+    /// The records it dead-lettered, in offset order.
+    pub refused: Vec<Refused>,
     bytes: usize,
     submitted: Instant,
 }
@@ -144,6 +146,7 @@ impl Pipeline {
             .map(|d| d.value.len())
             .sum();
         let applied = self.effects.state.len() as u64;
+        let refused = self.effects.dead_letters.iter().map(refused).collect();
         driver.submit(&mut self.effects, next)?;
         if stall {
             tracing::warn!(
@@ -164,6 +167,7 @@ impl Pipeline {
             applied,
             records: self.records.len() as u64,
             last_timestamp,
+            refused,
             bytes: state_bytes + dead_bytes,
             submitted: Instant::now(),
         });
@@ -198,6 +202,22 @@ impl Pipeline {
     /// Takes back a published batch's (drained) change map for a later batch.
     pub(super) fn recycle(&mut self, done: InFlight) {
         self.spare.push(done.changes);
+    }
+}
+
+/// A dead letter as its owner remembers it: the input offset, reason and error from its headers.
+fn refused(dead: &NewRecord) -> Refused {
+    let header = |name: &str| {
+        dead.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    Refused {
+        offset: Offset(header(headers::SOURCE_OFFSET).parse().unwrap_or(u64::MAX)),
+        reason: header(headers::REASON),
+        error: header(headers::ERROR),
     }
 }
 
