@@ -343,6 +343,13 @@ impl KafkaProducer {
                     tracing::debug!(op, error = %e, "retrying a transaction call");
                     std::thread::sleep(Duration::from_millis(100));
                 }
+                // rdkafka's commit flushes the producer first; while the broker restarts that
+                // flush times out, and the commit may be called again.
+                Err(e @ KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if started.elapsed() < limit =>
+                {
+                    tracing::debug!(op, error = %e, "retrying a transaction call");
+                }
                 Err(e) => return Err(transaction_error(op, e)),
             }
         }
