@@ -490,6 +490,19 @@ fn refused_end(
     err.last().cloned().unwrap_or_default()
 }
 
+/// After a move that stopped with nothing deleted: the topics still have 4 partitions, and a
+/// rerun resumes the move and finishes it (see [`finish_at_six`]).
+fn rerun_finishes(broker: &Broker, dir: &Path, input: &Input, group: &str, all_processed: bool) {
+    broker.ok(&["topics", "check", "--partitions", "4"]);
+    let out = ok_output(move_to_six(broker, group, &[]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("resumed") && text.contains("check OK"),
+        "{text}"
+    );
+    finish_at_six(broker, dir, input, group, all_processed);
+}
+
 /// Two changes of N at once: the second (and a third, to another N) is refused while the
 /// first holds the deployment's lease, naming it. A member that holds a partition by the time
 /// the first is about to delete the originals (one that started racing the move's first look,
@@ -525,17 +538,10 @@ fn a_second_change_of_n_is_refused_and_a_member_seen_before_deleting_stops_the_m
             && err.contains("--to-partitions 6 --apply"),
         "{err}"
     );
-    broker.ok(&["topics", "check", "--partitions", "4"]);
     racer.held = Some(false);
     racer.url = None;
     broker.send_owner(&racer);
-    let out = ok_output(move_to_six(&broker, &g, &[]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("resumed") && text.contains("check OK"),
-        "{text}"
-    );
-    finish_at_six(&broker, dir.path(), &input, &g, true);
+    rerun_finishes(&broker, dir.path(), &input, &g, true);
 }
 
 /// A change of N under way refuses `ordo produce`, naming the command that finishes it; a
@@ -581,14 +587,7 @@ fn a_producer_writing_mid_move_stops_it_before_anything_is_deleted() {
             && err.contains("--to-partitions 6 --apply"),
         "{err}"
     );
-    broker.ok(&["topics", "check", "--partitions", "4"]);
-    let out = ok_output(move_to_six(&broker, &g, &[]));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("resumed") && text.contains("check OK"),
-        "{text}"
-    );
-    finish_at_six(&broker, dir.path(), &input, &g, false);
+    rerun_finishes(&broker, dir.path(), &input, &g, false);
 }
 
 /// Records written to a partition that does not own their key (a producer routing with another

@@ -124,6 +124,22 @@ fn served_by(s: &Served, mut response: Response) -> Response {
     response
 }
 
+/// This very request (`uri`) asked of `p`'s owner at `url`, its answer relayed as it came.
+async fn relay(
+    s: &Served,
+    p: Partition,
+    url: &str,
+    uri: &axum::http::Uri,
+    limit: Duration,
+) -> Result<Response, ApiError> {
+    let forwarder = s.forwarder.as_ref().expect("forwarding needs a forwarder");
+    let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+    Ok(forwarder
+        .get(&s.metrics, p, url, path, limit)
+        .await?
+        .into_response())
+}
+
 /// `GET /v1/reservations/{no}`: answered by the owner of `no`'s partition.
 pub async fn reservation(
     State(s): State<AppState>,
@@ -137,13 +153,8 @@ pub async fn reservation(
     let token = params.token(&s)?;
     let p = s.partition_of(&no);
     if let Route::Forward(url) = s.route(p, is_forwarded(&headers))? {
-        let forwarder = s.forwarder.as_ref().expect("forwarding needs a forwarder");
         let limit = token.map_or(Duration::ZERO, |_| params.wait()) + ANSWER_GRACE;
-        let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-        return Ok(forwarder
-            .get(&s.metrics, p, &url, path, limit)
-            .await?
-            .into_response());
+        return relay(&s, p, &url, &uri, limit).await;
     }
     if let Some(t) = token {
         let until = t.offset.next().expect("Token::parse checks the successor");
@@ -205,18 +216,7 @@ pub async fn outcome(
             ))
         })?;
     if let Route::Forward(url) = s.route(t.partition, is_forwarded(&headers))? {
-        let forwarder = s.forwarder.as_ref().expect("forwarding needs a forwarder");
-        let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-        return Ok(forwarder
-            .get(
-                &s.metrics,
-                t.partition,
-                &url,
-                path,
-                params.wait() + ANSWER_GRACE,
-            )
-            .await?
-            .into_response());
+        return relay(&s, t.partition, &url, &uri, params.wait() + ANSWER_GRACE).await;
     }
     let until = t.offset.next().expect("Token::parse checks the successor");
     wait_applied(&s, t.partition, until, params.wait()).await?;
