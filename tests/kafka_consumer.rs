@@ -102,23 +102,7 @@ fn the_example_consumer_sees_what_the_input_leads_to_after_a_crash_and_a_zombie(
         .into_iter()
         .find(|(_, v)| v["state"] == "reserved")
         .unwrap();
-    let mut forged: ordo::core::changelog::StateRecord = serde_json::from_value(stored).unwrap();
-    forged.state = ordo::core::state_machine::Status::Cancelled;
-    forged.version += 1;
-    forged.epoch = ordo::core::Epoch(1);
-    ordo::log::kafka::KafkaProducer::new(&broker.options())
-        .unwrap()
-        .send_all(&[ordo::log::kafka::Outgoing {
-            topic: &broker.topic(Role::State),
-            partition: forged.source_partition,
-            record: ordo::core::record::NewRecord {
-                key: key.clone().into_bytes(),
-                value: forged.to_json(),
-                timestamp: 0,
-                headers: vec![],
-            },
-        }])
-        .unwrap();
+    broker.forge_zombie_cancel(&key, &stored);
     zombie.signal("CONT");
     wait_for("the zombie to stand back", Duration::from_secs(60), || {
         (zombie.metric_sum("ordo_partitions_owned", "") == 0.0).then_some(())

@@ -184,24 +184,7 @@ fn a_stopped_owner_resumed_after_its_partitions_moved_is_fenced() {
     );
     // The forged zombie write: reservation R of partition p, cancelled by epoch 1.
     let (key, stored) = broker.state().into_iter().next().unwrap();
-    let mut forged: ordo::core::changelog::StateRecord =
-        serde_json::from_value(stored.clone()).unwrap();
-    forged.state = ordo::core::state_machine::Status::Cancelled;
-    forged.version += 1;
-    forged.epoch = ordo::core::Epoch(1);
-    let producer = ordo::log::kafka::KafkaProducer::new(&broker.options()).unwrap();
-    producer
-        .send_all(&[ordo::log::kafka::Outgoing {
-            topic: &broker.topic(Role::State),
-            partition: forged.source_partition,
-            record: ordo::core::record::NewRecord {
-                key: key.clone().into_bytes(),
-                value: forged.to_json(),
-                timestamp: 0,
-                headers: vec![],
-            },
-        }])
-        .unwrap();
+    broker.forge_zombie_cancel(&key, &stored);
     wait_for(
         "consumer lag reported as 0 for both partitions",
         Duration::from_secs(30),

@@ -31,7 +31,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
         r#"{{"reservation_no":"R-0001","user_id":"u1","state":"cancelled","target":null,"version":2,"applied_event_ids":["e1","x"],"source_partition":{},"source_offset":0,"epoch":1}}"#,
         p.0
     );
-    send(&broker, p, "R-0001", &forged);
+    broker.send_state(p, "R-0001", forged.as_bytes());
     let out = broker.run(&["replay", "--diff"]);
     assert_eq!(
         out.status.code(),
@@ -43,7 +43,7 @@ fn replay_diff_finds_a_forged_record_and_apply_repairs_it() {
     assert_eq!(text.lines().count(), 1);
     assert!(text.contains("\"R-0001\""), "{text}");
     // A state record for a reservation no input ever named: a replay deletes it.
-    send(&broker, p, "R-ghost", &forged_state("R-ghost", p.0));
+    broker.send_state(p, "R-ghost", forged_state("R-ghost", p.0).as_bytes());
     let before = broker.state();
     assert_eq!(
         before["R-0001"]["state"], "cancelled",
@@ -111,22 +111,6 @@ fn forged_state(no: &str, partition: u32) -> String {
     format!(
         r#"{{"reservation_no":"{no}","user_id":"u9","state":"reserved","target":null,"version":1,"applied_event_ids":["zz"],"source_partition":{partition},"source_offset":0,"epoch":1}}"#
     )
-}
-
-fn send(broker: &Broker, p: Partition, key: &str, value: &str) {
-    let producer = KafkaProducer::new(&broker.options()).unwrap();
-    producer
-        .send_all(&[Outgoing {
-            topic: &broker.topic(Role::State),
-            partition: p,
-            record: NewRecord {
-                key: key.as_bytes().to_vec(),
-                value: value.as_bytes().to_vec(),
-                timestamp: 0,
-                headers: vec![],
-            },
-        }])
-        .unwrap();
 }
 
 /// What a state record says about its reservation, not where or by whom it was written.
@@ -839,12 +823,7 @@ fn forged_markers_and_positions_lose_nothing_and_are_repaired() {
     };
     // The largest epoch: ignored, so the next owners keep their epochs and their writes.
     let forged = marker(u64::MAX, 0);
-    send(
-        &broker,
-        p,
-        &forged.key(),
-        &String::from_utf8(forged.to_json()).unwrap(),
-    );
+    broker.send_state(p, &forged.key(), &forged.to_json());
     for id in ["after-max-1", "after-max-2"] {
         reserve(id);
         broker.ok(&["run", "--until-idle", "--no-http", "--group", &group()]);
@@ -861,12 +840,7 @@ fn forged_markers_and_positions_lose_nothing_and_are_repaired() {
         partition: Partition(0),
         resume_offset: ordo::core::Offset(1 << 40),
     };
-    send(
-        &broker,
-        p,
-        &mark.key(),
-        &String::from_utf8(mark.to_json()).unwrap(),
-    );
+    broker.send_state(p, &mark.key(), &mark.to_json());
     reserve("after-mark");
     let out = broker.run(&["run", "--until-idle", "--no-http", "--group", &group()]);
     let err = String::from_utf8_lossy(&out.stderr);

@@ -323,6 +323,35 @@ impl Broker {
         (self.kind() == Kind::Tansu).then_some(("ORDO_KAFKA_PROPERTIES", "fetch.wait.max.ms=5"))
     }
 
+    /// Writes a record to partition `p` of `reservation-state` as any producer could (a forged
+    /// record, or a zombie's write).
+    pub fn send_state(&self, p: ordo::core::Partition, key: &str, value: &[u8]) {
+        ordo::log::kafka::KafkaProducer::new(&self.options())
+            .unwrap()
+            .send_all(&[ordo::log::kafka::Outgoing {
+                topic: &self.topic(Role::State),
+                partition: p,
+                record: ordo::core::record::NewRecord {
+                    key: key.as_bytes().to_vec(),
+                    value: value.to_vec(),
+                    timestamp: 0,
+                    headers: vec![],
+                },
+            }])
+            .unwrap();
+    }
+
+    /// A zombie's write, forged: `key`'s current state record (`stored`, as `ordo state` prints
+    /// it) cancelled, one version on, under epoch 1, below every owner's since the first.
+    pub fn forge_zombie_cancel(&self, key: &str, stored: &serde_json::Value) {
+        let mut forged: ordo::core::changelog::StateRecord =
+            serde_json::from_value(stored.clone()).unwrap();
+        forged.state = ordo::core::state_machine::Status::Cancelled;
+        forged.version += 1;
+        forged.epoch = ordo::core::Epoch(1);
+        self.send_state(forged.source_partition, key, &forged.to_json());
+    }
+
     /// Writes `r` to `reservation-owners` as any producer could (a forged or stale record).
     pub fn send_owner(&self, r: &ordo::core::ownership::OwnershipRecord) {
         let producer = ordo::log::kafka::KafkaProducer::new(&self.options()).unwrap();
