@@ -169,10 +169,20 @@ fn write_lease(
     producer: &KafkaProducer,
     r: &LeaseRecord,
 ) -> Result<(), KafkaToolError> {
+    write_owners(opts, producer, record(r.key().into_bytes(), r.to_json()))
+}
+
+/// Writes one of the tools' records (a lease, a change of N) to `reservation-owners`, and waits
+/// for its acknowledgement.
+pub(crate) fn write_owners(
+    opts: &KafkaOptions,
+    producer: &KafkaProducer,
+    record: NewRecord,
+) -> Result<(), KafkaToolError> {
     producer.send_all(&[Outgoing {
         topic: &opts.topic(Role::Owners),
         partition: Partition(0),
-        record: record(r.key().into_bytes(), r.to_json()),
+        record,
     }])?;
     Ok(())
 }

@@ -30,15 +30,16 @@
 use super::staging::{copy_to_staging, rebuild_topics, staging, written_since};
 use super::{How, Plan, grow, route, stall_at};
 use crate::core::ownership::{Phase, REPARTITION_KEY, RepartitionRecord};
-use crate::core::record::NewRecord;
 use crate::core::{Partition, PartitionCount};
 use crate::log::kafka::{
-    BulkReader, Changelog, KafkaOptions, KafkaProducer, Outgoing, can_add_partitions, check_topics,
+    BulkReader, Changelog, KafkaOptions, KafkaProducer, can_add_partitions, check_topics,
     delete_topics, partition_count, read_changelog, read_owners,
 };
 use crate::log::now_millis;
 use crate::log::topics::Role;
-use crate::tools::deployment::{KafkaToolError, LeaseHeld, Overrides, refuse_held};
+use crate::tools::deployment::{
+    KafkaToolError, LeaseHeld, Overrides, record, refuse_held, write_owners,
+};
 
 /// The topics rebuilt with M partitions, in order: input, changelog, dead letters.
 pub(super) const ROLES: [Role; 3] = [Role::Events, Role::State, Role::DeadLetters];
@@ -356,22 +357,15 @@ fn over_again<T>(
     }
 }
 
+/// Records `r`, the change of N's phase, on `reservation-owners`.
 pub(super) fn write_record(
     opts: &KafkaOptions,
     producer: &KafkaProducer,
     r: &RepartitionRecord,
 ) -> Result<(), KafkaToolError> {
-    producer.send_all(&[Outgoing {
-        topic: &opts.topic(Role::Owners),
-        partition: Partition(0),
-        record: NewRecord {
-            key: REPARTITION_KEY.as_bytes().to_vec(),
-            value: r.to_json(),
-            timestamp: r.ts,
-            headers: Vec::new(),
-        },
-    }])?;
-    Ok(())
+    let mut rec = record(REPARTITION_KEY.as_bytes().to_vec(), r.to_json());
+    rec.timestamp = r.ts;
+    write_owners(opts, producer, rec)
 }
 
 #[cfg(test)]
