@@ -47,14 +47,10 @@ fn check_against_the_reference_model(
     assert_eq!(state.len(), model.states.len(), "reservations");
     for (no, want) in &model.states {
         let got = &state[&ReservationNo::from(no.as_str())].entity;
-        assert_eq!(got.status.as_str(), want.state, "{no}: state");
-        assert_eq!(got.user_id.as_str(), want.user, "{no}: user");
-        assert_eq!(
-            got.target.as_deref(),
-            want.target.as_deref(),
-            "{no}: target"
-        );
-        let ids: Vec<&str> = got.applied_event_ids.iter().map(|i| i.as_str()).collect();
+        assert_eq!(got.status().as_str(), want.state, "{no}: state");
+        assert_eq!(got.user_id(), want.user, "{no}: user");
+        assert_eq!(got.target(), want.target.as_deref(), "{no}: target");
+        let ids: Vec<&str> = got.applied_event_ids().collect();
         assert_eq!(ids, want.applied, "{no}: applied event ids");
     }
 }

@@ -32,8 +32,11 @@ impl StateView for View {
 pub type UserIndex = DashMap<CompactString, Vec<ReservationNo>>;
 
 /// Adds `no` to the reservations of `user`.
-pub fn index_user(users: &UserIndex, user: &CompactString, no: &ReservationNo) {
-    let mut list = users.entry(user.clone()).or_default();
+pub fn index_user(users: &UserIndex, user: &str, no: &ReservationNo) {
+    let mut list = match users.get_mut(user) {
+        Some(list) => list,
+        None => users.entry(CompactString::from(user)).or_default(),
+    };
     if !list.contains(no) {
         list.push(no.clone());
     }
@@ -43,7 +46,7 @@ pub fn index_user(users: &UserIndex, user: &CompactString, no: &ReservationNo) {
 pub fn publish(view: &View, users: &UserIndex, changes: &mut HashMap<ReservationNo, Stored>) {
     for (key, stored) in changes.drain() {
         if !view.contains_key(&key) {
-            index_user(users, &stored.entity.user_id, &key);
+            index_user(users, stored.entity.user_id(), &key);
         }
         view.insert(key, stored);
     }

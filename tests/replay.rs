@@ -194,13 +194,7 @@ fn replay_diff_is_silent_on_an_untouched_log_and_finds_a_planted_divergence() {
     plant(
         &d,
         "R-0001",
-        Entity {
-            user_id: "u1".into(),
-            status: Status::Cancelled,
-            target: None,
-            version: 2,
-            applied_event_ids: Box::new(["e1".into(), "forged".into()]),
-        },
+        Entity::new("u1", Status::Cancelled, None, 2, ["e1", "forged"]),
     );
     let out = ordo()
         .args(["replay", "--data-dir", s(&d), "--diff"])
@@ -454,13 +448,7 @@ fn a_diff_over_a_range_compares_only_the_keys_it_replayed() {
     plant(
         &d,
         "R-7",
-        Entity {
-            user_id: "someone-else".into(),
-            status: Status::Reserved,
-            target: None,
-            version: 1,
-            applied_event_ids: Box::new(["e7".into()]),
-        },
+        Entity::new("someone-else", Status::Reserved, None, 1, ["e7"]),
     );
     for args in [&["-o", range.as_str()][..], &[][..]] {
         let out = diff(args);

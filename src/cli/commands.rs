@@ -488,7 +488,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             entries,
             partitions,
         } => {
-            let r = bench::restore(entries, count(partitions)?)?;
+            let r = bench::restore(entries, count(partitions)?, Some(&std::env::current_exe()?))?;
             writeln!(
                 out,
                 "restore: {} entries over {} partitions in {:.2} s ({:.0} entries/s); RSS {} MiB before, {} MiB with the state in memory",
@@ -497,8 +497,17 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 r.secs,
                 r.entries as f64 / r.secs,
                 r.rss_before >> 20,
-                r.rss_after >> 20
+                r.rss_after >> 20,
             )?;
+            if let Some(fresh) = r.fresh {
+                writeln!(
+                    out,
+                    "restore: a fresh `ordo run --until-idle` over them: {:.2} s, {:.2} s of CPU, peak RSS {} MiB",
+                    fresh.wall_secs,
+                    fresh.cpu_secs,
+                    fresh.max_rss >> 20
+                )?;
+            }
         }
     }
     Ok(())

@@ -27,6 +27,53 @@ pub struct Stored {
     pub epoch: Epoch,
 }
 
+impl Stored {
+    /// The state record of this state (of `reservation_no` in `partition`) as JSON: the bytes
+    /// of [`StateRecord::new`]`(..).to_json()`, written straight from the packed entity
+    /// without building the record's owned strings (the owner's hot path writes one per
+    /// applied event).
+    pub fn record_json(&self, reservation_no: &ReservationNo, partition: Partition) -> Vec<u8> {
+        let e = &self.entity;
+        let record = StateRecordRef {
+            reservation_no: reservation_no.as_str(),
+            user_id: e.user_id(),
+            state: e.status(),
+            target: e.target(),
+            version: e.version(),
+            applied_event_ids: IdList(e),
+            source_partition: partition,
+            source_offset: self.source_offset,
+            epoch: self.epoch,
+        };
+        let mut buf = Vec::with_capacity(320);
+        serde_json::to_writer(&mut buf, &record).expect("a state record always serialises");
+        buf
+    }
+}
+
+/// [`StateRecord`]'s fields in its order, borrowed.
+#[derive(Serialize)]
+struct StateRecordRef<'a> {
+    reservation_no: &'a str,
+    user_id: &'a str,
+    state: Status,
+    target: Option<&'a str>,
+    version: u32,
+    applied_event_ids: IdList<'a>,
+    source_partition: Partition,
+    source_offset: Offset,
+    epoch: Epoch,
+}
+
+/// An entity's applied event ids, serialised as a JSON array.
+struct IdList<'a>(&'a Entity);
+
+impl Serialize for IdList<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.applied_event_ids())
+    }
+}
+
 /// A state record as written to the changelog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateRecord {
@@ -47,11 +94,11 @@ impl StateRecord {
         let e = &stored.entity;
         StateRecord {
             reservation_no,
-            user_id: e.user_id.clone(),
-            state: e.status,
-            target: e.target.clone(),
-            version: e.version,
-            applied_event_ids: e.applied_event_ids.to_vec(),
+            user_id: e.user_id().into(),
+            state: e.status(),
+            target: e.target().map(CompactString::from),
+            version: e.version(),
+            applied_event_ids: e.applied_event_ids().map(CompactString::from).collect(),
             source_partition: partition,
             source_offset: stored.source_offset,
             epoch: stored.epoch,
@@ -63,13 +110,13 @@ impl StateRecord {
         (
             self.reservation_no,
             Stored {
-                entity: Entity {
-                    user_id: self.user_id,
-                    status: self.state,
-                    target: self.target,
-                    version: self.version,
-                    applied_event_ids: self.applied_event_ids.into_boxed_slice(),
-                },
+                entity: Entity::new(
+                    &self.user_id,
+                    self.state,
+                    self.target.as_deref(),
+                    self.version,
+                    self.applied_event_ids.iter().map(CompactString::as_str),
+                ),
                 source_offset: self.source_offset,
                 epoch: self.epoch,
             },

@@ -330,3 +330,31 @@ fn a_replay_marker_sets_the_resume_offset() {
     let wire = Entry::decode(replayed.key().as_bytes(), &replayed.to_json()).unwrap();
     assert_eq!(wire, Entry::Marker(replayed));
 }
+
+proptest! {
+    /// The owner's hot path writes a state record straight from the packed entity: the same
+    /// bytes as building the record and serialising it, for any strings (quotes, escapes,
+    /// non-ASCII), with and without a target, with any number of ids.
+    #[test]
+    fn a_state_record_written_from_the_entity_is_the_record(
+        key in ".{1,40}",
+        user in ".{0,40}",
+        state in prop_oneof![Just(Status::Reserved), Just(Status::Associated), Just(Status::Cancelled)],
+        target in proptest::option::of(".{0,40}"),
+        version in any::<u32>(),
+        ids in proptest::collection::vec(".{0,40}", 0..4),
+        partition in any::<u32>(),
+        offset in any::<u64>(),
+        epoch in any::<u64>(),
+    ) {
+        let stored = Stored {
+            entity: Entity::new(&user, state, target.as_deref(), version, ids.iter().map(String::as_str)),
+            source_offset: Offset(offset),
+            epoch: Epoch(epoch),
+        };
+        let no = ReservationNo::from(key.as_str());
+        let direct = stored.record_json(&no, Partition(partition));
+        let built = StateRecord::new(no, Partition(partition), &stored).to_json();
+        prop_assert_eq!(String::from_utf8(direct).unwrap(), String::from_utf8(built).unwrap());
+    }
+}

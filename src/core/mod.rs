@@ -8,6 +8,7 @@
 //! * [`partitioner`]: `abs-hash-mod-N` (Java-compatible) and `murmur2`.
 //! * [`event`]: the event wire format, validation, and the domain `Event`.
 //! * [`state_machine`]: `none → reserved → associated | cancelled`, one transition table.
+//! * [`entity`]: one reservation's state, packed for memory.
 //! * [`reference`]: an independent plain model of the state machine, for checks.
 //! * [`record`]: log records and dead-letter headers, whatever the backend.
 //! * [`changelog`]: state records, epoch markers, and the fencing rule every reader applies.
@@ -15,6 +16,7 @@
 //! * [`ownership`]: ownership records and the table of who serves each partition.
 
 pub mod changelog;
+pub mod entity;
 pub mod event;
 pub mod ids;
 pub mod ownership;

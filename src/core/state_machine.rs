@@ -3,7 +3,6 @@
 
 use std::fmt;
 
-use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::core::event::{Event, EventKind};
@@ -72,18 +71,7 @@ impl fmt::Display for RejectReason {
     }
 }
 
-/// One reservation's state. An entity applies at most three events, so it keeps their ids
-/// for duplicate detection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entity {
-    pub user_id: CompactString,
-    pub status: Status,
-    pub target: Option<CompactString>,
-    /// Number of applied transitions.
-    pub version: u32,
-    /// Exactly sized: an entity holds at most three, and a million of them are in memory.
-    pub applied_event_ids: Box<[CompactString]>,
-}
+pub use super::entity::Entity;
 
 /// A state change made by one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,15 +95,15 @@ pub fn apply(state: Option<&Entity>, event: &Event) -> Outcome {
     use Status::*;
 
     if let Some(entity) = state
-        && entity.applied_event_ids.contains(&event.event_id)
+        && entity.has_applied(&event.event_id)
     {
         return Outcome::Duplicate;
     }
-    let same_user = |e: &Entity| e.user_id == event.user_id;
+    let same_user = |e: &Entity| e.user_id() == event.user_id;
     let next = match (state, event.kind) {
         (None, Reservation) => Ok(Reserved),
         (None, Association | Cancellation) => Err(RejectReason::NotReserved),
-        (Some(e), _) => match (e.status, event.kind) {
+        (Some(e), _) => match (e.status(), event.kind) {
             (Reserved, Reservation) => Err(RejectReason::AlreadyReserved),
             (Reserved, Association) if same_user(e) => Ok(Associated),
             (Reserved, Cancellation) if same_user(e) => Ok(Cancelled),
@@ -130,34 +118,20 @@ pub fn apply(state: Option<&Entity>, event: &Event) -> Outcome {
         Err(reason) => Outcome::Rejected(reason),
         Ok(status) => {
             let entity = match state {
-                None => Entity {
-                    user_id: event.user_id.clone(),
+                None => Entity::new(&event.user_id, status, None, 1, [event.event_id.as_str()]),
+                Some(e) => Entity::new(
+                    e.user_id(),
                     status,
-                    target: None,
-                    version: 1,
-                    applied_event_ids: Box::new([event.event_id.clone()]),
-                },
-                Some(e) => {
-                    let applied_event_ids = e
-                        .applied_event_ids
-                        .iter()
-                        .chain([&event.event_id])
-                        .cloned()
-                        .collect();
-                    Entity {
-                        user_id: e.user_id.clone(),
-                        status,
-                        target: match event.kind {
-                            Association => event.target.clone(),
-                            Reservation | Cancellation => e.target.clone(),
-                        },
-                        version: e.version + 1,
-                        applied_event_ids,
-                    }
-                }
+                    match event.kind {
+                        Association => event.target.as_deref(),
+                        Reservation | Cancellation => e.target(),
+                    },
+                    e.version() + 1,
+                    e.applied_event_ids().chain([event.event_id.as_str()]),
+                ),
             };
             Outcome::Applied(Transition {
-                from: state.map(|e| e.status),
+                from: state.map(|e| e.status()),
                 entity,
             })
         }
@@ -184,13 +158,7 @@ mod tests {
     }
 
     fn entity(status: Status) -> Entity {
-        Entity {
-            user_id: "u".into(),
-            status,
-            target: None,
-            version: 1,
-            applied_event_ids: Box::new(["e0".into()]),
-        }
+        Entity::new("u", status, None, 1, ["e0"])
     }
 
     #[test]
@@ -286,12 +254,12 @@ mod tests {
                         panic!("{state:?} + {kind:?}: expected {to:?}, got {got:?}")
                     };
                     assert_eq!(t.from, state);
-                    assert_eq!(t.entity.status, to);
+                    assert_eq!(t.entity.status(), to);
                     assert_eq!(
-                        t.entity.version,
-                        current.as_ref().map_or(1, |e| e.version + 1)
+                        t.entity.version(),
+                        current.as_ref().map_or(1, |e| e.version() + 1)
                     );
-                    assert_eq!(t.entity.applied_event_ids.last().unwrap(), "e1");
+                    assert_eq!(t.entity.applied_event_ids().last().unwrap(), "e1");
                 }
                 Err(reason) => assert_eq!(got, Outcome::Rejected(reason), "{state:?} + {kind:?}"),
             }
@@ -305,8 +273,8 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(t.entity.target.as_deref(), Some("dev"));
-        assert_eq!(t.entity.user_id, "u");
+        assert_eq!(t.entity.target(), Some("dev"));
+        assert_eq!(t.entity.user_id(), "u");
     }
 
     #[test]
@@ -375,10 +343,10 @@ mod tests {
             prop_assert_eq!(ours.len(), reference.states.len());
             for (no, want) in &reference.states {
                 let got = &ours[no.as_str()];
-                prop_assert_eq!(got.status.as_str(), want.state);
-                prop_assert_eq!(got.user_id.as_str(), want.user.as_str());
-                prop_assert_eq!(got.target.as_deref(), want.target.as_deref());
-                prop_assert_eq!(got.version as usize, want.applied.len());
+                prop_assert_eq!(got.status().as_str(), want.state);
+                prop_assert_eq!(got.user_id(), want.user.as_str());
+                prop_assert_eq!(got.target(), want.target.as_deref());
+                prop_assert_eq!(got.version() as usize, want.applied.len());
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::changelog::{StateRecord, Stored};
+use super::changelog::Stored;
 use super::event::{Event, EventKind, Malformed};
 use super::ids::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
 use super::partitioner::Partitioner;
@@ -246,12 +246,12 @@ impl Processor {
                 stored,
             } => {
                 tally.events[kind_index(kind)][0] += 1;
-                let to = status_index(stored.entity.status);
+                let to = status_index(stored.entity.status());
                 tally.transitions[usize::from(from.is_some())][to] += 1;
-                let record = StateRecord::new(key.clone(), self.partition, &stored);
+                let value = stored.record_json(&key, self.partition);
                 effects
                     .state
-                    .push((key.as_str().as_bytes().to_vec(), record.to_json()));
+                    .push((key.as_str().as_bytes().to_vec(), value));
                 overlay.changes.insert(key, stored);
             }
             Step::Duplicate { kind } => tally.events[kind_index(kind)][1] += 1,

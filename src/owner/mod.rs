@@ -239,7 +239,7 @@ impl Owner<'_> {
         let fold = |reader: &mut Reader, r: &Record| match reader.read(&r.key, &r.value) {
             Ok(Some(Change::Put(record))) => {
                 let (key, stored) = record.into_stored();
-                index_user(users, &stored.entity.user_id, &key);
+                index_user(users, stored.entity.user_id(), &key);
                 view.insert(key, stored);
             }
             // The user index may keep the key: lookups go through the view.

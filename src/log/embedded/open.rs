@@ -15,7 +15,7 @@ impl EmbeddedLog {
     /// builds the next generation of a data dir beside the live one this way.
     pub fn open_file(dir: &Path, file: &Path, opts: OpenOptions) -> Result<Self, LogError> {
         let _ = OPENED.set(file.to_path_buf());
-        let cache = opts.cache_bytes.unwrap_or(64 << 20);
+        let cache = opts.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES);
         if opts.read_only {
             let db = store::open_read_only(dir, file, cache)?;
             let (partitions, partitioner) = read_meta(&db, dir, opts)?;

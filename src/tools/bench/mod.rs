@@ -3,7 +3,8 @@
 //!
 //! * `e2e`: generate a file, `produce` it, then `run --until-idle`: events/s of each step.
 //! * `restore`: write N state records to a changelog, restore them as `ordo run` does (one
-//!   thread per partition), and report the time and the process's resident memory.
+//!   thread per partition), and report the time and resident memory: in this process, and in
+//!   a fresh `ordo run --until-idle` on the same data dir (what a restarting member holds).
 //! * [`gateway`], [`kafka`], [`latency`], [`members`], [`idle`]: the HTTP gateway, Kafka next to
 //!   the raw pipe and a peer, end-to-end latency, several members, idle partitions.
 
@@ -109,12 +110,19 @@ pub struct Restore {
     pub secs: f64,
     pub rss_before: u64,
     pub rss_after: u64,
+    /// A fresh `ordo run --until-idle --no-http` on the same data dir, where the `ordo` binary
+    /// was given: it restores every partition, takes an epoch and exits.
+    pub fresh: Option<process::Measured>,
 }
 
 /// Writes `entries` state records over `n` changelog partitions, each the effect of an input
 /// record of its partition (an owner refuses a changelog that claims input past the input's
-/// end), then restores them.
-pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
+/// end), then restores them in this process and, given the `ordo` binary, in a fresh one.
+pub fn restore(
+    entries: u64,
+    n: PartitionCount,
+    ordo: Option<&std::path::Path>,
+) -> Result<Restore, BenchError> {
     let dir = tempfile::tempdir()?;
     let log = EmbeddedLog::open(
         dir.path(),
@@ -142,16 +150,16 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
             },
         ));
         let stored = Stored {
-            entity: Entity {
-                user_id: compact_str::format_compact!("user-{}", i % 50_000),
-                status: Status::Associated,
-                target: Some(compact_str::format_compact!("device-{i}")),
-                version: 2,
-                applied_event_ids: Box::new([
-                    compact_str::format_compact!("evt-{}", 2 * i),
-                    compact_str::format_compact!("evt-{}", 2 * i + 1),
-                ]),
-            },
+            entity: Entity::new(
+                &format!("user-{}", i % 50_000),
+                Status::Associated,
+                Some(&format!("device-{i}")),
+                2,
+                [
+                    format!("evt-{}", 2 * i).as_str(),
+                    &format!("evt-{}", 2 * i + 1),
+                ],
+            ),
             source_offset: crate::core::Offset(source),
             epoch: Epoch(1),
         };
@@ -195,12 +203,33 @@ pub fn restore(entries: u64, n: PartitionCount) -> Result<Restore, BenchError> {
     let secs = t0.elapsed().as_secs_f64();
     let restored: usize = shared.views.iter().map(|v| v.len()).sum();
     assert_eq!(restored as u64, entries, "every entry restored");
+    let rss_after = rss_bytes();
+    drop(shared);
+    drop(log);
+    // What a restarting member holds, without this process's history of writing the data.
+    let fresh = match ordo {
+        Some(ordo) => {
+            let mut cmd = std::process::Command::new(ordo);
+            cmd.args([
+                "--log",
+                "warn",
+                "run",
+                "--until-idle",
+                "--no-http",
+                "--data-dir",
+            ])
+            .arg(dir.path());
+            Some(process::measure("ordo run --until-idle", cmd)?)
+        }
+        None => None,
+    };
     Ok(Restore {
         entries,
         partitions: n.get(),
         secs,
         rss_before,
-        rss_after: rss_bytes(),
+        rss_after,
+        fresh,
     })
 }
 
@@ -217,7 +246,7 @@ mod tests {
     /// changelog would make it an error).
     #[test]
     fn the_restore_benchmark_restores_every_entry() {
-        let r = restore(3_000, PartitionCount::new(3).unwrap()).expect("the benchmark runs");
+        let r = restore(3_000, PartitionCount::new(3).unwrap(), None).expect("the benchmark runs");
         assert_eq!((r.entries, r.partitions), (3_000, 3));
         assert!(r.rss_after > 0);
     }
