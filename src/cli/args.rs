@@ -287,6 +287,11 @@ pub enum BenchWhat {
         /// N.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
         partitions: u32,
+        /// Embedded: then drive the same member with wrk, an independent load generator (installed with
+        /// apt-get when missing and possible), for this many seconds with `--clients`
+        /// connections: fresh reservations (`benches/wrk/post-reservations.lua`); 0 skips it.
+        #[arg(long, default_value_t = 10)]
+        wrk_secs: u64,
     },
     /// On a broker without ordo topics: produce, raw consume, then `run --until-idle`.
     Kafka {

@@ -304,6 +304,7 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             clients,
             requests,
             partitions,
+            ..
         } if kafka.brokers.is_some() => {
             let opts = kafka.options(None)?.expect("--brokers given");
             let r = bench::members::run(
@@ -334,9 +335,10 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
             clients,
             requests,
             partitions,
+            wrk_secs,
             ..
         } => {
-            let r = bench::gateway::run(clients.max(1), requests, count(partitions)?)?;
+            let r = bench::gateway::run(clients.max(1), requests, count(partitions)?, wrk_secs)?;
             writeln!(
                 out,
                 "gateway: {} clients, {} requests each way, N = {partitions}: ingest {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); \
@@ -350,6 +352,23 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 r.read_p50_ms,
                 r.read_p99_ms
             )?;
+            match r.wrk {
+                Some(Ok(w)) => writeln!(
+                    out,
+                    "gateway under wrk: {} connections, {} s, fresh reservations: ingest {:.0} req/s \
+                     (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms), {} requests, {} errors",
+                    r.clients,
+                    wrk_secs,
+                    w.per_sec,
+                    w.p50_ms,
+                    w.p99_ms,
+                    w.max_ms,
+                    w.requests,
+                    w.errors
+                )?,
+                Some(Err(why)) => writeln!(out, "gateway under wrk: left out: {why}")?,
+                None => {}
+            }
         }
         BenchWhat::Kafka { on, events } => {
             let (opts, n, g, systems) = on.resolve()?;

@@ -138,6 +138,7 @@ fn logs_is_usage(e: &LogsError) -> bool {
         LogsError::Embedded(e) => log_is_usage(e),
         LogsError::Kafka(e) => kafka_is_usage(e),
         LogsError::NoStaging => true,
+        LogsError::Task(_) => false,
     }
 }
 

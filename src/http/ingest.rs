@@ -174,9 +174,11 @@ async fn ingest(
         timestamp: now_millis(),
         headers: Vec::new(),
     };
-    let ingest = s.ingest.clone();
-    let offset = tokio::task::spawn_blocking(move || ingest.append_event(partition, record))
-        .await?
+    let offset = s
+        .ingest
+        .clone()
+        .append_event(partition, record)
+        .await
         .map_err(ApiError::AppendFailed)?;
     let token = Token { partition, offset };
     Ok((

@@ -31,6 +31,8 @@ pub enum LogsError {
          --brokers, or export reservation-events, reservation-state or reservation-events.dlq"
     )]
     NoStaging,
+    #[error("the append stopped before it was answered: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Where a command's logs are, resolved from its flags before anything is opened or created.

@@ -25,6 +25,7 @@ pub use kafka::{
 pub use logs::{Deployment, Logs, LogsError};
 pub use offsets::{OffsetSpec, Start};
 
+use std::sync::Arc;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -68,15 +69,19 @@ impl Signal {
     }
 }
 
+/// A durable append to the input topic under way: its offset once durable.
+pub type Appending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Offset, LogsError>> + Send>>;
+
 /// What the gateway needs of a backend: the routing, durable appends to the input topic, and
 /// where the input of each partition ends.
-pub trait Ingest: Send + Sync {
+pub trait Ingest: Send + Sync + 'static {
     /// N.
     fn partitions(&self) -> PartitionCount;
     /// The partitioner of the deployment.
     fn partitioner(&self) -> Partitioner;
-    /// Appends one input record durably; returns its offset.
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, LogsError>;
+    /// Appends one input record durably, called from a tokio runtime; resolves to its offset.
+    fn append_event(self: Arc<Self>, partition: Partition, record: NewRecord) -> Appending;
     /// The offset the next input record of `partition` will get.
     fn input_end(&self, partition: Partition) -> Result<Offset, LogsError>;
 }
@@ -90,16 +95,20 @@ impl Ingest for embedded::EmbeddedLog {
         embedded::EmbeddedLog::partitioner(self)
     }
 
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, LogsError> {
+    /// Joins the next group commit without holding a thread while it waits: a request finding
+    /// a group under way (another request's, or a partition's batch) is written with it; one
+    /// finding none leads it on tokio's blocking pool.
+    fn append_event(self: Arc<Self>, partition: Partition, record: NewRecord) -> Appending {
         if append_fails() {
             let full = std::io::Error::from_raw_os_error(27); // EFBIG, as a full file answers
-            return Err(embedded::LogError::Store {
+            let failed = embedded::LogError::Store {
                 op: "append (ORDO_FAIL_POINT)",
                 source: Box::new(redb::Error::Io(full)),
-            }
-            .into());
+            };
+            return Box::pin(std::future::ready(Err(failed.into())));
         }
-        Ok(self.append(topics::Role::Events, vec![(partition, record)])?[0])
+        let appending = self.append_async(topics::Role::Events, vec![(partition, record)]);
+        Box::pin(async move { Ok(appending.await?[0]) })
     }
 
     fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {

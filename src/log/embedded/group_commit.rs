@@ -3,6 +3,10 @@
 //! transaction, so partitions and concurrent appenders share one fsync instead of queueing for
 //! the writer one by one. The others wait on their own channel (no thundering herd). Each piece
 //! of work stays all-or-nothing: a transaction commits whole or not at all.
+//!
+//! An async caller (the HTTP gateway) queues its work with [`GroupCommit::enqueue`] and awaits
+//! the answer on its task: it takes no thread while it waits, and only when it finds no leader
+//! does it hand the leader's loop ([`GroupCommit::lead`]) to a blocking thread.
 
 use std::sync::Mutex;
 use std::sync::mpsc::{Sender, channel};
@@ -14,7 +18,28 @@ pub enum Failed {
     Shared(String),
 }
 
-type Reply<W, R> = Sender<(W, Result<R, Failed>)>;
+/// Where a piece of work's answer goes: a thread blocked on it, or an async task.
+enum Reply<W, R> {
+    Thread(Sender<(W, Result<R, Failed>)>),
+    Task(tokio::sync::oneshot::Sender<(W, Result<R, Failed>)>),
+}
+
+impl<W, R> Reply<W, R> {
+    fn send(self, answer: (W, Result<R, Failed>)) {
+        // A caller that stopped waiting (a dropped HTTP request) needs no answer.
+        let _ = match self {
+            Reply::Thread(tx) => tx.send(answer).map_err(|_| ()),
+            Reply::Task(tx) => tx.send(answer).map_err(|_| ()),
+        };
+    }
+}
+
+/// What [`GroupCommit::enqueue`] gives back: the answer to await and whether the caller must
+/// have [`GroupCommit::lead`] run (no leader was active, so nothing else will write it).
+pub struct Queued<W, R> {
+    pub answer: tokio::sync::oneshot::Receiver<(W, Result<R, Failed>)>,
+    pub lead: bool,
+}
 
 struct Queue<W, R> {
     leader_active: bool,
@@ -48,51 +73,67 @@ impl<W, R, E: std::fmt::Display> GroupCommit<W, R, E> {
         write: impl Fn(&[W]) -> Result<Vec<R>, E>,
     ) -> (W, Result<R, Failed>) {
         let (tx, rx) = channel();
-        let lead = {
-            let mut q = self.lock();
-            q.pending.push((work, tx));
-            !std::mem::replace(&mut q.leader_active, true)
-        };
-        if lead {
-            // Hands leadership back even if a write panics, so later callers can lead.
-            struct Release<'a, W, R, E>(&'a GroupCommit<W, R, E>);
-            impl<W, R, E> Drop for Release<'_, W, R, E> {
-                fn drop(&mut self) {
-                    if std::thread::panicking() {
-                        let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
-                        q.leader_active = false;
-                    }
+        if self.push(work, Reply::Thread(tx)) {
+            self.lead(write);
+        }
+        rx.recv()
+            .expect("the leader answers every queued piece of work before it returns")
+    }
+
+    /// Queues `work` for an async caller. When [`Queued::lead`] is set, the caller must run
+    /// [`GroupCommit::lead`] (on a thread that may block) for the answer to come.
+    pub fn enqueue(&self, work: W) -> Queued<W, R> {
+        let (tx, answer) = tokio::sync::oneshot::channel();
+        let lead = self.push(work, Reply::Task(tx));
+        Queued { answer, lead }
+    }
+
+    /// Queues `work`; whether the caller became the leader.
+    fn push(&self, work: W, reply: Reply<W, R>) -> bool {
+        let mut q = self.lock();
+        q.pending.push((work, reply));
+        !std::mem::replace(&mut q.leader_active, true)
+    }
+
+    /// The leader's loop: writes everything queued, one group at a time, until the queue is
+    /// empty; then the next caller to queue leads. Only for a caller that became the leader.
+    pub fn lead(&self, write: impl Fn(&[W]) -> Result<Vec<R>, E>) {
+        // Hands leadership back even if a write panics, so later callers can lead.
+        struct Release<'a, W, R, E>(&'a GroupCommit<W, R, E>);
+        impl<W, R, E> Drop for Release<'_, W, R, E> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.leader_active = false;
                 }
             }
-            let _release = Release(self);
-            loop {
-                let batch = {
-                    let mut q = self.lock();
-                    if q.pending.is_empty() {
-                        // Cleared under the lock, so a caller queueing now becomes the leader.
-                        q.leader_active = false;
-                        break;
+        }
+        let _release = Release(self);
+        loop {
+            let batch = {
+                let mut q = self.lock();
+                if q.pending.is_empty() {
+                    // Cleared under the lock, so a caller queueing now becomes the leader.
+                    q.leader_active = false;
+                    break;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            let (works, replies): (Vec<W>, Vec<_>) = batch.into_iter().unzip();
+            match write(&works) {
+                Ok(results) => {
+                    for ((w, reply), r) in works.into_iter().zip(replies).zip(results) {
+                        reply.send((w, Ok(r)));
                     }
-                    std::mem::take(&mut q.pending)
-                };
-                let (works, senders): (Vec<W>, Vec<_>) = batch.into_iter().unzip();
-                match write(&works) {
-                    Ok(results) => {
-                        for ((w, tx), r) in works.into_iter().zip(senders).zip(results) {
-                            let _ = tx.send((w, Ok(r)));
-                        }
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        for (w, tx) in works.into_iter().zip(senders) {
-                            let _ = tx.send((w, Err(Failed::Shared(message.clone()))));
-                        }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for (w, reply) in works.into_iter().zip(replies) {
+                        reply.send((w, Err(Failed::Shared(message.clone()))));
                     }
                 }
             }
         }
-        rx.recv()
-            .expect("the leader answers every queued piece of work before it returns")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue<W, R>> {
@@ -164,6 +205,32 @@ mod tests {
             "eight submitters, two writes"
         );
         let (_, r) = g.submit(1, |_| Err("disk full".to_owned()));
+        assert!(matches!(r, Err(Failed::Shared(m)) if m == "disk full"));
+    }
+
+    /// An async caller leads only when no one does; one that finds work queued joins its
+    /// group, and leadership is handed back once the queue is empty.
+    #[test]
+    fn an_async_caller_leads_only_when_no_one_does() {
+        let g: GroupCommit<u32, u32, String> = GroupCommit::default();
+        let first = g.enqueue(1);
+        let second = g.enqueue(2);
+        assert!(first.lead, "no leader was active");
+        assert!(!second.lead, "the first caller leads");
+        let writes = AtomicUsize::new(0);
+        g.lead(|batch| {
+            writes.fetch_add(1, Ordering::Relaxed);
+            Ok(batch.iter().map(|w| w * 10).collect())
+        });
+        assert_eq!(writes.load(Ordering::Relaxed), 1, "both in one write");
+        let (w, r) = first.answer.blocking_recv().unwrap();
+        assert_eq!((w, r.unwrap()), (1, 10));
+        let (w, r) = second.answer.blocking_recv().unwrap();
+        assert_eq!((w, r.unwrap()), (2, 20));
+        let third = g.enqueue(3);
+        assert!(third.lead, "leadership was handed back");
+        g.lead(|_| Err("disk full".to_owned()));
+        let (_, r) = third.answer.blocking_recv().unwrap();
         assert!(matches!(r, Err(Failed::Shared(m)) if m == "disk full"));
     }
 }

@@ -209,6 +209,33 @@ impl EmbeddedLog {
         Ok(offsets)
     }
 
+    /// [`EmbeddedLog::append`] for an async caller (from a tokio runtime): it waits for the
+    /// group write on its task; only when no group is under way does a blocking-pool thread
+    /// lead one.
+    pub fn append_async(
+        self: &Arc<Self>,
+        role: Role,
+        records: Vec<(Partition, NewRecord)>,
+    ) -> impl std::future::Future<Output = Result<Vec<Offset>, LogError>> + Send + 'static {
+        let queued = self.group_commit.enqueue(Work::Append(role, records));
+        if queued.lead {
+            let log = self.clone();
+            tokio::task::spawn_blocking(move || {
+                log.group_commit.lead(|batch| log.write_batches(batch));
+            });
+        }
+        let log = self.clone();
+        async move {
+            let (_, result) = queued.answer.await.map_err(|_| LogError::GroupCommit {
+                message: "the group write ended without answering (see the log)".into(),
+            })?;
+            let offsets =
+                result.map_err(|Failed::Shared(message)| LogError::GroupCommit { message })?;
+            log.appended.notify();
+            Ok(offsets)
+        }
+    }
+
     /// Up to `max` records of `partition` from offset `from` on.
     pub fn read(
         &self,

@@ -11,7 +11,7 @@ use super::producer::{KafkaProducer, Outgoing};
 use crate::core::partitioner::Partitioner;
 use crate::core::record::NewRecord;
 use crate::core::{Offset, Partition, PartitionCount};
-use crate::log::{Ingest, LogsError};
+use crate::log::{Appending, Ingest, LogsError};
 
 /// How long an HTTP append waits for its acknowledgement before it answers `503
 /// append_failed` (a client retries; the processor applies a repeated event once).
@@ -36,15 +36,21 @@ impl Ingest for KafkaIngest {
         self.opts.partitioner
     }
 
-    fn append_event(&self, partition: Partition, record: NewRecord) -> Result<Offset, LogsError> {
-        Ok(self
-            .producer
-            .send(&[Outgoing {
-                topic: &self.events_topic,
-                partition,
-                record,
-            }])
-            .wait_within(INGEST_WAIT)?[0])
+    /// The acknowledgement is waited for on tokio's blocking pool.
+    fn append_event(self: Arc<Self>, partition: Partition, record: NewRecord) -> Appending {
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                Ok(self
+                    .producer
+                    .send(&[Outgoing {
+                        topic: &self.events_topic,
+                        partition,
+                        record,
+                    }])
+                    .wait_within(INGEST_WAIT)?[0])
+            })
+            .await?
+        })
     }
 
     fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {
