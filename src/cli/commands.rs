@@ -297,6 +297,15 @@ pub fn bench(a: BenchArgs) -> Result<(), Error> {
                 r.events as f64 / r.run_secs,
                 r.events as f64 / (r.produce_secs + r.run_secs)
             )?;
+            writeln!(
+                out,
+                "e2e: the run wrote {} records (state and dead letters): {:.0}/s; the store alone writing them in the same batches {:.2} s ({:.0}/s): the run at {:.0} % of the store's rate",
+                r.written,
+                r.written as f64 / r.run_secs,
+                r.store_secs,
+                r.written as f64 / r.store_secs,
+                100.0 * r.store_secs / r.run_secs
+            )?;
         }
         BenchWhat::Gateway {
             kafka,

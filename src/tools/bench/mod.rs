@@ -54,6 +54,12 @@ pub struct E2e {
     pub partitions: u32,
     pub produce_secs: f64,
     pub run_secs: f64,
+    /// The state records and dead letters the run wrote.
+    pub written: u64,
+    /// The baseline: the store alone writing those same records, in the same batches (one
+    /// thread per partition committing `batch_size` input records' effects at a time through
+    /// the same group commit), with no reading, decoding or applying. Seconds.
+    pub store_secs: f64,
 }
 
 /// Generates `events` into an NDJSON file, produces it and runs until idle, in a temp dir.
@@ -82,7 +88,7 @@ pub fn e2e(events: usize, n: PartitionCount, batch_size: usize) -> Result<E2e, B
     produce::produce_file(&Logs::Embedded(log.clone()), &file, Validation::Strict)?;
     let produce_secs = t0.elapsed().as_secs_f64();
     let summary = app::run(
-        Logs::Embedded(log),
+        Logs::Embedded(log.clone()),
         RunOptions {
             http: None,
             until_idle: true,
@@ -94,12 +100,104 @@ pub fn e2e(events: usize, n: PartitionCount, batch_size: usize) -> Result<E2e, B
         Arc::new(Metrics::fresh()),
         Shutdown::new(),
     )?;
+    let run_secs = summary.elapsed.as_secs_f64();
+    let (written, store_secs) = store_baseline(&log, &dir.path().join("baseline"), batch_size)?;
     Ok(E2e {
         events,
         partitions: n.get(),
         produce_secs,
-        run_secs: summary.elapsed.as_secs_f64(),
+        run_secs,
+        written,
+        store_secs,
     })
+}
+
+/// Writes what `run` left in the changelog and the dead letters of each partition into a
+/// fresh store at `dir`, as its owners committed it: one thread per partition, each commit the
+/// effects of `batch_size` input records with their position. Returns the records written and
+/// the seconds it took.
+fn store_baseline(
+    run: &EmbeddedLog,
+    dir: &std::path::Path,
+    batch_size: usize,
+) -> Result<(u64, f64), BenchError> {
+    use crate::core::step::Effects;
+    let n = run.partitions();
+    // Each partition's effects, grouped by the input offset that caused them.
+    let mut batches: Vec<Vec<(crate::core::Offset, Effects)>> = Vec::new();
+    let mut written = 0u64;
+    for p in n.iter() {
+        let mut by_source: std::collections::BTreeMap<u64, Effects> = Default::default();
+        run.scan(Role::State, p, crate::core::Offset(0), |r| {
+            let source = crate::core::changelog::Entry::decode(&r.key, &r.value)
+                .ok()
+                .and_then(|e| match e {
+                    crate::core::changelog::Entry::State(s) => Some(s.source_offset.0),
+                    _ => None,
+                });
+            if let Some(source) = source {
+                by_source
+                    .entry(source / batch_size as u64)
+                    .or_default()
+                    .state
+                    .push((r.key, r.value));
+                written += 1;
+            }
+            Ok(true)
+        })?;
+        run.scan(Role::DeadLetters, p, crate::core::Offset(0), |r| {
+            let source: u64 = r
+                .header(crate::core::record::headers::SOURCE_OFFSET)
+                .and_then(|o| o.parse().ok())
+                .unwrap_or(0);
+            by_source
+                .entry(source / batch_size as u64)
+                .or_default()
+                .dead_letters
+                .push(NewRecord {
+                    key: r.key,
+                    value: r.value,
+                    timestamp: r.timestamp,
+                    headers: r.headers,
+                });
+            written += 1;
+            Ok(true)
+        })?;
+        batches.push(
+            by_source
+                .into_iter()
+                .map(|(b, e)| (crate::core::Offset((b + 1) * batch_size as u64), e))
+                .collect(),
+        );
+    }
+    let store = EmbeddedLog::open(
+        dir,
+        OpenOptions {
+            partitions: Some(n),
+            create: true,
+            ..OpenOptions::default()
+        },
+    )?;
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        let store = &store;
+        let threads: Vec<_> = n
+            .iter()
+            .zip(batches)
+            .map(|(p, batches)| {
+                s.spawn(move || {
+                    for (next, effects) in batches {
+                        store.commit(p, effects, next).1?;
+                    }
+                    Ok::<_, LogError>(())
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .try_for_each(|t| t.join().expect("baseline writer thread"))
+    })?;
+    Ok((written, t0.elapsed().as_secs_f64()))
 }
 
 /// Figures of the restore benchmark.
@@ -249,5 +347,72 @@ mod tests {
         let r = restore(3_000, PartitionCount::new(3).unwrap(), None).expect("the benchmark runs");
         assert_eq!((r.entries, r.partitions), (3_000, 3));
         assert!(r.rss_after > 0);
+    }
+
+    /// The store baseline of `bench e2e` writes exactly what the run wrote, partition by
+    /// partition and in order: every state record and every dead letter.
+    #[test]
+    fn the_store_baseline_writes_what_the_run_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = PartitionCount::new(2).unwrap();
+        let log = Arc::new(
+            EmbeddedLog::open(
+                &dir.path().join("run"),
+                OpenOptions {
+                    partitions: Some(n),
+                    create: true,
+                    ..OpenOptions::default()
+                },
+            )
+            .unwrap(),
+        );
+        let file = dir.path().join("events.ndjson");
+        let mut text = String::new();
+        for e in crate::tools::generate::Generator::new(7).take(3_000) {
+            text.push_str(&e.to_json());
+            text.push('\n');
+        }
+        text.push_str(
+            "{\"type\":\"refund\",\"event_id\":\"x\",\"reservation_no\":\"R\",\"user_id\":\"u\"}\n",
+        );
+        std::fs::write(&file, text).unwrap();
+        produce::produce_file(&Logs::Embedded(log.clone()), &file, Validation::Raw).unwrap();
+        app::run(
+            Logs::Embedded(log.clone()),
+            RunOptions {
+                http: None,
+                until_idle: true,
+                batch_size: 64,
+                advertise: None,
+                guarantee: Default::default(),
+                token: None,
+            },
+            Arc::new(Metrics::fresh()),
+            Shutdown::new(),
+        )
+        .unwrap();
+        let (written, _) = store_baseline(&log, &dir.path().join("baseline"), 64).unwrap();
+        let baseline =
+            EmbeddedLog::open(&dir.path().join("baseline"), OpenOptions::default()).unwrap();
+        let contents = |l: &EmbeddedLog, role| {
+            n.iter()
+                .flat_map(|p| l.read(role, p, crate::core::Offset(0), usize::MAX).unwrap())
+                .map(|r| (r.partition, r.key, r.value))
+                .collect::<Vec<_>>()
+        };
+        let state = contents(&log, Role::State);
+        let dead = contents(&log, Role::DeadLetters);
+        // The run's changelog also holds each owner's epoch marker, which the baseline does not
+        // write.
+        let state: Vec<_> = state
+            .into_iter()
+            .filter(|(_, k, _)| {
+                !k.starts_with(crate::core::changelog::MARKER_KEY_PREFIX.as_bytes())
+            })
+            .collect();
+        assert!(!dead.is_empty(), "the refund is dead-lettered");
+        assert_eq!(written as usize, state.len() + dead.len());
+        assert_eq!(contents(&baseline, Role::State), state);
+        assert_eq!(contents(&baseline, Role::DeadLetters), dead);
     }
 }
