@@ -219,10 +219,19 @@ impl EmbeddedLog {
     ) -> impl std::future::Future<Output = Result<Vec<Offset>, LogError>> + Send + 'static {
         let queued = self.group_commit.enqueue(Work::Append(role, records));
         if queued.lead {
-            let log = self.clone();
-            tokio::task::spawn_blocking(move || {
-                log.group_commit.lead(|batch| log.write_batches(batch));
-            });
+            // The leader's loop runs when this is dropped: on the blocking pool, or wherever
+            // the runtime drops the task if it is shutting down and never runs it. Either way
+            // the queued work is written and leadership handed back; otherwise every later
+            // writer, the owners included, would wait for a leader that never comes.
+            struct Leader(Arc<EmbeddedLog>);
+            impl Drop for Leader {
+                fn drop(&mut self) {
+                    let log = &self.0;
+                    log.group_commit.lead(|batch| log.write_batches(batch));
+                }
+            }
+            let leader = Leader(self.clone());
+            tokio::task::spawn_blocking(move || drop(leader));
         }
         let log = self.clone();
         async move {

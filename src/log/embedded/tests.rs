@@ -164,3 +164,37 @@ fn a_zero_byte_store_is_refused_not_reinitialised() {
     }
     assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap().len(), 0);
 }
+
+/// An async append whose leader the runtime never runs (it is shutting down) is still
+/// written, and the writers after it (an owner's commit) are not left waiting for a leader.
+#[test]
+fn an_async_append_is_written_when_the_runtime_drops_its_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(EmbeddedLog::open(dir.path(), opts(1)).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    rt.shutdown_timeout(std::time::Duration::ZERO);
+    let appending = {
+        let _inside = handle.enter();
+        log.append_async(Role::Events, vec![(Partition(0), rec("a", "1"))])
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = log.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(writer.append(Role::Events, vec![(Partition(0), rec("b", "2"))]));
+    });
+    let next = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("a blocking append after it was left waiting for a leader")
+        .unwrap();
+    assert_eq!(next, vec![Offset(1)]);
+    let first = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+        .block_on(appending)
+        .unwrap();
+    assert_eq!(first, vec![Offset(0)]);
+}
