@@ -9,7 +9,9 @@
 //!
 //! Layout: a flags byte (the status, whether there is a target), then the version, the user
 //! id, the target if any, the number of event ids and the ids, every length and number as a
-//! LEB128 varint (one byte below 128).
+//! varint of ASCII digits (six bits each, `0x40` marking a digit that more follow; one byte
+//! below 64). Every byte outside the strings is ASCII, so the whole is one `str` and each
+//! string a slice of it at char boundaries: reading a field validates nothing.
 
 use std::fmt;
 
@@ -18,7 +20,7 @@ use super::state_machine::Status;
 /// One reservation's state. An entity applies at most three events, so it keeps their ids
 /// for duplicate detection.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Entity(Box<[u8]>);
+pub struct Entity(Box<str>);
 
 const STATUS_MASK: u8 = 0b11;
 const HAS_TARGET: u8 = 0b100;
@@ -32,17 +34,27 @@ impl Entity {
         version: u32,
         applied_event_ids: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Entity {
-        let ids = applied_event_ids.clone().into_iter();
-        let (count, id_bytes) = ids.fold((0usize, 0usize), |(n, b), id| (n + 1, b + 5 + id.len()));
-        let mut out = Vec::with_capacity(
-            1 + 5 + 5 + user_id.len() + target.map_or(0, |t| 5 + t.len()) + 5 + id_bytes,
+        let sized = |t: &str| varint_len(t.len() as u64) + t.len();
+        let (count, id_bytes) = applied_event_ids
+            .clone()
+            .into_iter()
+            .fold((0usize, 0usize), |(n, b), id| (n + 1, b + sized(id)));
+        // Exactly sized, so the box takes the buffer as it is.
+        let mut out = String::with_capacity(
+            1 + varint_len(u64::from(version))
+                + sized(user_id)
+                + target.map_or(0, sized)
+                + varint_len(count as u64)
+                + id_bytes,
         );
         let status_bits = match status {
             Status::Reserved => 0,
             Status::Associated => 1,
             Status::Cancelled => 2,
         };
-        out.push(status_bits | if target.is_some() { HAS_TARGET } else { 0 });
+        out.push(char::from(
+            status_bits | if target.is_some() { HAS_TARGET } else { 0 },
+        ));
         put_varint(&mut out, u64::from(version));
         put_str(&mut out, user_id);
         if let Some(t) = target {
@@ -52,11 +64,12 @@ impl Entity {
         for id in applied_event_ids {
             put_str(&mut out, id);
         }
-        Entity(out.into_boxed_slice())
+        debug_assert_eq!(out.len(), out.capacity());
+        Entity(out.into_boxed_str())
     }
 
     pub fn status(&self) -> Status {
-        match self.0[0] & STATUS_MASK {
+        match self.0.as_bytes()[0] & STATUS_MASK {
             0 => Status::Reserved,
             1 => Status::Associated,
             _ => Status::Cancelled,
@@ -94,13 +107,13 @@ impl Entity {
         let mut at = 1;
         take_varint(b, &mut at);
         let user = take_str(b, &mut at);
-        let target = (b[0] & HAS_TARGET != 0).then(|| take_str(b, &mut at));
+        let target = (b.as_bytes()[0] & HAS_TARGET != 0).then(|| take_str(b, &mut at));
         let left = take_varint(b, &mut at) as usize;
         (
             user,
             target,
             EventIds {
-                bytes: &b[at..],
+                rest: &b[at..],
                 left,
             },
         )
@@ -125,7 +138,7 @@ impl fmt::Debug for Entity {
 /// The event ids of an [`Entity`], oldest first.
 #[derive(Clone, Debug)]
 pub struct EventIds<'a> {
-    bytes: &'a [u8],
+    rest: &'a str,
     left: usize,
 }
 
@@ -138,8 +151,8 @@ impl<'a> Iterator for EventIds<'a> {
         }
         self.left -= 1;
         let mut at = 0;
-        let id = take_str(self.bytes, &mut at);
-        self.bytes = &self.bytes[at..];
+        let id = take_str(self.rest, &mut at);
+        self.rest = &self.rest[at..];
         Some(id)
     }
 
@@ -150,39 +163,50 @@ impl<'a> Iterator for EventIds<'a> {
 
 impl ExactSizeIterator for EventIds<'_> {}
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x40 {
+        v >>= 6;
+        n += 1;
     }
-    out.push(v as u8);
+    n
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+fn put_varint(out: &mut String, mut v: u64) {
+    while v >= 0x40 {
+        out.push(char::from(0x40 | (v & 0x3f) as u8));
+        v >>= 6;
+    }
+    out.push(char::from(v as u8));
+}
+
+fn put_str(out: &mut String, s: &str) {
     put_varint(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    out.push_str(s);
 }
 
-fn take_varint(b: &[u8], at: &mut usize) -> u64 {
+fn take_varint(s: &str, at: &mut usize) -> u64 {
+    let b = s.as_bytes();
     let mut v = 0u64;
     let mut shift = 0;
     loop {
-        let byte = b[*at];
+        let digit = b[*at];
         *at += 1;
-        v |= u64::from(byte & 0x7f) << shift;
-        if byte < 0x80 {
+        v |= u64::from(digit & 0x3f) << shift;
+        if digit < 0x40 {
             return v;
         }
-        shift += 7;
+        shift += 6;
     }
 }
 
-fn take_str<'a>(b: &'a [u8], at: &mut usize) -> &'a str {
-    let len = take_varint(b, at) as usize;
-    let s = &b[*at..*at + len];
+/// The string at `at` (after its length), moving `at` past it. Its ends are char boundaries:
+/// it was copied whole from a `&str` between ASCII digits.
+fn take_str<'a>(s: &'a str, at: &mut usize) -> &'a str {
+    let len = take_varint(s, at) as usize;
+    let out = &s[*at..*at + len];
     *at += len;
-    // Every string in an entity was copied from a `&str` by `Entity::new`.
-    std::str::from_utf8(s).expect("an entity holds the UTF-8 it was made from")
+    out
 }
 
 #[cfg(test)]
