@@ -80,7 +80,7 @@ pub enum Malformed {
 /// Any JSON value, kept only as far as validation needs: strings and integers by value,
 /// everything else by its kind, so a wrong type can be named instead of failing the parse.
 #[derive(Debug)]
-enum Json<'a> {
+pub(super) enum Json<'a> {
     Str(Cow<'a, str>),
     Int(i64),
     Other(&'static str),
@@ -132,20 +132,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
 }
 
 /// The wire form: every known field as any JSON value; unknown fields are skipped.
-#[derive(Deserialize)]
-struct WireEvent<'a> {
+#[derive(Deserialize, Default)]
+pub(super) struct WireEvent<'a> {
     #[serde(rename = "type", borrow, default)]
-    kind: Option<Json<'a>>,
+    pub(super) kind: Option<Json<'a>>,
     #[serde(borrow, default)]
-    event_id: Option<Json<'a>>,
+    pub(super) event_id: Option<Json<'a>>,
     #[serde(borrow, default)]
-    reservation_no: Option<Json<'a>>,
+    pub(super) reservation_no: Option<Json<'a>>,
     #[serde(borrow, default)]
-    user_id: Option<Json<'a>>,
+    pub(super) user_id: Option<Json<'a>>,
     #[serde(borrow, default)]
-    target: Option<Json<'a>>,
+    pub(super) target: Option<Json<'a>>,
     #[serde(borrow, default)]
-    ts: Option<Json<'a>>,
+    pub(super) ts: Option<Json<'a>>,
 }
 
 /// The serialisable form of an [`Event`], for producers.
@@ -212,14 +212,35 @@ impl Event {
         // string, that was a tenth of the core's time).
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Malformed::NotJson(format!("the record is not UTF-8: {e}")))?;
-        let wire: WireEvent<'_> = serde_json::from_str(text).map_err(|e| {
+        let wire = match super::event_scan::scan(text) {
+            Some(wire) => wire,
+            None => Self::parse(text)?,
+        };
+        Event::try_from(wire)
+    }
+
+    /// serde's reading of an event's fields, for every shape [`event_scan`] leaves to it.
+    ///
+    /// [`event_scan`]: super::event_scan
+    fn parse(text: &str) -> Result<WireEvent<'_>, Malformed> {
+        serde_json::from_str(text).map_err(|e| {
             if e.is_data() {
                 Malformed::NotObject(e.to_string())
             } else {
                 Malformed::NotJson(e.to_string())
             }
-        })?;
-        Event::try_from(wire)
+        })
+    }
+
+    /// [`Event::decode`] with serde alone, to hold the scan to serde's answers.
+    #[cfg(test)]
+    pub(super) fn decode_with_serde(bytes: &[u8]) -> Result<Event, Malformed> {
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Self::decode(bytes);
+        }
+        let text = std::str::from_utf8(bytes)
+            .map_err(|e| Malformed::NotJson(format!("the record is not UTF-8: {e}")))?;
+        Event::try_from(Self::parse(text)?)
     }
 
     /// Decodes a record and checks that its log key, when present, is the reservation number.

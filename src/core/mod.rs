@@ -18,6 +18,7 @@
 pub mod changelog;
 pub mod entity;
 pub mod event;
+mod event_scan;
 pub mod ids;
 pub mod ownership;
 pub mod partitioner;
