@@ -1,25 +1,20 @@
 //! The pure core on one thread: decode + route + apply, no I/O.
 //! `cargo bench --bench core`; the figure in the README is events/s from `thrpt`.
 
-use std::collections::HashMap;
-
 /// The allocator the `ordo` binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ordo::core::Epoch;
-use ordo::core::changelog::Stored;
 use ordo::core::event::ReservationNo;
 use ordo::core::partitioner::{Partition, PartitionCount, Partitioner};
-use ordo::core::step::{Input, Processor, Step};
+use ordo::core::step::{Input, Processor, States, Step};
 
 /// Runs the workload through `processor` once: the states and how many events applied.
-fn run_once(
-    processor: &Processor,
-    lines: &[(Vec<u8>, Vec<u8>)],
-) -> (HashMap<ReservationNo, Stored>, u64) {
-    let mut state: HashMap<ReservationNo, Stored> = HashMap::with_capacity(lines.len());
+fn run_once(processor: &Processor, lines: &[(Vec<u8>, Vec<u8>)]) -> (States, u64) {
+    // The map the owners use.
+    let mut state = States::with_capacity_and_hasher(lines.len(), Default::default());
     let mut applied = 0u64;
     for (offset, (key, value)) in lines.iter().enumerate() {
         if let Step::Applied { key, stored, .. } = processor.step(

@@ -3,7 +3,6 @@
 //! [`PartitionStatus`] (owned, ready, epoch, applied position). Written only by the owner of a
 //! partition, and only after the batch that produced a change is durable.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -12,11 +11,11 @@ use dashmap::DashMap;
 
 use crate::core::changelog::Stored;
 use crate::core::ownership::{OwnerTable, OwnershipRecord};
-use crate::core::step::StateView;
+use crate::core::step::{StateView, States};
 use crate::core::{Epoch, Offset, Partition, PartitionCount, ReservationNo};
 
 /// The state of one partition as seen by queries; written only by the partition's owner.
-pub type View = DashMap<ReservationNo, Stored>;
+pub type View = DashMap<ReservationNo, Stored, foldhash::quality::RandomState>;
 
 impl StateView for View {
     fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> R) -> R {
@@ -29,7 +28,7 @@ impl StateView for View {
 
 /// Reservations by user, derived from the changelog: kept by the partition owners, read by
 /// the gateway to route an association that names only its user.
-pub type UserIndex = DashMap<CompactString, Vec<ReservationNo>>;
+pub type UserIndex = DashMap<CompactString, Vec<ReservationNo>, foldhash::quality::RandomState>;
 
 /// Adds `no` to the reservations of `user`.
 pub fn index_user(users: &UserIndex, user: &str, no: &ReservationNo) {
@@ -43,7 +42,7 @@ pub fn index_user(users: &UserIndex, user: &str, no: &ReservationNo) {
 }
 
 /// Makes a durable batch's changes visible to queries (and the user index).
-pub fn publish(view: &View, users: &UserIndex, changes: &mut HashMap<ReservationNo, Stored>) {
+pub fn publish(view: &View, users: &UserIndex, changes: &mut States) {
     for (key, stored) in changes.drain() {
         if !view.contains_key(&key) {
             index_user(users, stored.entity.user_id(), &key);
@@ -343,8 +342,8 @@ impl Partitions {
 
     pub fn new(n: PartitionCount) -> Self {
         Partitions {
-            views: n.iter().map(|_| Arc::new(View::new())).collect(),
-            users: Arc::new(UserIndex::new()),
+            views: n.iter().map(|_| Arc::new(View::default())).collect(),
+            users: Arc::new(UserIndex::default()),
             statuses: n
                 .iter()
                 .map(|_| Arc::new(PartitionStatus::default()))

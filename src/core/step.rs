@@ -74,7 +74,11 @@ pub trait StateView {
     fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> R) -> R;
 }
 
-impl StateView for HashMap<ReservationNo, Stored> {
+/// A partition's states by reservation, hashed with foldhash: a tenth of the core loop went
+/// to SipHash on these short keys. Its seed is random per map, as SipHash's is.
+pub type States = HashMap<ReservationNo, Stored, foldhash::quality::RandomState>;
+
+impl<S: std::hash::BuildHasher> StateView for HashMap<ReservationNo, Stored, S> {
     fn with<R>(&self, key: &str, f: impl FnOnce(Option<&Stored>) -> R) -> R {
         f(self.get(key))
     }
@@ -82,7 +86,7 @@ impl StateView for HashMap<ReservationNo, Stored> {
 
 /// A batch's changes over a base view: reads see the batch's own earlier changes first.
 pub struct Overlay<'a, V> {
-    pub changes: HashMap<ReservationNo, Stored>,
+    pub changes: States,
     pub base: &'a V,
 }
 
@@ -431,7 +435,7 @@ mod tests {
         let p = processor(1);
         let base: HashMap<ReservationNo, Stored> = HashMap::new();
         let mut overlay = Overlay {
-            changes: HashMap::new(),
+            changes: States::default(),
             base: &base,
         };
         let (mut effects, mut tally) = (Effects::default(), Tally::default());

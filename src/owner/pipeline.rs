@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::{Driver, Fetch};
 use crate::core::changelog::Stored;
 use crate::core::record::{NewRecord, Record, headers};
-use crate::core::step::{Effects, Overlay, Processor, StateView, Tally};
+use crate::core::step::{Effects, Overlay, Processor, StateView, States, Tally};
 use crate::core::{Offset, ReservationNo};
 use crate::metrics::Metrics;
 use crate::view::{Refused, View};
@@ -21,7 +21,7 @@ pub(super) struct InFlight {
     seq: u64,
     /// The input offset after the batch.
     pub next: Offset,
-    pub changes: HashMap<ReservationNo, Stored>,
+    pub changes: States,
     pub tally: Tally,
     pub applied: u64,
     pub records: u64,
@@ -39,7 +39,7 @@ pub(super) struct Pipeline {
     batch_size: usize,
     records: Vec<Record>,
     effects: Effects,
-    spare: Vec<HashMap<ReservationNo, Stored>>,
+    spare: Vec<States>,
     /// Submitted and not yet durable, oldest first.
     in_flight: VecDeque<InFlight>,
     /// For each key changed by a batch in flight, the newest batch that changed it.
@@ -117,10 +117,9 @@ impl Pipeline {
             base: view,
         };
         let mut overlay = Overlay {
-            changes: self
-                .spare
-                .pop()
-                .unwrap_or_else(|| HashMap::with_capacity(self.batch_size)),
+            changes: self.spare.pop().unwrap_or_else(|| {
+                States::with_capacity_and_hasher(self.batch_size, Default::default())
+            }),
             base: &pending,
         };
         self.effects.clear();
