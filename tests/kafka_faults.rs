@@ -193,8 +193,9 @@ fn a_delivery_that_fails_for_good_ends_the_process_and_the_restart_loses_nothing
     let permanent = [RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 50];
     mock.cluster
         .request_errors(RDKafkaApiKey::Produce, &permanent);
-    // Usually within seconds. An owner whose in-flight batch is never acknowledged gives up
-    // after the producer's delivery timeout, so that, with a margin, is the bound.
+    // Within seconds: once a record fails with the producer's fatal error, every owner's
+    // wait for acknowledgements ends. One whose batch is never acknowledged for another
+    // reason gives up after the producer's delivery timeout: that, with a margin, is the bound.
     let bound = ordo::log::kafka::producer::DELIVERY_TIMEOUT + Duration::from_secs(60);
     let status = wait_for("the process to end", bound, || {
         member.child.try_wait().unwrap()

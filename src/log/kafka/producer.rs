@@ -2,6 +2,7 @@
 //! acknowledgements and reports their offsets. The same producer with a `transactional.id`
 //! writes an owner's batches in Kafka transactions (`--guarantee exactly-once`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -32,8 +33,14 @@ struct AckState {
     error: Option<KafkaError>,
 }
 
-/// Routes delivery reports to the batch that sent them.
-pub(crate) struct AckContext;
+/// Routes delivery reports to the batch that sent them, and, for the idempotent producer,
+/// notes when it has failed for good: a report of librdkafka's fatal error. (A transactional
+/// producer's fatal errors, a fencing among them, are met by its transaction calls.)
+#[derive(Default)]
+pub(crate) struct AckContext {
+    fatal: Arc<AtomicBool>,
+    idempotent: bool,
+}
 
 impl ClientContext for AckContext {
     fn error(&self, error: KafkaError, reason: &str) {
@@ -54,6 +61,9 @@ impl ProducerContext for AckContext {
         match result {
             Ok(m) => s.offsets[index] = m.offset(),
             Err((e, _)) => {
+                if self.idempotent && e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+                    self.fatal.store(true, Ordering::Release);
+                }
                 s.error.get_or_insert_with(|| e.clone());
             }
         }
@@ -72,7 +82,15 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Records handed to the producer, not yet all acknowledged.
 #[must_use = "a send is only durable once waited for"]
-pub struct Pending(Arc<Acks>);
+pub struct Pending {
+    acks: Arc<Acks>,
+    /// Set once any record of the producer is reported failed by its fatal error: nothing it
+    /// still holds will be acknowledged, so no wait need last the delivery timeout.
+    fatal: Arc<AtomicBool>,
+}
+
+/// How often a wait looks at the producer's fatal flag.
+const FATAL_CHECK: Duration = Duration::from_millis(200);
 
 impl Pending {
     /// Waits until every record is acknowledged; their offsets in order, or the first error.
@@ -110,7 +128,7 @@ impl Pending {
         after: Duration,
         slow: impl FnOnce(),
     ) -> Result<Vec<Offset>, KafkaLogError> {
-        let acks = self.0;
+        let Pending { acks, fatal } = self;
         let started = std::time::Instant::now();
         let deadline = started + limit;
         let mut slow = Some(slow);
@@ -123,6 +141,11 @@ impl Pending {
                     source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut),
                 });
             }
+            if fatal.load(Ordering::Acquire) {
+                return Err(KafkaLogError::Delivery {
+                    source: KafkaError::MessageProduction(RDKafkaErrorCode::Fatal),
+                });
+            }
             let until_slow = after.saturating_sub(now - started);
             if until_slow.is_zero()
                 && let Some(slow) = slow.take()
@@ -133,7 +156,8 @@ impl Pending {
                 left.min(until_slow)
             } else {
                 left
-            };
+            }
+            .min(FATAL_CHECK);
             s = acks
                 .done
                 .wait_timeout(s, wait)
@@ -166,7 +190,10 @@ impl KafkaProducer {
     pub fn new(opts: &KafkaOptions) -> Result<Self, KafkaLogError> {
         let inner: ThreadedProducer<AckContext> = opts
             .producer_config()
-            .create_with_context(AckContext)
+            .create_with_context(AckContext {
+                idempotent: true,
+                ..AckContext::default()
+            })
             .map_err(kafka("create producer"))?;
         // librdkafka asks for the idempotent producer's id when a metadata answer arrives from a
         // connected broker, else on a 500 ms timer: right after creation no broker is up yet,
@@ -247,7 +274,10 @@ impl KafkaProducer {
                 }
             }
         }
-        Pending(acks)
+        Pending {
+            acks,
+            fatal: self.inner.context().fatal.clone(),
+        }
     }
 
     /// Waits for outstanding deliveries.
@@ -273,7 +303,7 @@ impl KafkaProducer {
             TRANSACTION_TIMEOUT.as_millis().to_string(),
         );
         let inner: ThreadedProducer<AckContext> = config
-            .create_with_context(AckContext)
+            .create_with_context(AckContext::default())
             .map_err(kafka("create transactional producer"))?;
         let producer = KafkaProducer {
             inner: Closing::new(inner),
@@ -369,7 +399,7 @@ pub fn check_transactions(opts: &KafkaOptions) -> Result<(), KafkaLogError> {
     );
     config.set("message.timeout.ms", "30000");
     let inner: ThreadedProducer<AckContext> = config
-        .create_with_context(AckContext)
+        .create_with_context(AckContext::default())
         .map_err(kafka("create transactional producer"))?;
     let producer = KafkaProducer {
         inner: Closing::new(inner),
@@ -472,4 +502,39 @@ pub fn transaction_group(
         op: "consumer group metadata",
         source: KafkaError::Canceled,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch still waiting for acknowledgements when its producer has failed for good ends
+    /// its wait with the fatal error, instead of waiting out the delivery timeout; one whose
+    /// records were all acknowledged still gets its offsets.
+    #[test]
+    fn a_wait_ends_once_the_producer_has_failed_for_good() {
+        let pending = |acked: bool| {
+            let acks = Arc::new(Acks::default());
+            {
+                let mut s = acks.state.lock().unwrap();
+                s.offsets = vec![7];
+                s.pending = usize::from(!acked);
+            }
+            Pending {
+                acks,
+                fatal: Arc::new(AtomicBool::new(true)),
+            }
+        };
+        let waited = pending(false).wait();
+        assert!(
+            matches!(
+                waited,
+                Err(KafkaLogError::Delivery {
+                    source: KafkaError::MessageProduction(RDKafkaErrorCode::Fatal)
+                })
+            ),
+            "{waited:?}"
+        );
+        assert_eq!(pending(true).wait().unwrap(), vec![Offset(7)]);
+    }
 }
