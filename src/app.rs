@@ -172,6 +172,7 @@ pub fn run(
                     advertise: None,
                     forwarder: None,
                     token: opts.token.clone(),
+                    input_ends: Default::default(),
                     shutdown: shutdown.clone(),
                     about: About::new("embedded", None),
                 }),
@@ -267,6 +268,7 @@ pub fn run(
                     advertise,
                     forwarder: Some(Forwarder::new(opts.token.clone())),
                     token: opts.token.clone(),
+                    input_ends: Default::default(),
                     shutdown: shutdown.clone(),
                     about: About::new(
                         "kafka",

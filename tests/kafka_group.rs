@@ -337,6 +337,32 @@ fn two_members_serve_every_key_through_its_owner() {
     let (code, body) = a.get(&format!("/v1/users/u{b_partition}"));
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["reservations"][0]["state"], "associated");
+    // Read-your-writes across members for lookups: clients each reserve through B and at once
+    // associate by user through A. Their lookups overlap and share rounds of the input's ends;
+    // each must see the reservation its client was just answered `202` for.
+    std::thread::scope(|scope| {
+        for c in 0..8 {
+            let (a, b) = (a.addr, b.addr);
+            scope.spawn(move || {
+                for i in 0..10 {
+                    let (user, no) = (format!("rw-{c}-{i}"), format!("RW-{c}-{i}"));
+                    let body = format!(
+                        r#"{{"event_id":"rw-r-{c}-{i}","reservation_no":"{no}","user_id":"{user}"}}"#
+                    );
+                    let (code, r) = http(b, "POST", "/v1/reservations", Some(&body), &[]);
+                    assert_eq!(code, 202, "{r}");
+                    let body =
+                        format!(r#"{{"event_id":"rw-a-{c}-{i}","user_id":"{user}","target":"t"}}"#);
+                    let (code, r) = http(a, "POST", "/v1/associations", Some(&body), &[]);
+                    assert_eq!(
+                        (code, json(&r)["reservation_no"].as_str()),
+                        (202, Some(no.as_str())),
+                        "{user}: {r}"
+                    );
+                }
+            });
+        }
+    });
     // A token of another partition than the key's, owned by the other member: the key's owner
     // has that member wait for it (asked on either member, for a key of either).
     let a_partition = table

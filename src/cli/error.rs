@@ -176,6 +176,7 @@ fn kafka_is_usage(e: &KafkaLogError) -> bool {
         | KafkaLogError::DeleteTopic { .. }
         | KafkaLogError::AddPartitions { .. }
         | KafkaLogError::Delivery { .. }
+        | KafkaLogError::NoEnd { .. }
         | KafkaLogError::Stalled { .. }
         | KafkaLogError::Misplaced { .. }
         | KafkaLogError::BeyondEnd { .. }

@@ -131,6 +131,8 @@ async fn ingest(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let mut fields = fields(kind, &headers, &body)?;
+    // The reservation an association by user was routed to, as the lookup found it.
+    let mut found = None;
     if kind == EventKind::Association && !fields.contains_key("reservation_no") {
         let user = match fields.get("user_id") {
             Some(Value::String(u)) if !u.is_empty() => u.clone(),
@@ -145,14 +147,23 @@ async fn ingest(
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        let no = open_reservation(s, &user, &event_id).await?;
-        fields.insert("reservation_no".into(), Value::from(no));
+        let record = open_reservation(s, &user, &event_id).await?;
+        fields.insert(
+            "reservation_no".into(),
+            Value::from(record.reservation_no.as_str()),
+        );
+        found = Some(record);
     }
     let raw = serde_json::to_vec(&fields).expect("a JSON map serialises");
     let event = Event::decode(&raw)?;
     let partition = s.partition_of(event.reservation_no.as_str());
-    // A retry of an event already applied: answer as a duplicate, append nothing.
-    if let Some(entry) = current(s, partition, event.reservation_no.as_str()).await
+    // A retry of an event already applied: answer as a duplicate, append nothing. The lookup
+    // of an association by user has just read the state it needs.
+    let entry = match found {
+        Some(record) => Some(record),
+        None => current(s, partition, event.reservation_no.as_str()).await,
+    };
+    if let Some(entry) = entry
         && entry.applied_event_ids.contains(&event.event_id)
     {
         let token = Token {
@@ -214,25 +225,23 @@ async fn current(s: &Served, p: Partition, no: &str) -> Option<StateRecord> {
     }
 }
 
-/// Where the input of every partition ends now, asked in parallel.
+/// Where the input of every partition ends, read after this call began (in a round shared
+/// with the lookups waiting at the same time).
 async fn input_ends(s: &Served) -> Result<Vec<Offset>, ApiError> {
-    let mut asks = tokio::task::JoinSet::new();
-    for p in s.count().iter() {
-        let ingest = s.ingest.clone();
-        asks.spawn_blocking(move || (p, ingest.input_end(p)));
-    }
-    let mut ends = vec![Offset(0); s.count().get() as usize];
-    while let Some(joined) = asks.join_next().await {
-        let (p, end) = joined?;
-        ends[p.index()] = end.map_err(ApiError::LogUnavailable)?;
-    }
-    Ok(ends)
+    s.input_ends
+        .get(|| async {
+            let ingest = s.ingest.clone();
+            tokio::task::spawn_blocking(move || ingest.input_ends())
+                .await?
+                .map_err(ApiError::LogUnavailable)
+        })
+        .await
 }
 
 /// The user's one open (`reserved`) reservation, after everything appended before this call
 /// has been applied, asked of the owners of every partition; or, for a retry, the reservation
 /// that already applied `event_id`.
-async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<String, ApiError> {
+async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<StateRecord, ApiError> {
     // Refuse early, before waiting on any partition, while some partition has no owner.
     for p in s.count().iter() {
         s.route(p, false)?;
@@ -246,25 +255,24 @@ async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<Stri
         owners_ms = t1.elapsed().as_secs_f64() * 1e3,
         "association lookup"
     );
-    if let Some(r) = records
-        .iter()
-        .find(|r| r.applied_event_ids.iter().any(|id| id == event_id))
-    {
-        return Ok(r.reservation_no.to_string());
+    let (mut applied, mut open) = (None, Vec::new());
+    for r in records {
+        if r.applied_event_ids.iter().any(|id| id == event_id) {
+            applied = Some(r);
+        } else if r.state == Status::Reserved {
+            open.push(r);
+        }
     }
-    let open: Vec<String> = records
-        .into_iter()
-        .filter(|r| r.state == Status::Reserved)
-        .map(|r| r.reservation_no.to_string())
-        .collect();
-    match open.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(ApiError::NoReservation(format!(
+    if let Some(r) = applied {
+        return Ok(r);
+    }
+    match open.len() {
+        1 => Ok(open.swap_remove(0)),
+        0 => Err(ApiError::NoReservation(format!(
             "user {user} has no open reservation; pass reservation_no"
         ))),
         many => Err(ApiError::Ambiguous(format!(
-            "user {user} has {} open reservations; pass reservation_no",
-            many.len()
+            "user {user} has {many} open reservations; pass reservation_no"
         ))),
     }
 }

@@ -10,6 +10,7 @@ pub mod forward;
 mod history;
 pub mod ingest;
 pub mod query;
+mod rounds;
 mod state;
 pub mod status;
 mod wire;
@@ -26,6 +27,7 @@ use serde_json::json;
 
 pub use error::{ApiError, MAX_BODY_BYTES};
 pub use forward::Forwarder;
+pub use rounds::Rounds;
 pub use state::{AppState, Route, Served};
 
 use crate::shutdown::Shutdown;
@@ -249,6 +251,7 @@ mod tests {
             shutdown: Shutdown::new(),
             about: status::About::new("embedded", None),
             token: None,
+            input_ends: Default::default(),
         });
         let err = readyz(State(state.clone())).await.unwrap_err();
         assert_eq!(

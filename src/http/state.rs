@@ -33,6 +33,8 @@ pub struct Served {
     pub about: super::status::About,
     /// The bearer token every request but the open routes needs (`--http-token-file`).
     pub token: Option<super::auth::Token>,
+    /// Where every partition's input ends, asked once for the lookups waiting at a time.
+    pub input_ends: super::Rounds<Vec<crate::core::Offset>>,
 }
 
 /// Where a request for one partition is answered.

@@ -82,8 +82,8 @@ pub trait Ingest: Send + Sync + 'static {
     fn partitioner(&self) -> Partitioner;
     /// Appends one input record durably, called from a tokio runtime; resolves to its offset.
     fn append_event(self: Arc<Self>, partition: Partition, record: NewRecord) -> Appending;
-    /// The offset the next input record of `partition` will get.
-    fn input_end(&self, partition: Partition) -> Result<Offset, LogsError>;
+    /// For every partition, in order, the offset its next input record will get.
+    fn input_ends(&self) -> Result<Vec<Offset>, LogsError>;
 }
 
 impl Ingest for embedded::EmbeddedLog {
@@ -111,8 +111,11 @@ impl Ingest for embedded::EmbeddedLog {
         Box::pin(async move { Ok(appending.await?[0]) })
     }
 
-    fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {
-        Ok(self.end_offset(topics::Role::Events, partition)?)
+    fn input_ends(&self) -> Result<Vec<Offset>, LogsError> {
+        self.partitions()
+            .iter()
+            .map(|p| Ok(self.end_offset(topics::Role::Events, p)?))
+            .collect()
     }
 }
 

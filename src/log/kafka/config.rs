@@ -159,6 +159,15 @@ pub enum KafkaLogError {
     },
     #[error("kafka: delivery failed: {source}")]
     Delivery { source: KafkaError },
+    #[error(
+        "kafka: the broker's offsets for {topic} answered no end for partition {partition} \
+         ({answer}); check that the topic has N partitions (`ordo topics check`)"
+    )]
+    NoEnd {
+        topic: String,
+        partition: Partition,
+        answer: String,
+    },
     #[error("kafka: restoring the changelog: {0}")]
     Restore(String),
     #[error(

@@ -53,15 +53,55 @@ impl Ingest for KafkaIngest {
         })
     }
 
-    fn input_end(&self, partition: Partition) -> Result<Offset, LogsError> {
-        let (_, high) = self
+    /// One ListOffsets round for every partition (`offsets_for_times` at "latest", which the
+    /// broker answers with each partition's end): one request per leader, where asking for
+    /// each partition's watermarks took two requests per partition.
+    fn input_ends(&self) -> Result<Vec<Offset>, LogsError> {
+        use rdkafka::{Offset as KafkaOffset, TopicPartitionList};
+        let mut latest = TopicPartitionList::with_capacity(self.partitions.get() as usize);
+        for p in self.partitions.iter() {
+            latest
+                .add_partition_offset(
+                    &self.events_topic,
+                    super::ids::kafka_partition(p),
+                    KafkaOffset::End,
+                )
+                .expect("the end is a position every partition has");
+        }
+        let answered = self
             .client
-            .fetch_watermarks(
-                &self.events_topic,
-                super::ids::kafka_partition(partition),
-                REQUEST_TIMEOUT,
-            )
-            .map_err(|e| unreachable_or(&self.opts, e, "fetch watermarks"))?;
-        Ok(Offset(high.max(0) as u64))
+            .offsets_for_times(latest, REQUEST_TIMEOUT)
+            .map_err(|e| unreachable_or(&self.opts, e, "list offsets"))?;
+        let mut ends = vec![None; self.partitions.get() as usize];
+        for elem in answered.elements() {
+            elem.error()
+                .map_err(|e| unreachable_or(&self.opts, e, "list offsets"))?;
+            // An empty partition ends at 0; the broker answers that offset.
+            if let (KafkaOffset::Offset(o), Some(slot)) = (
+                elem.offset(),
+                ends.get_mut(super::ids::partition_of(elem.partition()).index()),
+            ) {
+                *slot = Some(Offset(o.max(0) as u64));
+            }
+        }
+        let answer = |p: Partition| {
+            answered
+                .find_partition(&self.events_topic, super::ids::kafka_partition(p))
+                .map_or("none".to_owned(), |e| format!("{:?}", e.offset()))
+        };
+        self.partitions
+            .iter()
+            .zip(ends)
+            .map(|(p, end)| {
+                end.ok_or_else(|| {
+                    super::config::KafkaLogError::NoEnd {
+                        topic: self.events_topic.clone(),
+                        partition: p,
+                        answer: answer(p),
+                    }
+                    .into()
+                })
+            })
+            .collect()
     }
 }
