@@ -73,14 +73,38 @@ fn string(text: &str, at: usize) -> Option<(&str, usize)> {
         return None;
     }
     let start = at + 1;
-    let len = b[start..]
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-    if b[start + len] != b'"' {
+    let close = plain_end(b, start)?;
+    if b[close] != b'"' {
         return None;
     }
     // Quotes are ASCII: both ends are char boundaries.
-    Some((&text[start..start + len], start + len + 1))
+    Some((&text[start..close], close + 1))
+}
+
+/// The position of the first byte from `from` that ends a plain string: a quote, a backslash
+/// or a control character. Eight bytes at a time: in each word, a byte equal to `c` is a zero
+/// byte of `word ^ c…c`, and a zero byte, or one below 0x20, sets its high bit in
+/// `(v - n…n) & !v & 0x80…80`. A borrow only ever runs upward from a byte that is itself
+/// found, so the lowest bit set names the first such byte (the bytes are read little-endian).
+fn plain_end(b: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGHS;
+    let mut at = from;
+    while let Some(word) = b.get(at..at + 8) {
+        let v = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let found = below(v ^ (ONES * u64::from(b'"')), 1)
+            | below(v ^ (ONES * u64::from(b'\\')), 1)
+            | below(v, 0x20);
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    b[at..]
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+        .map(|i| at + i)
 }
 
 /// A value at `at`: a plain string, or an integer of at most 18 digits (no fraction, no
@@ -107,7 +131,12 @@ fn value(text: &str, at: usize) -> Option<(Json<'_>, usize)> {
             {
                 return None;
             }
-            text[at..next].parse().ok().map(|n| (Json::Int(n), next))
+            // At most 18 digits: no overflow.
+            let magnitude = b[digits_from..next]
+                .iter()
+                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+            let n = if b[at] == b'-' { -magnitude } else { magnitude };
+            Some((Json::Int(n), next))
         }
         _ => None,
     }
@@ -224,6 +253,28 @@ mod tests {
         #[test]
         fn the_scan_and_serde_agree_on_objects(text in object()) {
             prop_assert_eq!(Event::decode(text.as_bytes()), by_serde(text.as_bytes()), "{}", text);
+        }
+
+        /// The word-at-a-time search finds what a byte-by-byte one finds, from any start, in
+        /// bytes dense with its targets, their neighbours and the high half.
+        #[test]
+        fn the_string_end_is_found_as_byte_by_byte(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'"'), Just(b'\\'), Just(0x00u8), Just(0x1f), Just(0x20), Just(0x21),
+                    Just(b'#'), Just(b'['), Just(b']'), Just(0x7f), Just(0x80), Just(0xa2),
+                    Just(0xdc), Just(0xff), Just(0x01), 0x20u8..0x7f,
+                ],
+                0..40,
+            ),
+            from in 0usize..40,
+        ) {
+            let from = from.min(bytes.len());
+            let naive = bytes[from..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .map(|i| from + i);
+            prop_assert_eq!(super::plain_end(&bytes, from), naive);
         }
     }
 
