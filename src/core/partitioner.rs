@@ -96,9 +96,13 @@ impl FromStr for Partitioner {
 
 /// Java's `String.hashCode()`: `h = 31*h + unit` over UTF-16 code units, wrapping at 32 bits.
 pub fn java_hash_code(key: &str) -> i32 {
-    key.encode_utf16().fold(0i32, |h, unit| {
-        h.wrapping_mul(31).wrapping_add(i32::from(unit))
-    })
+    let step = |h: i32, unit: u16| h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    // An ASCII byte is its own UTF-16 unit; reservation numbers are ASCII in practice.
+    if key.is_ascii() {
+        key.bytes().fold(0, |h, b| step(h, u16::from(b)))
+    } else {
+        key.encode_utf16().fold(0, step)
+    }
 }
 
 /// Kafka's `Utils.murmur2` (seed `0x9747b28c`), as the Java client computes it.
@@ -215,6 +219,15 @@ mod tests {
                 prop_assert!(a.0 < count);
                 prop_assert_eq!(a, p.partition(&key.clone(), n(count)));
             }
+        }
+
+        /// The ASCII path gives what the UTF-16 fold gives.
+        #[test]
+        fn java_hash_is_the_fold_over_utf16_units(key in "[ -~]{0,40}|.{0,40}") {
+            let units = key.encode_utf16().fold(0i32, |h, unit| {
+                h.wrapping_mul(31).wrapping_add(i32::from(unit))
+            });
+            prop_assert_eq!(java_hash_code(&key), units);
         }
 
         #[test]
