@@ -435,7 +435,36 @@ pub(crate) fn unreachable_or(
     e: KafkaError,
     op: &'static str,
 ) -> KafkaLogError {
-    match e.rdkafka_error_code() {
+    classify(opts, e, op, recent_refusal())
+}
+
+/// How long a TLS or SASL refusal reported through a client's error callback explains a later
+/// failure to reach the brokers.
+const REFUSAL_EXPLAINS: Duration = Duration::from_secs(60);
+
+/// The last TLS or SASL refusal a client of this process reported through its error callback,
+/// and when. librdkafka reports a failed handshake there, and an operation under way then often
+/// fails with only a transport failure or a timeout (which one depends on when the handshake
+/// failed): the refusal says why, and what to fix.
+static LAST_REFUSAL: std::sync::Mutex<Option<(RDKafkaErrorCode, std::time::Instant)>> =
+    std::sync::Mutex::new(None);
+
+fn recent_refusal() -> Option<RDKafkaErrorCode> {
+    let last = LAST_REFUSAL.lock().unwrap_or_else(|e| e.into_inner());
+    last.filter(|(_, at)| at.elapsed() < REFUSAL_EXPLAINS)
+        .map(|(code, _)| code)
+}
+
+/// `e` as ordo's error: a broker that cannot be reached is [`KafkaLogError::Unreachable`],
+/// unless a TLS or SASL refusal (`refused`, seen lately) explains it; a refusal is
+/// [`KafkaLogError::Refused`], naming what to check.
+fn classify(
+    opts: &KafkaOptions,
+    e: KafkaError,
+    op: &'static str,
+    refused: Option<RDKafkaErrorCode>,
+) -> KafkaLogError {
+    let code = match e.rdkafka_error_code() {
         Some(
             RDKafkaErrorCode::OperationTimedOut
             | RDKafkaErrorCode::MessageTimedOut
@@ -443,10 +472,18 @@ pub(crate) fn unreachable_or(
             | RDKafkaErrorCode::AllBrokersDown
             | RDKafkaErrorCode::Resolve
             | RDKafkaErrorCode::RequestTimedOut,
-        ) => KafkaLogError::Unreachable {
-            brokers: opts.brokers.clone(),
-            detail: e.to_string(),
+        ) => match refused {
+            Some(code) => Some(code),
+            None => {
+                return KafkaLogError::Unreachable {
+                    brokers: opts.brokers.clone(),
+                    detail: e.to_string(),
+                };
+            }
         },
+        code => code,
+    };
+    match code {
         Some(RDKafkaErrorCode::Authentication) => KafkaLogError::Refused {
             brokers: opts.brokers.clone(),
             what: "the SASL authentication",
@@ -501,11 +538,50 @@ impl rdkafka::consumer::ConsumerContext for QuietEof {}
 /// Logs a librdkafka global error: end-of-partition events (which ordo asks for) not at all,
 /// transient connection failures at debug, the rest as errors.
 pub fn log_client_error(error: KafkaError, reason: &str) {
+    if let Some(code @ (RDKafkaErrorCode::SSL | RDKafkaErrorCode::Authentication)) =
+        error.rdkafka_error_code()
+    {
+        *LAST_REFUSAL.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((code, std::time::Instant::now()));
+    }
     match error {
         KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
         KafkaError::Global(
             RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown,
         ) => tracing::debug!(error = %error, reason, "librdkafka"),
         _ => tracing::error!(error = %error, reason, "librdkafka"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An operation that ends in a transport failure or a timeout after the handshake was
+    /// refused reports the refusal (exit 2, what to check), not an unreachable cluster.
+    #[test]
+    fn a_refused_handshake_explains_a_later_transport_failure() {
+        let opts = KafkaOptions::new("127.0.0.1:1");
+        let transport = || KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(matches!(
+            classify(&opts, transport(), "read", None),
+            KafkaLogError::Unreachable { .. }
+        ));
+        for (seen, what) in [
+            (RDKafkaErrorCode::SSL, "TLS"),
+            (RDKafkaErrorCode::Authentication, "SASL"),
+        ] {
+            let e = classify(&opts, transport(), "read", Some(seen));
+            assert!(
+                matches!(e, KafkaLogError::Refused { what: w, .. } if w.contains(what)),
+                "{e}"
+            );
+        }
+        // Other errors keep their own meaning.
+        let other = KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition);
+        assert!(matches!(
+            classify(&opts, other, "read", Some(RDKafkaErrorCode::SSL)),
+            KafkaLogError::Kafka { .. }
+        ));
     }
 }

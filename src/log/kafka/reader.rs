@@ -81,10 +81,21 @@ fn read_partition(
         .map_err(kafka("assign"))?;
     let consumer = Closing::new(consumer);
     let mut last_progress = Instant::now();
+    // A read to the end fails on a connection failure that lasts: librdkafka reconnects by
+    // itself, and a refused TLS or SASL handshake may be reported only after the disconnect it
+    // caused (librdkafka does not repeat an error, so the first one is kept).
+    let mut failing: Option<(Instant, KafkaError)> = None;
     loop {
+        if let Some((since, _)) = &failing
+            && since.elapsed() > REQUEST_TIMEOUT
+        {
+            let (_, e) = failing.take().expect("checked");
+            return Err(unreachable_or(opts, e, "read"));
+        }
         match (consumer.poll(Duration::from_millis(100)), until) {
             (Some(Ok(m)), _) => {
                 last_progress = Instant::now();
+                failing = None;
                 if f(to_record(&m)).is_break() {
                     return Ok(());
                 }
@@ -92,6 +103,9 @@ fn read_partition(
             (Some(Err(KafkaError::PartitionEOF(_))), Until::End) => return Ok(()),
             (Some(Err(KafkaError::PartitionEOF(_))), Until::Stop) => {}
             (Some(Err(e)), Until::Stop) if is_transient(&e) => {}
+            (Some(Err(e)), Until::End) if is_transient(&e) => {
+                failing.get_or_insert((Instant::now(), e));
+            }
             (Some(Err(e)), _) => return Err(unreachable_or(opts, e, "read")),
             (None, _) if last_progress.elapsed() > stall => {
                 return Err(KafkaLogError::Stalled {
