@@ -67,6 +67,7 @@ fn end(b: &[u8], at: usize) -> bool {
 
 /// A string without escapes or control characters at `at` (its opening quote), and the
 /// position after its closing quote.
+#[inline(always)]
 fn string(text: &str, at: usize) -> Option<(&str, usize)> {
     let b = text.as_bytes();
     if b.get(at) != Some(&b'"') {
@@ -91,8 +92,8 @@ fn plain_end(b: &[u8], from: usize) -> Option<usize> {
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGHS;
     let mut at = from;
-    while let Some(word) = b.get(at..at + 8) {
-        let v = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+    while let Some(word) = b.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        let v = u64::from_le_bytes(*word);
         let found = below(v ^ (ONES * u64::from(b'"')), 1)
             | below(v ^ (ONES * u64::from(b'\\')), 1)
             | below(v, 0x20);
