@@ -162,6 +162,12 @@ struct WireEventOut<'a> {
     ts: Option<i64>,
 }
 
+/// Whether `s` is an acceptable identifier: not empty, at most [`MAX_ID_CHARS`] characters.
+pub(super) fn valid_id(s: &str) -> bool {
+    // A byte count within the limit bounds the character count too.
+    !s.is_empty() && (s.len() <= MAX_ID_CHARS || s.chars().count() <= MAX_ID_CHARS)
+}
+
 fn required_id(field: &'static str, value: Option<Json<'_>>) -> Result<CompactString, Malformed> {
     optional_id(field, value)?.ok_or(Malformed::Missing(field))
 }
@@ -212,11 +218,10 @@ impl Event {
         // string, that was a tenth of the core's time).
         let text = std::str::from_utf8(bytes)
             .map_err(|e| Malformed::NotJson(format!("the record is not UTF-8: {e}")))?;
-        let wire = match super::event_scan::scan(text) {
-            Some(wire) => wire,
-            None => Self::parse(text)?,
-        };
-        Event::try_from(wire)
+        match super::event_scan::scan(text) {
+            Some(event) => Ok(event),
+            None => Event::try_from(Self::parse(text)?),
+        }
     }
 
     /// serde's reading of an event's fields, for every shape [`event_scan`] leaves to it.
