@@ -257,7 +257,7 @@ async fn open_reservation(s: &Served, user: &str, event_id: &str) -> Result<Stat
     );
     let (mut applied, mut open) = (None, Vec::new());
     for r in records {
-        if r.applied_event_ids.iter().any(|id| id == event_id) {
+        if applied.is_none() && r.applied_event_ids.iter().any(|id| id == event_id) {
             applied = Some(r);
         } else if r.state == Status::Reserved {
             open.push(r);
