@@ -84,39 +84,59 @@ impl Entity {
     }
 
     pub fn user_id(&self) -> &str {
-        self.fields().0
+        self.parts().user_id
     }
 
     pub fn target(&self) -> Option<&str> {
-        self.fields().1
+        self.parts().target
     }
 
     /// The ids of the events applied to this entity, oldest first.
     pub fn applied_event_ids(&self) -> EventIds<'_> {
-        self.fields().2
+        self.parts().applied_event_ids
     }
 
     /// Whether the event `id` was applied to this entity.
     pub fn has_applied(&self, id: &str) -> bool {
-        self.applied_event_ids().any(|applied| applied == id)
+        self.parts().has_applied(id)
     }
 
-    /// The user, the target and the event ids, read in one pass.
-    fn fields(&self) -> (&str, Option<&str>, EventIds<'_>) {
+    /// Every field, read in one pass (each accessor above reads from the start).
+    pub fn parts(&self) -> Parts<'_> {
         let b = &self.0;
         let mut at = 1;
-        take_varint(b, &mut at);
-        let user = take_str(b, &mut at);
+        // Written from a u32.
+        let version = take_varint(b, &mut at) as u32;
+        let user_id = take_str(b, &mut at);
         let target = (b.as_bytes()[0] & HAS_TARGET != 0).then(|| take_str(b, &mut at));
         let left = take_varint(b, &mut at) as usize;
-        (
-            user,
+        Parts {
+            status: self.status(),
+            version,
+            user_id,
             target,
-            EventIds {
+            applied_event_ids: EventIds {
                 rest: &b[at..],
                 left,
             },
-        )
+        }
+    }
+}
+
+/// An [`Entity`]'s fields, borrowed from it.
+#[derive(Clone, Debug)]
+pub struct Parts<'a> {
+    pub status: Status,
+    pub version: u32,
+    pub user_id: &'a str,
+    pub target: Option<&'a str>,
+    pub applied_event_ids: EventIds<'a>,
+}
+
+impl Parts<'_> {
+    /// Whether the event `id` was applied to the entity.
+    pub fn has_applied(&self, id: &str) -> bool {
+        self.applied_event_ids.clone().any(|applied| applied == id)
     }
 }
 

@@ -71,7 +71,7 @@ impl fmt::Display for RejectReason {
     }
 }
 
-pub use super::entity::Entity;
+pub use super::entity::{Entity, Parts};
 
 /// A state change made by one event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,19 +94,21 @@ pub fn apply(state: Option<&Entity>, event: &Event) -> Outcome {
     use EventKind::*;
     use Status::*;
 
-    if let Some(entity) = state
-        && entity.has_applied(&event.event_id)
+    // The stored state, read once.
+    let parts = state.map(Entity::parts);
+    if let Some(p) = &parts
+        && p.has_applied(&event.event_id)
     {
         return Outcome::Duplicate;
     }
-    let same_user = |e: &Entity| e.user_id() == event.user_id;
-    let next = match (state, event.kind) {
+    let same_user = |p: &Parts<'_>| p.user_id == event.user_id;
+    let next = match (&parts, event.kind) {
         (None, Reservation) => Ok(Reserved),
         (None, Association | Cancellation) => Err(RejectReason::NotReserved),
-        (Some(e), _) => match (e.status(), event.kind) {
+        (Some(p), _) => match (p.status, event.kind) {
             (Reserved, Reservation) => Err(RejectReason::AlreadyReserved),
-            (Reserved, Association) if same_user(e) => Ok(Associated),
-            (Reserved, Cancellation) if same_user(e) => Ok(Cancelled),
+            (Reserved, Association) if same_user(p) => Ok(Associated),
+            (Reserved, Cancellation) if same_user(p) => Ok(Cancelled),
             (Reserved, Association | Cancellation) => Err(RejectReason::UserMismatch),
             (Associated, Reservation | Association | Cancellation) => {
                 Err(RejectReason::AlreadyAssociated)
@@ -117,21 +119,21 @@ pub fn apply(state: Option<&Entity>, event: &Event) -> Outcome {
     match next {
         Err(reason) => Outcome::Rejected(reason),
         Ok(status) => {
-            let entity = match state {
+            let entity = match &parts {
                 None => Entity::new(&event.user_id, status, None, 1, [event.event_id.as_str()]),
-                Some(e) => Entity::new(
-                    e.user_id(),
+                Some(p) => Entity::new(
+                    p.user_id,
                     status,
                     match event.kind {
                         Association => event.target.as_deref(),
-                        Reservation | Cancellation => e.target(),
+                        Reservation | Cancellation => p.target,
                     },
-                    e.version() + 1,
-                    e.applied_event_ids().chain([event.event_id.as_str()]),
+                    p.version + 1,
+                    p.applied_event_ids.clone().chain([event.event_id.as_str()]),
                 ),
             };
             Outcome::Applied(Transition {
-                from: state.map(|e| e.status()),
+                from: parts.as_ref().map(|p| p.status),
                 entity,
             })
         }
