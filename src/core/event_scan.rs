@@ -158,10 +158,13 @@ fn value(text: &str, at: usize) -> Option<(Val<'_>, usize)> {
         b'"' => string(text, at).map(|(s, next)| (Val::Str(s), next)),
         b'-' | b'0'..=b'9' => {
             let digits_from = at + usize::from(b[at] == b'-');
-            let digits = b[digits_from..]
-                .iter()
-                .take_while(|c| c.is_ascii_digit())
-                .count();
+            // Counted and summed in one pass; the sum is used only when it has at most 18
+            // digits, which cannot overflow.
+            let (mut digits, mut magnitude) = (0, 0i64);
+            while let Some(d) = b.get(digits_from + digits).filter(|c| c.is_ascii_digit()) {
+                magnitude = magnitude.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
+                digits += 1;
+            }
             let next = digits_from + digits;
             let leading_zero = digits > 1 && b[digits_from] == b'0';
             // serde reads `-0` as a fraction (negative zero).
@@ -174,10 +177,6 @@ fn value(text: &str, at: usize) -> Option<(Val<'_>, usize)> {
             {
                 return None;
             }
-            // At most 18 digits: no overflow.
-            let magnitude = b[digits_from..next]
-                .iter()
-                .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
             let n = if b[at] == b'-' { -magnitude } else { magnitude };
             Some((Val::Int(n), next))
         }
