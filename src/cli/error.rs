@@ -139,6 +139,7 @@ fn logs_is_usage(e: &LogsError) -> bool {
         LogsError::Kafka(e) => kafka_is_usage(e),
         LogsError::NoStaging => true,
         LogsError::Task(_) => false,
+        LogsError::Shared(e) => logs_is_usage(e),
     }
 }
 

@@ -231,11 +231,13 @@ async fn input_ends(s: &Served) -> Result<Vec<Offset>, ApiError> {
     s.input_ends
         .get(|| async {
             let ingest = s.ingest.clone();
-            tokio::task::spawn_blocking(move || ingest.input_ends())
-                .await?
-                .map_err(ApiError::LogUnavailable)
+            match tokio::task::spawn_blocking(move || ingest.input_ends()).await {
+                Ok(ends) => ends.map_err(std::sync::Arc::new),
+                Err(stopped) => Err(std::sync::Arc::new(stopped.into())),
+            }
         })
         .await
+        .map_err(|e| ApiError::LogUnavailable(crate::log::LogsError::Shared(e)))
 }
 
 /// The user's one open (`reserved`) reservation, after everything appended before this call

@@ -34,7 +34,7 @@ pub struct Served {
     /// The bearer token every request but the open routes needs (`--http-token-file`).
     pub token: Option<super::auth::Token>,
     /// Where every partition's input ends, asked once for the lookups waiting at a time.
-    pub input_ends: super::Rounds<Vec<crate::core::Offset>>,
+    pub input_ends: super::Rounds<Vec<crate::core::Offset>, std::sync::Arc<crate::log::LogsError>>,
 }
 
 /// Where a request for one partition is answered.

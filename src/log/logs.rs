@@ -33,6 +33,9 @@ pub enum LogsError {
     NoStaging,
     #[error("the append stopped before it was answered: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// One failure answered to every request that shared the read it ended.
+    #[error(transparent)]
+    Shared(std::sync::Arc<LogsError>),
 }
 
 /// Where a command's logs are, resolved from its flags before anything is opened or created.
