@@ -80,42 +80,66 @@ mod tests {
         assert_eq!(asked.load(Ordering::SeqCst), 3);
     }
 
+    /// A caller whose round (answering 1) stays open until the returned sender is used; back
+    /// once that round has begun.
+    async fn first_round<E: Clone + Send + 'static>(
+        rounds: &Arc<Rounds<u32, E>>,
+        asked: &Arc<AtomicU32>,
+    ) -> (
+        tokio::task::JoinHandle<Result<u32, E>>,
+        tokio::sync::oneshot::Sender<()>,
+    ) {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (r, a) = (rounds.clone(), asked.clone());
+        let first = tokio::spawn(async move {
+            r.get(|| async move {
+                a.fetch_add(1, Ordering::SeqCst);
+                released.await.expect("released");
+                Ok(1)
+            })
+            .await
+        });
+        tickets_reach(rounds, 2).await; // its arrival and its round's start
+        (first, release)
+    }
+
+    /// `n` callers arriving during the round under way, each answering `answer` if it runs a
+    /// round itself; back once all have arrived.
+    async fn callers_during<E: Clone + Send + 'static>(
+        rounds: &Arc<Rounds<u32, E>>,
+        asked: &Arc<AtomicU32>,
+        n: u64,
+        answer: Result<u32, E>,
+    ) -> Vec<tokio::task::JoinHandle<Result<u32, E>>> {
+        let before = rounds.tickets.load(Ordering::SeqCst);
+        let mut later = Vec::new();
+        for _ in 0..n {
+            let (r, a, answer) = (rounds.clone(), asked.clone(), answer.clone());
+            later.push(tokio::spawn(async move {
+                r.get(|| async move {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    answer
+                })
+                .await
+            }));
+        }
+        tickets_reach(rounds, before + n).await;
+        later
+    }
+
     #[tokio::test]
     async fn callers_arriving_during_a_round_share_the_next_one_not_that_one() {
         let rounds = Arc::new(Rounds::<u32, ()>::default());
         let asked = Arc::new(AtomicU32::new(0));
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        // The first caller's round is held open until released.
-        let first = {
-            let (rounds, asked) = (rounds.clone(), asked.clone());
-            tokio::spawn(async move {
-                rounds
-                    .get(|| async move {
-                        let round = asked.fetch_add(1, Ordering::SeqCst) + 1;
-                        released.await.expect("released");
-                        Ok::<_, ()>(round)
-                    })
-                    .await
-            })
-        };
-        tickets_reach(&rounds, 2).await; // its arrival and its round's start
-        let mut later = Vec::new();
-        for _ in 0..5 {
-            let (rounds, asked) = (rounds.clone(), asked.clone());
-            later.push(tokio::spawn(async move {
-                rounds
-                    .get(|| async move { Ok::<_, ()>(asked.fetch_add(1, Ordering::SeqCst) + 1) })
-                    .await
-            }));
-        }
-        tickets_reach(&rounds, 7).await; // all five have arrived, during round 1
+        let (first, release) = first_round(&rounds, &asked).await;
+        let later = callers_during(&rounds, &asked, 5, Ok(2)).await;
         release.send(()).expect("round 1 waits");
         assert_eq!(first.await.unwrap(), Ok(1));
         for caller in later {
             assert_eq!(
                 caller.await.unwrap(),
                 Ok(2),
-                "a round begun before it arrived"
+                "not the round begun before it"
             );
         }
         assert_eq!(asked.load(Ordering::SeqCst), 2, "five callers, one round");
@@ -125,33 +149,8 @@ mod tests {
     async fn a_failed_round_fails_the_callers_it_serves_and_the_next_asks_again() {
         let rounds = Arc::new(Rounds::<u32, &str>::default());
         let asked = Arc::new(AtomicU32::new(0));
-        let (release, released) = tokio::sync::oneshot::channel::<()>();
-        let first = {
-            let (rounds, asked) = (rounds.clone(), asked.clone());
-            tokio::spawn(async move {
-                rounds
-                    .get(|| async move {
-                        asked.fetch_add(1, Ordering::SeqCst);
-                        released.await.expect("released");
-                        Ok(1)
-                    })
-                    .await
-            })
-        };
-        tickets_reach(&rounds, 2).await;
-        let mut later = Vec::new();
-        for _ in 0..3 {
-            let (rounds, asked) = (rounds.clone(), asked.clone());
-            later.push(tokio::spawn(async move {
-                rounds
-                    .get(|| async move {
-                        asked.fetch_add(1, Ordering::SeqCst);
-                        Err("down")
-                    })
-                    .await
-            }));
-        }
-        tickets_reach(&rounds, 5).await;
+        let (first, release) = first_round(&rounds, &asked).await;
+        let later = callers_during(&rounds, &asked, 3, Err("down")).await;
         release.send(()).expect("round 1 waits");
         assert_eq!(first.await.unwrap(), Ok(1));
         for caller in later {
