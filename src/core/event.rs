@@ -132,7 +132,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
 }
 
 /// The wire form: every known field as any JSON value; unknown fields are skipped.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub(super) struct WireEvent<'a> {
     #[serde(rename = "type", borrow, default)]
     pub(super) kind: Option<Json<'a>>,
